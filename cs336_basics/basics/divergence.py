@@ -1,0 +1,77 @@
+"""When is a run diverged? A pure rule, checked at every log step on the (host-side) train loss.
+
+A run is stopped with status ``diverged`` when, at a log step:
+1. ``non-finite``: the loss is NaN or infinite;
+2. ``exploded``: the loss is above ``explode_factor`` x the run's first logged loss (for a fresh model that is
+   about ln(vocab), the loss of a uniform guess: a healthy run never goes back above it);
+3. ``stalled``: after ``check_after`` x max_steps, the smoothed loss is still above ``stall_fraction`` x the
+   first logged loss (the model has learned next to nothing), or, in a sweep, it is more than
+   ``stall_margin`` nats above the best run with a *smaller* learning rate at the same step. With gradient
+   clipping, too-high learning rates rarely give NaN: they sit at a high loss (~4.5-5 nats for the TinyStories
+   model) while smaller learning rates are far below; rule 3 catches that. A too-low learning rate is never
+   "diverged": it is compared only against smaller learning rates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SMOOTHING = 0.8  # EMA weight of the previous smoothed value, per log step
+
+
+@dataclass(frozen=True)
+class DivergenceRule:
+    check_after: float = 0.2
+    explode_factor: float = 1.5
+    stall_fraction: float = 0.6
+    stall_margin: float = 1.0
+
+    @classmethod
+    def from_config(cls, config) -> DivergenceRule:
+        return cls(
+            config.divergence_check_after,
+            config.divergence_explode_factor,
+            config.divergence_stall_fraction,
+            config.divergence_stall_margin,
+        )
+
+
+def smooth(previous: float | None, loss: float) -> float:
+    """Exponential moving average of the logged train loss."""
+    if previous is None or not math.isfinite(previous):
+        return loss
+    return SMOOTHING * previous + (1.0 - SMOOTHING) * loss
+
+
+def divergence_reason(
+    rule: DivergenceRule,
+    *,
+    step: int,
+    max_steps: int,
+    loss: float,
+    smoothed_loss: float,
+    initial_loss: float,
+    reference_loss: float | None = None,
+) -> str | None:
+    """The reason the run counts as diverged at ``step``, or None if it looks healthy."""
+    if not math.isfinite(loss):
+        return f"non-finite train loss ({loss}) at step {step}"
+    if loss > rule.explode_factor * initial_loss:
+        return (
+            f"exploded: train loss {loss:.3f} at step {step} is above {rule.explode_factor:g} x "
+            f"the initial loss {initial_loss:.3f}"
+        )
+    if step < rule.check_after * max_steps:
+        return None
+    if smoothed_loss > rule.stall_fraction * initial_loss:
+        return (
+            f"stalled: smoothed train loss {smoothed_loss:.3f} at step {step} is still above "
+            f"{rule.stall_fraction:g} x the initial loss {initial_loss:.3f}"
+        )
+    if reference_loss is not None and smoothed_loss > reference_loss + rule.stall_margin:
+        return (
+            f"stalled: smoothed train loss {smoothed_loss:.3f} at step {step} is {smoothed_loss - reference_loss:.2f} "
+            f"nats above a smaller learning rate's {reference_loss:.3f} at the same step (margin {rule.stall_margin:g})"
+        )
+    return None
