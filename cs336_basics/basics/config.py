@@ -45,15 +45,12 @@ class ExperimentConfig:
     eval_batches: int = 16
     checkpoint_interval: int = 1000
     target_val_loss: float | None = 1.45
-    # Divergence rule (see divergence.py): non-finite, exploded, or stalled far above where it should be.
-    divergence_check_after: float = 0.2  # fraction of max_steps before a stall can be declared
+    # Divergence rule (see divergence.py): non-finite, exploded, rebounded, or stalled far above where it should be.
+    divergence_check_after: float = 0.25  # fraction of max_steps before a stall can be declared
     divergence_explode_factor: float = 1.5  # loss above this x the initial loss = exploded
-    divergence_stall_fraction: float = (
-        0.6  # smoothed loss above this x the initial loss after the check = stalled
-    )
-    divergence_stall_margin: float = (
-        1.0  # nats above the best lower-LR run at the same step = stalled (sweeps)
-    )
+    divergence_rebound_margin: float = 1.0  # smoothed loss this far (nats) above its lowest = rebounded
+    divergence_stall_fraction: float = 0.9  # smoothed loss above this x initial after the check = stalled
+    divergence_stall_margin: float = 1.0  # nats above the best smaller-LR run at the same step = stalled
     # Data: a dataset name for cs336_basics.data.prepare_dataset, or explicit token files.
     dataset: str = "tinystories"
     data_dir: str = "data"
@@ -251,5 +248,5 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields given on the command line (those not left at None)."""
-    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"preset", "extra"}
     return {k: v for k, v in vars(args).items() if k in names and v is not None}

@@ -4,12 +4,16 @@ A run is stopped with status ``diverged`` when, at a log step:
 1. ``non-finite``: the loss is NaN or infinite;
 2. ``exploded``: the loss is above ``explode_factor`` x the run's first logged loss (for a fresh model that is
    about ln(vocab), the loss of a uniform guess: a healthy run never goes back above it);
-3. ``stalled``: after ``check_after`` x max_steps, the smoothed loss is still above ``stall_fraction`` x the
-   first logged loss (the model has learned next to nothing), or, in a sweep, it is more than
-   ``stall_margin`` nats above the best run with a *smaller* learning rate at the same step. With gradient
-   clipping, too-high learning rates rarely give NaN: they sit at a high loss (~4.5-5 nats for the TinyStories
-   model) while smaller learning rates are far below; rule 3 catches that. A too-low learning rate is never
-   "diverged": it is compared only against smaller learning rates.
+3. ``rebounded``: the smoothed loss has climbed more than ``rebound_margin`` nats above the lowest smoothed loss
+   the run had reached (a too-high learning rate that first learned, then fell apart);
+4. ``stalled``: after ``check_after`` x max_steps, the smoothed loss is still above ``stall_fraction`` x the
+   initial loss (the model has learned next to nothing), or, in a sweep, it is more than ``stall_margin`` nats
+   above the best run with a *smaller* learning rate at the same step. With gradient clipping, too-high
+   learning rates rarely give NaN: they sit at a high loss (~4.5-5 nats for the TinyStories model) while
+   smaller learning rates are far below; rule 4 catches that. A too-low learning rate is not "diverged": its
+   loss falls steadily (no rebound), and it is compared only against *smaller* learning rates.
+The smoothed loss is an exponential moving average over log steps (``SMOOTHING``), so one noisy interval
+does not stop a run.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ SMOOTHING = 0.8  # EMA weight of the previous smoothed value, per log step
 
 @dataclass(frozen=True)
 class DivergenceRule:
-    check_after: float = 0.2
+    check_after: float = 0.25
     explode_factor: float = 1.5
-    stall_fraction: float = 0.6
+    rebound_margin: float = 1.0
+    stall_fraction: float = 0.9
     stall_margin: float = 1.0
 
     @classmethod
@@ -32,6 +37,7 @@ class DivergenceRule:
         return cls(
             config.divergence_check_after,
             config.divergence_explode_factor,
+            config.divergence_rebound_margin,
             config.divergence_stall_fraction,
             config.divergence_stall_margin,
         )
@@ -52,6 +58,7 @@ def divergence_reason(
     loss: float,
     smoothed_loss: float,
     initial_loss: float,
+    min_smoothed_loss: float | None = None,
     reference_loss: float | None = None,
 ) -> str | None:
     """The reason the run counts as diverged at ``step``, or None if it looks healthy."""
@@ -61,6 +68,11 @@ def divergence_reason(
         return (
             f"exploded: train loss {loss:.3f} at step {step} is above {rule.explode_factor:g} x "
             f"the initial loss {initial_loss:.3f}"
+        )
+    if min_smoothed_loss is not None and smoothed_loss > min_smoothed_loss + rule.rebound_margin:
+        return (
+            f"rebounded: smoothed train loss {smoothed_loss:.3f} at step {step} climbed "
+            f"{smoothed_loss - min_smoothed_loss:.2f} nats above its lowest, {min_smoothed_loss:.3f}"
         )
     if step < rule.check_after * max_steps:
         return None

@@ -43,6 +43,7 @@ class TrainState:
     loss_sum: float = 0.0  # train losses since the last log step (logged value = their mean)
     loss_count: int = 0
     smoothed_loss: float | None = None
+    min_smoothed_loss: float | None = None
     initial_loss: float | None = None
     best_val_loss: float | None = None
     eval_s: float = 0.0  # time spent evaluating, checkpointing and logging: the run's overhead
@@ -335,8 +336,11 @@ def run_experiment(
                     loss=train_loss,
                     smoothed_loss=state.smoothed_loss,
                     initial_loss=state.initial_loss,
+                    min_smoothed_loss=state.min_smoothed_loss,
                     reference_loss=reference_loss(step) if reference_loss else None,
                 )
+                if state.min_smoothed_loss is None or state.smoothed_loss < state.min_smoothed_loss:
+                    state.min_smoothed_loss = state.smoothed_loss
                 overhead_start = time.perf_counter()
                 if is_eval and reason is None:
                     val_loss = evaluate()

@@ -40,9 +40,13 @@ def parse_learning_rates(values: list[str] | list[float]) -> list[float]:
         try:
             lr = float(v)
         except (TypeError, ValueError):
-            raise UserError(f"--learning-rates: {v!r} is not a number; give positive numbers like 1e-4 3e-4") from None
+            raise UserError(
+                f"--learning-rates: {v!r} is not a number; give positive numbers like 1e-4 3e-4"
+            ) from None
         if not lr > 0 or lr != lr or lr == float("inf"):
-            raise UserError(f"--learning-rates: {v!r} is not a positive finite number; learning rates must be > 0")
+            raise UserError(
+                f"--learning-rates: {v!r} is not a positive finite number; learning rates must be > 0"
+            )
         if lr not in rates:
             rates.append(lr)
     if not rates:

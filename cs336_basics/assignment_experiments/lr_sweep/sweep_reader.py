@@ -59,7 +59,11 @@ class SweepPoint:
 
     @property
     def reason(self) -> str | None:
-        for src in (self.log.summary if self.log else None, self.log.status if self.log else None, self.record):
+        for src in (
+            self.log.summary if self.log else None,
+            self.log.status if self.log else None,
+            self.record,
+        ):
             if src and src.get("reason"):
                 return str(src["reason"])
         return self.record.get("error")
@@ -161,23 +165,52 @@ class SweepView:
 
     def table(self) -> pd.DataFrame:
         """One row per learning rate: the numbers the summary, the diagnosis and the report print."""
-        rows = [{
-            "lr": p.lr, "name": p.name, "added": p.is_extension, "status": p.state, "step": p.step,
-            "max_steps": p.max_steps, "final_train_loss": p.final_train_loss, "best_val_loss": p.best_val_loss,
-            "final_val_loss": p.final_val_loss, "tokens": p.tokens, "wallclock_s": p.wallclock_s,
-            "tokens_per_sec": p.tokens_per_sec, "reason": p.reason,
-        } for p in self.points]
-        return pd.DataFrame(rows, columns=["lr", "name", "added", "status", "step", "max_steps", "final_train_loss",
-                                           "best_val_loss", "final_val_loss", "tokens", "wallclock_s",
-                                           "tokens_per_sec", "reason"])
+        rows = [
+            {
+                "lr": p.lr,
+                "name": p.name,
+                "added": p.is_extension,
+                "status": p.state,
+                "step": p.step,
+                "max_steps": p.max_steps,
+                "final_train_loss": p.final_train_loss,
+                "best_val_loss": p.best_val_loss,
+                "final_val_loss": p.final_val_loss,
+                "tokens": p.tokens,
+                "wallclock_s": p.wallclock_s,
+                "tokens_per_sec": p.tokens_per_sec,
+                "reason": p.reason,
+            }
+            for p in self.points
+        ]
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "lr",
+                "name",
+                "added",
+                "status",
+                "step",
+                "max_steps",
+                "final_train_loss",
+                "best_val_loss",
+                "final_val_loss",
+                "tokens",
+                "wallclock_s",
+                "tokens_per_sec",
+                "reason",
+            ],
+        )
 
 
 def load_sweep(path: str | Path = DEFAULT_SWEEP_DIR) -> SweepView:
     """Read a sweep directory: sweep.json (if any) and every ``lr_*`` run dir, sorted by learning rate."""
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"no sweep directory at {path}; run the sweep first (lr-sweep --out {path}) "
-                        f"or pass the right directory")
+        raise UserError(
+            f"no sweep directory at {path}; run the sweep first (lr-sweep --out {path}) "
+            f"or pass the right directory"
+        )
     meta = read_json_dict(path / SWEEP_FILE) or {}
     records = {}
     for rec in meta.get("points") or []:
@@ -199,6 +232,7 @@ def load_sweep(path: str | Path = DEFAULT_SWEEP_DIR) -> SweepView:
 
 def format_table(view: SweepView) -> str:
     """The human table: LR, status, final train loss, best and final val loss, tokens, wallclock, tokens/s."""
+
     def f(x, fmt):
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
@@ -210,8 +244,10 @@ def format_table(view: SweepView) -> str:
         status = p.state + (" (+)" if p.is_extension else "")
         tokens = f"{p.tokens / 1e6:.1f}M" if p.tokens else "-"
         wall = f"{p.wallclock_s / 60:.1f}m" if p.wallclock_s else "-"
-        lines.append(f"{mark}{p.lr:>9.3g} {status:<12} {f(p.final_train_loss, '.3f'):>7} {f(p.best_val_loss, '.3f'):>8} "
-                     f"{f(p.final_val_loss, '.3f'):>9} {tokens:>9} {wall:>8} {f(p.tokens_per_sec, ',.0f'):>9}")
+        lines.append(
+            f"{mark}{p.lr:>9.3g} {status:<12} {f(p.final_train_loss, '.3f'):>7} {f(p.best_val_loss, '.3f'):>8} "
+            f"{f(p.final_val_loss, '.3f'):>9} {tokens:>9} {wall:>8} {f(p.tokens_per_sec, ',.0f'):>9}"
+        )
     lines.append("(+) added beyond the grid by bracketing; * best learning rate")
     if best is not None:
         lines.append(f"best lr: {best.lr:g} (final val loss {best.final_val_loss:.4f})")
@@ -220,6 +256,8 @@ def format_table(view: SweepView) -> str:
     target = view.target_val_loss
     if target is not None:
         met = view.target_met
-        lines.append(f"target val loss {target:g} ({view.preset or 'preset'}): "
-                     + ("met" if met else "not met" if met is not None else "not known yet"))
+        lines.append(
+            f"target val loss {target:g} ({view.preset or 'preset'}): "
+            + ("met" if met else "not met" if met is not None else "not known yet")
+        )
     return "\n".join(lines)

@@ -1,0 +1,200 @@
+"""run_experiment end to end: learning, exact resume, divergence, checkpoints that survive a crash, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cs336_basics.basics.checkpoint import read_checkpoint
+from cs336_basics.basics.run_experiment import main as train_main
+from cs336_basics.basics.trainer import run_experiment
+from cs336_basics.errors import UserError
+from cs336_basics.experiment_log import load_experiment_log
+from tests.conftest import tiny_config
+
+EXACT_COLUMNS = ["step", "tokens", "train_loss", "val_loss", "lr", "grad_norm"]
+
+
+def _metrics(run_dir):
+    return load_experiment_log(run_dir).metrics[EXACT_COLUMNS]
+
+
+def test_loss_falls_and_run_dir_is_complete(tmp_path, tokens):
+    train, val = tokens
+    summary = run_experiment(tiny_config(max_steps=60), train, val, tmp_path / "run", progress=False)
+    assert summary["status"] == "finished"
+    log = load_experiment_log(tmp_path / "run")
+    losses = log.metrics["train_loss"].to_numpy()
+    assert losses[-1] < 0.7 * losses[0]
+    assert summary["final_val_loss"] < np.log(64)
+    for name in ("config.json", "metrics.csv", "status.json", "summary.json", "loss_curves.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    for name in ("latest.pt", "best.pt", "final.pt"):
+        assert (tmp_path / "run" / "checkpoints" / name).exists()
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "finished"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["runtime"]["dtype"] == "fp32" and config["runtime"]["compile"] is False
+    # Eval rows sit at multiples of eval_interval and at the end.
+    assert log.eval_rows["step"].tolist() == [10, 20, 30, 40, 50, 60]
+
+
+def test_finished_run_is_not_retrained(tmp_path, tokens):
+    train, val = tokens
+    first = run_experiment(tiny_config(max_steps=10), train, val, tmp_path / "run", progress=False)
+    mtime = (tmp_path / "run" / "metrics.csv").stat().st_mtime_ns
+    again = run_experiment(tiny_config(max_steps=10), train, val, tmp_path / "run", progress=False)
+    assert again["final_val_loss"] == first["final_val_loss"]
+    assert (tmp_path / "run" / "metrics.csv").stat().st_mtime_ns == mtime
+
+
+def test_resume_after_crash_equals_uninterrupted(tmp_path, tokens):
+    """A crash after the step-20 checkpoint (metrics already logged to 25) resumes to identical numbers."""
+    train, val = tokens
+    run_experiment(tiny_config(), train, val, tmp_path / "straight", progress=False)
+
+    def crash(step):
+        if step >= 25:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_experiment(tiny_config(), train, val, tmp_path / "resumed", progress=False, reference_loss=crash)
+    assert json.loads((tmp_path / "resumed" / "status.json").read_text())["state"] == "failed"
+    assert read_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")["iteration"] == 20
+    run_experiment(tiny_config(), train, val, tmp_path / "resumed", progress=False)
+    assert _metrics(tmp_path / "resumed").equals(_metrics(tmp_path / "straight"))
+
+
+class _InterruptingTokens(np.ndarray):
+    """Token array that sends this process SIGINT (a Ctrl-C) when the batch of step 18 is gathered."""
+
+    calls = 0
+
+    def __getitem__(self, index):
+        if isinstance(index, np.ndarray) and index.ndim == 2:  # a batch gather, once per training step
+            type(self).calls += 1
+            if type(self).calls == 19:
+                os.kill(os.getpid(), signal.SIGINT)
+        return super().__getitem__(index)
+
+
+def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens):
+    """Ctrl-C stops at the next step boundary, inside a log interval; the resumed run logs exactly the same."""
+    train, val = tokens
+    run_experiment(tiny_config(), train, val, tmp_path / "straight", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(tiny_config(), train.view(_InterruptingTokens), val, tmp_path / "resumed", progress=False)
+    stopped_at = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")["iteration"]
+    assert 17 <= stopped_at <= 19  # mid-interval (log every 5 steps): partial loss sums are in the checkpoint
+    assert json.loads((tmp_path / "resumed" / "status.json").read_text())["state"] == "interrupted"
+    run_experiment(tiny_config(), train, val, tmp_path / "resumed", progress=False)
+    assert _metrics(tmp_path / "resumed").equals(_metrics(tmp_path / "straight"))
+
+
+def test_divergent_learning_rate_is_stopped_early(tmp_path, tokens):
+    train, val = tokens
+    summary = run_experiment(tiny_config(max_steps=200, max_lr=5.0, log_interval=5), train, val, tmp_path / "run",
+                             progress=False)
+    assert summary["status"] == "diverged"
+    assert summary["reason"]
+    assert summary["steps"] < 200
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "diverged"
+
+
+def test_stall_against_smaller_learning_rate_is_divergence(tmp_path, tokens):
+    train, val = tokens
+    summary = run_experiment(tiny_config(max_steps=40), train, val, tmp_path / "run", progress=False,
+                             reference_loss=lambda step: 0.01)
+    assert summary["status"] == "diverged"
+    assert "smaller learning rate" in summary["reason"]
+    assert summary["steps"] == 20  # first log step at or after 50% of 40 steps
+
+
+def test_checkpoint_survives_kill_during_write(tmp_path):
+    """A process killed (SIGKILL) while rewriting a checkpoint leaves the last complete one readable."""
+    path = tmp_path / "ckpt.pt"
+    script = textwrap.dedent(f"""
+        import torch
+        from cs336_basics.basics.checkpoint import save_checkpoint
+        model = torch.nn.Linear(2048, 4096)
+        opt = torch.optim.AdamW(model.parameters())
+        i = 0
+        while True:
+            save_checkpoint(model, opt, i, {str(path)!r})
+            i += 1
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.7)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = read_checkpoint(path)
+    assert ckpt["model"]["weight"].shape == (4096, 2048)
+    assert isinstance(ckpt["iteration"], int)
+
+
+def test_incompatible_checkpoint_is_refused(tmp_path, tokens):
+    train, val = tokens
+
+    def crash(step):
+        if step >= 10:  # after the step-5 checkpoint
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        run_experiment(tiny_config(checkpoint_interval=5), train, val, tmp_path / "run", progress=False,
+                       reference_loss=crash)
+    with pytest.raises(UserError, match="incompatible config"):
+        run_experiment(tiny_config(d_model=64), train, val, tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(train=np.array([1, 2, 70] * 100, dtype=np.uint16)), "token id 70 >= vocab size 64"),
+        (dict(train=np.arange(10, dtype=np.uint16)), "fewer than one window"),
+        (dict(config=dict(max_lr=-1.0)), "--lr must be a positive number"),
+        (dict(config=dict(device="tpu")), "unknown device|unsupported device"),
+        (dict(config=dict(batch_size=0)), "--batch-size must be a positive integer"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, tokens, kwargs, message):
+    train, val = tokens
+    with pytest.raises(UserError, match=message):
+        run_experiment(tiny_config(**kwargs.get("config", {})), kwargs.get("train", train), val, tmp_path / "r",
+                       progress=False)
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    return exc.value.code, err
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    code, err = _cli(["--preset", "demo", "--lr", "0", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --lr must be a positive number")
+    code, err = _cli(["--preset", "demo", "--train-data", str(tmp_path / "missing.npy"),
+                      "--val-data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and len(err) == 1 and "missing.npy" in err[0]
+    code, err = _cli(["--preset", "nope"], capsys)
+    assert code == 2 and "invalid choice: 'nope'" in err[-1]
+
+
+def test_device_auto_is_recorded(tmp_path, tokens):
+    train, val = tokens
+    run_experiment(tiny_config(max_steps=5, device="auto", dtype="auto"), train, val, tmp_path / "r", progress=False)
+    runtime = json.loads((tmp_path / "r" / "config.json").read_text())["runtime"]
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert runtime["device"].startswith(expected)
+    assert runtime["notes"]
