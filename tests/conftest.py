@@ -28,10 +28,26 @@ def pattern_tokens(n: int, vocab: int = 64, seed: int = 0) -> np.ndarray:
 
 
 def tiny_config(**overrides):
-    values = dict(vocab_size=64, context_length=16, d_model=32, d_ff=64, num_layers=1, num_heads=2, batch_size=4,
-                  max_steps=40, max_lr=1e-2, log_interval=5, eval_interval=10, eval_batches=2,
-                  checkpoint_interval=10, device="cpu", dtype="fp32", compile="off",
-                  divergence_check_after=0.5)
+    values = dict(
+        vocab_size=64,
+        context_length=16,
+        d_model=32,
+        d_ff=64,
+        num_layers=1,
+        num_heads=2,
+        batch_size=4,
+        max_steps=40,
+        max_lr=1e-2,
+        log_interval=5,
+        eval_interval=10,
+        eval_batches=2,
+        checkpoint_interval=10,
+        device="cpu",
+        dtype="fp32",
+        compile="off",
+        divergence_check_after=0.5,
+        divergence_min_steps=0,
+    )
     values.update(overrides)
     return create_experiment_config("demo", **values)
 

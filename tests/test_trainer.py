@@ -91,7 +91,9 @@ def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens):
     train, val = tokens
     run_experiment(tiny_config(), train, val, tmp_path / "straight", progress=False)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(tiny_config(), train.view(_InterruptingTokens), val, tmp_path / "resumed", progress=False)
+        run_experiment(
+            tiny_config(), train.view(_InterruptingTokens), val, tmp_path / "resumed", progress=False
+        )
     stopped_at = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")["iteration"]
     assert 17 <= stopped_at <= 19  # mid-interval (log every 5 steps): partial loss sums are in the checkpoint
     assert json.loads((tmp_path / "resumed" / "status.json").read_text())["state"] == "interrupted"
@@ -101,8 +103,9 @@ def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens):
 
 def test_divergent_learning_rate_is_stopped_early(tmp_path, tokens):
     train, val = tokens
-    summary = run_experiment(tiny_config(max_steps=200, max_lr=5.0, log_interval=5), train, val, tmp_path / "run",
-                             progress=False)
+    summary = run_experiment(
+        tiny_config(max_steps=200, max_lr=5.0, log_interval=5), train, val, tmp_path / "run", progress=False
+    )
     assert summary["status"] == "diverged"
     assert summary["reason"]
     assert summary["steps"] < 200
@@ -111,8 +114,14 @@ def test_divergent_learning_rate_is_stopped_early(tmp_path, tokens):
 
 def test_stall_against_smaller_learning_rate_is_divergence(tmp_path, tokens):
     train, val = tokens
-    summary = run_experiment(tiny_config(max_steps=40), train, val, tmp_path / "run", progress=False,
-                             reference_loss=lambda step: 0.01)
+    summary = run_experiment(
+        tiny_config(max_steps=40),
+        train,
+        val,
+        tmp_path / "run",
+        progress=False,
+        reference_loss=lambda step: 0.01,
+    )
     assert summary["status"] == "diverged"
     assert "smaller learning rate" in summary["reason"]
     assert summary["steps"] == 20  # first log step at or after 50% of 40 steps
@@ -151,8 +160,14 @@ def test_incompatible_checkpoint_is_refused(tmp_path, tokens):
             raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError):
-        run_experiment(tiny_config(checkpoint_interval=5), train, val, tmp_path / "run", progress=False,
-                       reference_loss=crash)
+        run_experiment(
+            tiny_config(checkpoint_interval=5),
+            train,
+            val,
+            tmp_path / "run",
+            progress=False,
+            reference_loss=crash,
+        )
     with pytest.raises(UserError, match="incompatible config"):
         run_experiment(tiny_config(d_model=64), train, val, tmp_path / "run", progress=False)
 
@@ -170,8 +185,13 @@ def test_incompatible_checkpoint_is_refused(tmp_path, tokens):
 def test_bad_input_is_a_clear_error(tmp_path, tokens, kwargs, message):
     train, val = tokens
     with pytest.raises(UserError, match=message):
-        run_experiment(tiny_config(**kwargs.get("config", {})), kwargs.get("train", train), val, tmp_path / "r",
-                       progress=False)
+        run_experiment(
+            tiny_config(**kwargs.get("config", {})),
+            kwargs.get("train", train),
+            val,
+            tmp_path / "r",
+            progress=False,
+        )
 
 
 def _cli(args, capsys):
@@ -184,8 +204,19 @@ def _cli(args, capsys):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     code, err = _cli(["--preset", "demo", "--lr", "0", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --lr must be a positive number")
-    code, err = _cli(["--preset", "demo", "--train-data", str(tmp_path / "missing.npy"),
-                      "--val-data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "r")], capsys)
+    code, err = _cli(
+        [
+            "--preset",
+            "demo",
+            "--train-data",
+            str(tmp_path / "missing.npy"),
+            "--val-data",
+            str(tmp_path / "missing.npy"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+    )
     assert code == 2 and len(err) == 1 and "missing.npy" in err[0]
     code, err = _cli(["--preset", "nope"], capsys)
     assert code == 2 and "invalid choice: 'nope'" in err[-1]
@@ -193,7 +224,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_device_auto_is_recorded(tmp_path, tokens):
     train, val = tokens
-    run_experiment(tiny_config(max_steps=5, device="auto", dtype="auto"), train, val, tmp_path / "r", progress=False)
+    run_experiment(
+        tiny_config(max_steps=5, device="auto", dtype="auto"), train, val, tmp_path / "r", progress=False
+    )
     runtime = json.loads((tmp_path / "r" / "config.json").read_text())["runtime"]
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert runtime["device"].startswith(expected)

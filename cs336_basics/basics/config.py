@@ -51,6 +51,7 @@ class ExperimentConfig:
     divergence_rebound_margin: float = 1.0  # smoothed loss this far (nats) above its lowest = rebounded
     divergence_stall_fraction: float = 0.9  # smoothed loss above this x initial after the check = stalled
     divergence_stall_margin: float = 1.0  # nats above the best smaller-LR run at the same step = stalled
+    divergence_min_steps: int = 200  # no stall is called before this step (short runs are too noisy to judge)
     # Data: a dataset name for cs336_basics.data.prepare_dataset, or explicit token files.
     dataset: str = "tinystories"
     data_dir: str = "data"

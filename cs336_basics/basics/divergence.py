@@ -6,7 +6,7 @@ A run is stopped with status ``diverged`` when, at a log step:
    about ln(vocab), the loss of a uniform guess: a healthy run never goes back above it);
 3. ``rebounded``: the smoothed loss has climbed more than ``rebound_margin`` nats above the lowest smoothed loss
    the run had reached (a too-high learning rate that first learned, then fell apart);
-4. ``stalled``: after ``check_after`` x max_steps, the smoothed loss is still above ``stall_fraction`` x the
+4. ``stalled``: after ``check_after`` x max_steps (and at least ``min_steps``), the smoothed loss is still above ``stall_fraction`` x the
    initial loss (the model has learned next to nothing), or, in a sweep, it is more than ``stall_margin`` nats
    above the best run with a *smaller* learning rate at the same step. With gradient clipping, too-high
    learning rates rarely give NaN: they sit at a high loss (~4.5-5 nats for the TinyStories model) while
@@ -31,6 +31,7 @@ class DivergenceRule:
     rebound_margin: float = 1.0
     stall_fraction: float = 0.9
     stall_margin: float = 1.0
+    min_steps: int = 200
 
     @classmethod
     def from_config(cls, config) -> DivergenceRule:
@@ -40,6 +41,7 @@ class DivergenceRule:
             config.divergence_rebound_margin,
             config.divergence_stall_fraction,
             config.divergence_stall_margin,
+            config.divergence_min_steps,
         )
 
 
@@ -74,7 +76,7 @@ def divergence_reason(
             f"rebounded: smoothed train loss {smoothed_loss:.3f} at step {step} climbed "
             f"{smoothed_loss - min_smoothed_loss:.2f} nats above its lowest, {min_smoothed_loss:.3f}"
         )
-    if step < rule.check_after * max_steps:
+    if step < max(rule.check_after * max_steps, rule.min_steps):  # too early to call a stall
         return None
     if smoothed_loss > rule.stall_fraction * initial_loss:
         return (

@@ -393,9 +393,26 @@ def choose_executor(args) -> object:
     return InProcessExecutor(progress=not args.no_progress)
 
 
+def _split_learning_rates(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Take the values of --learning-rates out of argv ourselves, so that a mistyped negative value such as
+    ``-1e-3`` reaches our validation (and its clear message) instead of being read by argparse as a flag."""
+    if "--learning-rates" not in argv:
+        return argv, None
+    i = argv.index("--learning-rates")
+    j = i + 1
+    while j < len(argv) and not (
+        argv[j].startswith("--") or (argv[j].startswith("-") and argv[j][1:2].isalpha())
+    ):
+        j += 1
+    return argv[:i] + argv[j:], argv[i + 1 : j]
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    argv, rates_given = _split_learning_rates(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    if rates_given is not None:
+        args.learning_rates = rates_given
     if args.summary:
         print(format_table(load_sweep(args.out)))
         return 0

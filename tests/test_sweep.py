@@ -1,0 +1,250 @@
+"""The learning-rate sweep end to end on the demo data with a tiny model: layout, resume after kill -9,
+divergence, failures, the lock, submitit's local executor, several worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
+from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name
+from cs336_basics.assignment_experiments.lr_sweep.sweep_lock import LOCK_FILE
+from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import load_sweep
+from cs336_basics.experiment_log import load_experiment_log
+
+EXACT = ["step", "tokens", "train_loss", "val_loss", "lr", "grad_norm"]
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory) -> Path:
+    from cs336_basics.data import prepare_dataset
+
+    data_dir = tmp_path_factory.mktemp("data")
+    prepare_dataset("demo", data_dir, progress=False)
+    return data_dir
+
+
+@pytest.fixture
+def tiny_args(demo_data_dir):
+    def make(out: Path, *lrs: float, steps: int = 20, extra: tuple[str, ...] = ()) -> list[str]:
+        return [
+            "--preset",
+            "demo",
+            "--out",
+            str(out),
+            "--learning-rates",
+            *[repr(x) for x in lrs],
+            "--d-model",
+            "32",
+            "--d-ff",
+            "64",
+            "--num-layers",
+            "1",
+            "--num-heads",
+            "2",
+            "--context-length",
+            "16",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            str(steps),
+            "--log-interval",
+            "5",
+            "--eval-interval",
+            "10",
+            "--eval-batches",
+            "1",
+            "--checkpoint-interval",
+            "5",
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+            "--compile",
+            "off",
+            "--data-dir",
+            str(demo_data_dir),
+            "--no-progress",
+            *extra,
+        ]
+
+    return make
+
+
+def _metrics(run_dir: Path):
+    return load_experiment_log(run_dir).metrics[EXACT]
+
+
+def test_sweep_layout_summary_and_rerun(tmp_path, tiny_args, capsys):
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 3e-3, 1e-2, 3e-3, extra=("--no-extend",))) == 0
+    printed = capsys.readouterr().out
+    meta = json.loads((out / "sweep.json").read_text())
+    assert [p["lr"] for p in meta["points"]] == [3e-3, 1e-2]  # duplicates removed, sorted
+    assert meta["state"] == "finished" and meta["config"]["vocab_size"] == 2048
+    for lr in (3e-3, 1e-2):
+        run = out / lr_dir_name(lr)
+        assert (run / "summary.json").exists() and (run / "checkpoints" / "final.pt").exists()
+    view = load_sweep(out)
+    assert meta["best_lr"] == view.best_point.lr
+    assert "best lr" in printed and "final val" in printed
+    # Re-running the finished sweep retrains nothing.
+    before = (out / "lr_1e_02" / "metrics.csv").read_bytes()
+    assert sweep_main(tiny_args(out, 3e-3, 1e-2, extra=("--no-extend",))) == 0
+    assert (out / "lr_1e_02" / "metrics.csv").read_bytes() == before
+    assert sweep_main(["--summary", "--out", str(out)]) == 0
+    assert "best lr" in capsys.readouterr().out
+
+
+def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, tiny_args):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    lrs = (1e-3, 3e-3, 1e-2)
+    assert sweep_main(tiny_args(straight, *lrs, steps=40, extra=("--no-extend",))) == 0
+    cmd = [
+        sys.executable,
+        "-m",
+        "cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep",
+        *tiny_args(killed, *lrs, steps=40, extra=("--no-extend",)),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = killed / lr_dir_name(3e-3) / "checkpoints" / "latest.pt"  # second point under way
+    deadline = time.time() + 240
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert target.exists(), "the sweep never reached its second point"
+    assert not (killed / lr_dir_name(1e-2) / "summary.json").exists()
+    assert (
+        sweep_main(tiny_args(killed, *lrs, steps=40, extra=("--no-extend",))) == 0
+    )  # takes over the stale lock
+    for lr in lrs:
+        assert _metrics(killed / lr_dir_name(lr)).equals(_metrics(straight / lr_dir_name(lr))), lr
+    assert json.loads((killed / "sweep.json").read_text())["state"] == "finished"
+
+
+def test_divergent_point_is_stopped_and_failed_point_does_not_stop_the_sweep(tmp_path, tiny_args, capsys):
+    out = tmp_path / "sweep"
+    bad = out / lr_dir_name(3e-3) / "checkpoints"
+    bad.mkdir(parents=True)
+    (bad / "latest.pt").write_bytes(b"not a checkpoint")  # this point fails when it tries to resume
+    assert sweep_main(tiny_args(out, 1e-2, 3e-3, 20.0, steps=60, extra=("--no-extend",))) == 0
+    view = load_sweep(out)
+    states = {p.lr: p.state for p in view.points}
+    assert states == {3e-3: "failed", 1e-2: "finished", 20.0: "diverged"}
+    diverged = view.point(20.0)
+    assert diverged.step < 60 and diverged.reason
+    assert "cannot read checkpoint" in view.point(3e-3).reason
+    assert "failed" in capsys.readouterr().err
+
+
+def test_bracketing_adds_points_beyond_the_edge(tmp_path, tiny_args):
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 1e-3, 3e-3, steps=40, extra=("--max-extra-points", "2"))) == 0
+    meta = json.loads((out / "sweep.json").read_text())
+    added = [p for p in meta["points"] if p["added_by"] == "extension"]
+    assert 1 <= len(added) <= 2
+    assert all(p["lr"] > 3e-3 for p in added) and all(p["why"] for p in added)
+    view = load_sweep(out)
+    assert sum(p.is_extension for p in view.points) == len(added)
+
+
+def test_second_sweep_on_same_dir_is_refused(tmp_path, tiny_args, capsys):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (out / LOCK_FILE).write_text(
+            json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started_at": time.time()})
+        )
+        with pytest.raises(SystemExit) as exc:
+            sweep_main(tiny_args(out, 1e-2))
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"pid {holder.pid}" in err[0] and "is using" in err[0]
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its process is gone now: the lock is stale and taken over.
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_submitit_local_executor(tmp_path, tiny_args):
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 3e-3, 1e-2, steps=10, extra=("--no-extend", "--executor", "local"))) == 0
+    view = load_sweep(out)
+    assert [p.state for p in view.points] == ["finished", "finished"]
+    assert json.loads((out / "sweep.json").read_text())["executor"] == "submitit"
+    assert any((out / "submitit").rglob("*_log.out"))  # real submitit job folders
+
+
+def test_concurrent_points_in_worker_processes(tmp_path, tiny_args):
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 3e-3, 1e-2, steps=10, extra=("--no-extend", "--concurrent", "2"))) == 0
+    assert [p.state for p in load_sweep(out).points] == ["finished", "finished"]
+    assert (out / "logs" / "lr_1e_02.log").exists()
+
+
+def test_restart_moves_old_run_aside(tmp_path, tiny_args):
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--restart", "1e-2"))) == 0
+    assert len(list(out.glob("lr_1e_02.old-*"))) == 1
+    assert load_sweep(out).point(1e-2).state == "finished"
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--fresh"))) == 0
+    assert len(list(tmp_path.glob("sweep.old-*"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("rates", "message"),
+    [
+        (["1e-3", "-1e-3"], "not a positive finite number"),
+        (["abc"], "is not a number"),
+        (["0"], "not a positive finite number"),
+    ],
+)
+def test_bad_learning_rates(tmp_path, tiny_args, capsys, rates, message):
+    args = tiny_args(tmp_path / "s", 1e-3)
+    i = args.index("--learning-rates")
+    args[i + 1] = rates[0]
+    args[i + 2 : i + 2] = rates[1:]
+    with pytest.raises(SystemExit) as exc:
+        sweep_main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and message in err[0]
+
+
+def test_changed_config_is_refused(tmp_path, tiny_args, capsys):
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0
+    with pytest.raises(SystemExit):
+        sweep_main(tiny_args(out, 1e-2, steps=12, extra=("--no-extend",)))
+    assert "different config" in capsys.readouterr().err
+
+
+def test_summary_of_missing_dir_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        sweep_main(["--summary", "--out", str(tmp_path / "nope")])
+    assert exc.value.code == 2 and "no sweep directory" in capsys.readouterr().err
+
+
+def test_stale_lock_with_dead_pid_is_taken_over(tmp_path, tiny_args):
+    import socket
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    (out / LOCK_FILE).write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname(), "started_at": 0}))
+    assert sweep_main(tiny_args(out, 1e-2, steps=5, extra=("--no-extend",))) == 0
+    assert os.path.exists(out / "sweep.json")
