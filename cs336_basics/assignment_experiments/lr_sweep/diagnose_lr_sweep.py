@@ -1,0 +1,407 @@
+"""How is a learning-rate sweep doing, and is it as fast as this machine allows?
+
+    python -m cs336_basics.assignment_experiments.lr_sweep.diagnose_lr_sweep [SWEEP_DIR] [--watch [S]] [--json]
+
+Per learning rate: state (a ``running`` run with no status update for ``--stale-after`` seconds, or whose
+process is gone on this host, is ``stalled``), progress, latest losses, recent tokens/s and ETA; for the
+sweep: points done and the total ETA. Then the device (NVML, nvidia-smi, MPS or CPU) and a speed verdict:
+expected vs measured tokens/s and, when far below, the likely causes. Safe while runs are writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from cs336_basics.assignment_experiments.lr_sweep.device_probe import (
+    DeviceInfo,
+    GpuInfo,
+    format_device,
+    probe_device,
+)
+from cs336_basics.assignment_experiments.lr_sweep.speed_verdict import (
+    RunFacts,
+    SpeedVerdict,
+    format_verdict,
+    gpu_for_run,
+    speed_verdict,
+)
+from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import (
+    DEFAULT_SWEEP_DIR,
+    SweepPoint,
+    SweepView,
+    load_sweep,
+)
+from cs336_basics.errors import UserError, cli_entry
+
+DEFAULT_STALE_AFTER_S = 120.0
+DEFAULT_WATCH_S = 10.0
+DONE = ("finished", "diverged")
+CLEAR_SCREEN = "\x1b[2J\x1b[H"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (signal 0 checks without sending)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except (OSError, ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
+def parse_time(text) -> datetime | None:
+    """An ISO-8601 timestamp (``...Z`` accepted) as an aware UTC datetime, or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def recent_rates(metrics: pd.DataFrame, rows: int = 5) -> tuple[float | None, float | None]:
+    """(tokens/s, steps/s) over the last logged intervals: tokens/s is the training-only median of the
+    last ``rows`` rows; steps/s is wallclock-based (evaluation and checkpoints included), for ETAs."""
+    m = metrics[metrics["wallclock_s"].notna()]
+    tps = metrics["tokens_per_sec"].dropna().tail(rows)
+    tokens = float(tps.median()) if len(tps) else None
+    if len(m) >= 2:
+        tail = m.tail(rows + 1)
+        d_step = float(tail["step"].iloc[-1] - tail["step"].iloc[0])
+        d_wall = float(tail["wallclock_s"].iloc[-1] - tail["wallclock_s"].iloc[0])
+        if d_step > 0 and d_wall > 0:
+            return tokens, d_step / d_wall
+    if len(m) == 1 and m["wallclock_s"].iloc[0] > 0:
+        return tokens, float(m["step"].iloc[0]) / float(m["wallclock_s"].iloc[0])
+    return tokens, None
+
+
+@dataclass
+class PointStatus:
+    """One learning rate as the diagnosis reports it."""
+
+    lr: float
+    name: str
+    state: str  # pending | running | stalled | finished | diverged | failed | interrupted
+    added_by: str
+    step: int | None
+    max_steps: int | None
+    percent: float | None
+    train_loss: float | None
+    val_loss: float | None
+    tokens_per_sec: float | None
+    steps_per_sec: float | None
+    eta_s: float | None
+    updated_s_ago: float | None
+    host: str | None
+    pid: int | None
+    live: bool  # running on this host right now
+    note: str | None
+
+
+def point_status(
+    p: SweepPoint, *, now: datetime, stale_after: float, host: str, alive=pid_alive
+) -> PointStatus:
+    """The point's state (with stall detection), progress, last losses, rate and ETA."""
+    log = p.log
+    status = (log.status if log else None) or {}
+    state, note = p.state, p.reason
+    updated = parse_time(status.get("updated_at"))
+    age = (now - updated).total_seconds() if updated else None
+    run_host, pid = status.get("host"), status.get("pid")
+    if state == "running":
+        if run_host == host and isinstance(pid, int) and not alive(pid):
+            state, note = "stalled", f"process {pid} is gone on this host: re-run the sweep to resume"
+        elif age is not None and age > stale_after:
+            state, note = (
+                "stalled",
+                f"no status update for {_duration(age)} (--stale-after {stale_after:g} s)",
+            )
+    metrics = log.metrics if log is not None else None
+    tokens_ps, steps_ps = recent_rates(metrics) if metrics is not None and len(metrics) else (None, None)
+    step, max_steps = p.step, p.max_steps
+    pct = 100.0 * step / max_steps if step is not None and max_steps else None
+    eta = None
+    if state in DONE:
+        eta = 0.0
+    elif step is not None and max_steps and steps_ps:
+        eta = max(max_steps - step, 0) / steps_ps
+    return PointStatus(
+        lr=p.lr,
+        name=p.name,
+        state=state,
+        added_by=p.added_by,
+        step=step,
+        max_steps=max_steps,
+        percent=pct,
+        train_loss=_last(metrics, "train_loss"),
+        val_loss=_last(metrics, "val_loss"),
+        tokens_per_sec=tokens_ps,
+        steps_per_sec=steps_ps,
+        eta_s=eta,
+        updated_s_ago=age,
+        host=run_host,
+        pid=pid if isinstance(pid, int) else None,
+        live=state == "running" and run_host == host,
+        note=note if state not in ("finished",) else None,
+    )
+
+
+def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
+    """Points done and the total ETA: remaining steps of unfinished points / the current step rate."""
+    default_max = (view.meta.get("config") or {}).get("max_steps")
+    remaining = 0
+    for s in points:
+        if s.state in DONE or s.state == "failed":
+            continue
+        total = s.max_steps or default_max
+        if total:
+            remaining += max(int(total) - (s.step or 0), 0)
+    running = [s.steps_per_sec for s in points if s.state == "running" and s.steps_per_sec]
+    known = [s.steps_per_sec for s in points if s.steps_per_sec]
+    rate = sum(running) if running else (float(pd.Series(known).median()) if known else None)
+    counts = {
+        k: sum(s.state == k for s in points)
+        for k in ("finished", "diverged", "running", "stalled", "failed", "pending", "interrupted")
+    }
+    return {
+        "path": str(view.path),
+        "state": view.meta.get("state") if view.meta else "unknown (no sweep.json)",
+        "preset": view.preset or next((p.log.config.get("preset") for p in view.points if p.log), None),
+        "points_total": len(points),
+        "points_done": counts["finished"] + counts["diverged"],
+        "counts": counts,
+        "remaining_steps": remaining,
+        "steps_per_sec": rate,
+        "rate_from": "running points" if running else ("finished points" if known else None),
+        "eta_s": 0.0 if remaining == 0 else (remaining / rate if rate else None),
+        "target_val_loss": view.target_val_loss,
+        "best_lr": view.best_point.lr if view.best_point else None,
+    }
+
+
+def focus_point(view: SweepView, points: list[PointStatus]) -> SweepPoint | None:
+    """The run the speed verdict is about: a live one, else the most recently updated one with data."""
+    by_name = {p.name: p for p in view.points}
+    live = [s for s in points if s.live]
+    if live:
+        return by_name[live[0].name]
+    with_data = [s for s in points if s.tokens_per_sec is not None]
+    if not with_data:
+        return None
+    newest = min(with_data, key=lambda s: s.updated_s_ago if s.updated_s_ago is not None else math.inf)
+    return by_name[newest.name]
+
+
+@dataclass
+class Diagnosis:
+    generated_at: str
+    host: str
+    sweep: dict
+    points: list[PointStatus]
+    device: DeviceInfo
+    speed: SpeedVerdict | None
+    gpu: GpuInfo | None = None  # the focus run's GPU (else this machine's cuda:0)
+
+    def as_dict(self) -> dict:
+        """JSON-ready (NaN/inf -> None)."""
+        return _clean(
+            {
+                "generated_at": self.generated_at,
+                "host": self.host,
+                "sweep": self.sweep,
+                "points": [asdict(p) for p in self.points],
+                "device": self.device.as_dict(),
+                "speed": self.speed.as_dict() if self.speed is not None else None,
+            }
+        )
+
+
+def diagnose(
+    sweep_dir: str | os.PathLike = DEFAULT_SWEEP_DIR,
+    *,
+    stale_after: float = DEFAULT_STALE_AFTER_S,
+    device: DeviceInfo | None = None,
+    now: datetime | None = None,
+) -> Diagnosis:
+    """Read the sweep and probe the device (unless ``device`` is given); never raises on partial files."""
+    view = load_sweep(sweep_dir)
+    now = now or datetime.now(UTC)
+    host = socket.gethostname()
+    points = [point_status(p, now=now, stale_after=stale_after, host=host) for p in view.points]
+    device = device or probe_device()
+    focus = focus_point(view, points)
+    verdict, gpu = None, device.gpu(0)
+    if focus is not None and focus.log is not None:
+        live = any(s.live and s.name == focus.name for s in points)
+        facts = RunFacts.from_log(focus.log, live=live)
+        if facts is not None:
+            verdict, gpu = speed_verdict(facts, device), gpu_for_run(facts, device) or gpu
+    return Diagnosis(
+        generated_at=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        host=host,
+        sweep=sweep_progress(view, points),
+        points=points,
+        device=device,
+        speed=verdict,
+        gpu=gpu,
+    )
+
+
+def format_diagnosis(d: Diagnosis) -> str:
+    """The human report: sweep progress, one line per learning rate, the device, the speed verdict."""
+    s = d.sweep
+    eta = _duration(s["eta_s"]) if s["eta_s"] is not None else "unknown"
+    rate = f" at {s['steps_per_sec']:.2f} steps/s ({s['rate_from']})" if s["steps_per_sec"] else ""
+    lines = [
+        f"sweep {s['path']}  (preset {s['preset'] or '?'}, sweep state {s['state'] or '?'})  {d.generated_at}",
+        f"points done {s['points_done']}/{s['points_total']} ("
+        + ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n)
+        + (
+            f"); remaining {s['remaining_steps']:,} steps, ETA {eta}{rate}"
+            if s["remaining_steps"]
+            else "); no steps left"
+        )
+        + (" (bracketing may still add points)" if s["state"] == "running" else ""),
+        "",
+    ]
+    if not d.points:
+        lines.append("no learning rate has started yet (no sweep.json points and no lr_* run dirs)")
+    else:
+        header = " ".join(
+            [f"{'lr':>9}", f"{'state':<11}", f"{'step':>13}", f"{'%':>5}", f"{'train':>7}", f"{'val':>7}"]
+            + [f"{'tok/s':>9}", f"{'ETA':>9}", " note"]
+        )
+        lines += [header, "-" * len(header)]
+        for p in d.points:
+            steps = f"{_f(p.step, 'd')}/{_f(p.max_steps, 'd')}"
+            added = "+" if p.added_by == "extension" else " "
+            eta_p = "done" if p.state in DONE else _duration(p.eta_s) if p.eta_s is not None else "-"
+            lines.append(
+                f"{p.lr:>8.3g}{added} {p.state:<11} {steps:>13} {_f(p.percent, '.0f'):>5} "
+                f"{_f(p.train_loss, '.3f'):>7} {_f(p.val_loss, '.3f'):>7} {_f(p.tokens_per_sec, ',.0f'):>9} "
+                f"{eta_p:>9}  {p.note or ''}"
+            )
+        lines.append("(+ = added by bracketing)")
+    best = s["best_lr"]
+    lines += ["", f"best lr so far: {best:g}" if best is not None else "best lr so far: none finished", ""]
+    lines += format_device(d.device, d.gpu)
+    lines.append("")
+    lines += format_verdict(d.speed) if d.speed is not None else ["speed: no run has logged throughput yet"]
+    return "\n".join(lines)
+
+
+def _clean(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _last(metrics: pd.DataFrame | None, col: str) -> float | None:
+    if metrics is None or not len(metrics):
+        return None
+    s = metrics[col].dropna()
+    return float(s.iloc[-1]) if len(s) else None
+
+
+def _f(x, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _watch_argv(argv: list[str]) -> list[str]:
+    """``--watch`` takes an optional number: insert the default when the next word is not one, so
+    ``--watch runs/x`` means watch runs/x every DEFAULT_WATCH_S seconds."""
+    out = list(argv)
+    for i, word in enumerate(out):
+        if word == "--watch":
+            nxt = out[i + 1] if i + 1 < len(out) else None
+            try:
+                float(nxt)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                out.insert(i + 1, str(DEFAULT_WATCH_S))
+            break
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lr-diagnose", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("sweep_dir", nargs="?", type=Path, default=DEFAULT_SWEEP_DIR, help="default: %(default)s")
+    p.add_argument(
+        "--watch",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"redraw every SECONDS (default {DEFAULT_WATCH_S:g}) until Ctrl-C",
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON (one object per redraw)")
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=DEFAULT_STALE_AFTER_S,
+        metavar="SECONDS",
+        help="a running run with no status update for this long is 'stalled' (default: %(default)s)",
+    )
+    return p
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(_watch_argv(sys.argv[1:] if argv is None else argv))
+    if args.watch is not None and not args.watch > 0:
+        raise UserError(f"--watch needs a positive number of seconds, got {args.watch:g}")
+    if not args.stale_after > 0:
+        raise UserError(f"--stale-after needs a positive number of seconds, got {args.stale_after:g}")
+    try:
+        while True:
+            d = diagnose(args.sweep_dir, stale_after=args.stale_after)
+            if args.json:
+                text = json.dumps(d.as_dict(), indent=None if args.watch is not None else 2)
+            else:
+                text = format_diagnosis(d)
+            if args.watch is not None and not args.json:
+                text = CLEAR_SCREEN + text
+            print(text, flush=True)
+            if args.watch is None:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C ends --watch; that is the normal way out
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (silence the flush at exit)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

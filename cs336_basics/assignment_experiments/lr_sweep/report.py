@@ -1,0 +1,393 @@
+"""Markdown reports written from the data: the sweep's analysis and EXPERIMENT_LOG.md (one entry per run).
+
+Every sentence is computed from the run directories (plateau, loss spikes, divergence, overhead share), so
+nobody fills a template by hand. Functions take a ``SweepView`` (and, for the analysis, the findings that
+analyze_lr_sweep computed) and return text; writing the files is the caller's job.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import SweepPoint, SweepView
+from cs336_basics.basics.divergence import SMOOTHING
+
+PLATEAU_GAIN = 0.01  # < 1% smoothed-loss improvement per 10% of training counts as a plateau
+SPIKE_FACTOR = 1.3  # a logged loss above 1.3x the smoothed loss before it is a spike
+OVERHEAD_WARN = 0.2  # evaluation + checkpointing above 20% of wallclock is worth a remark
+
+
+# ---- small formatting helpers ----------------------------------------------------------------------
+
+
+def fmt(x, spec: str = ".3f", none: str = "–") -> str:
+    """``format(x, spec)``, or ``none`` for missing / NaN values."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return none
+    return format(x, spec)
+
+
+def duration(seconds: float | None) -> str:
+    """3.2 s, 4.5 min, 2.1 h."""
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def count(n: float | None) -> str:
+    """12,345 / 3.3M / 1.2B."""
+    if n is None or not math.isfinite(n):
+        return "–"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    return f"{n:,.0f}"
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ---- one run's training curve -------------------------------------------------------------------------
+
+
+def train_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a finite, positive train loss."""
+    m = metrics[metrics["train_loss"].notna()]
+    return m[np.isfinite(m["train_loss"]) & (m["train_loss"] > 0)]
+
+
+def centered_smooth(losses: pd.Series) -> np.ndarray:
+    """A centred rolling mean over ~10% of the points: smooth, without the lag of an EMA."""
+    half = max(1, len(losses) // 20)
+    return losses.rolling(2 * half + 1, center=True, min_periods=1).mean().to_numpy(dtype=float)
+
+
+def plateau(metrics: pd.DataFrame) -> dict | None:
+    """When the smoothed train loss stopped improving: the first tenth of training after which every later
+    tenth improved it by < 1%. ``{"step": step or None (still improving), "last_gain": fraction gained in the
+    last tenth}``; None with fewer than 5 logged losses."""
+    m = train_rows(metrics)
+    if len(m) < 5:
+        return None
+    steps = m["step"].to_numpy(dtype=float)
+    grid = np.linspace(steps[0], steps[-1], 11)
+    level = np.interp(grid, steps, centered_smooth(m["train_loss"].reset_index(drop=True)))
+    gains = (level[:-1] - level[1:]) / level[:-1]
+    start = 10
+    while start > 0 and gains[start - 1] < PLATEAU_GAIN:
+        start -= 1
+    return {"step": int(round(grid[start])) if start < 10 else None, "last_gain": float(gains[-1])}
+
+
+def loss_spikes(metrics: pd.DataFrame, factor: float = SPIKE_FACTOR) -> list[tuple[int, float, float]]:
+    """(step, loss, smoothed loss before it) for each logged train loss above ``factor`` x that smoothed loss."""
+    m = train_rows(metrics)
+    spikes, prev = [], None
+    for step, loss in zip(m["step"], m["train_loss"]):
+        if prev is not None and loss > factor * prev:
+            spikes.append((int(step), float(loss), float(prev)))
+        prev = loss if prev is None else SMOOTHING * prev + (1 - SMOOTHING) * loss
+    return spikes
+
+
+def overhead(point: SweepPoint) -> dict | None:
+    """Share of wallclock spent evaluating / checkpointing: from summary.json, else estimated from metrics
+    (wallclock minus steps x ms_per_step). ``{"eval", "checkpoint", "total", "wallclock_s", "estimated"}``."""
+    log = point.log
+    if log is None:
+        return None
+    s = log.summary or {}
+    wall, ev, ck = (_num(s.get(k)) for k in ("wallclock_s", "eval_s", "checkpoint_s"))
+    if wall and ev is not None and ck is not None:
+        return {
+            "eval": ev / wall,
+            "checkpoint": ck / wall,
+            "total": (ev + ck) / wall,
+            "wallclock_s": wall,
+            "estimated": False,
+        }
+    m = log.metrics[log.metrics["ms_per_step"].notna() & log.metrics["wallclock_s"].notna()]
+    if len(m) < 2:
+        return None
+    wall = float(m["wallclock_s"].iloc[-1])
+    step_s = float((m["step"].diff().fillna(m["step"].iloc[0]) * m["ms_per_step"]).sum()) / 1e3
+    if wall <= 0:
+        return None
+    other = max(wall - step_s, 0.0) / wall
+    return {"eval": None, "checkpoint": None, "total": other, "wallclock_s": wall, "estimated": True}
+
+
+def target_reached_at(point: SweepPoint, target: float | None) -> int | None:
+    """The first evaluated step whose val loss is at or below ``target``."""
+    if point.log is None or target is None:
+        return None
+    ev = point.log.eval_rows
+    hit = ev[ev["val_loss"] <= target]
+    return int(hit["step"].iloc[0]) if len(hit) else None
+
+
+def run_observations(point: SweepPoint, target: float | None = None) -> list[str]:
+    """Plain sentences about one run, computed from its files."""
+    log = point.log
+    if log is None:
+        return [f"no run directory yet ({point.reason})" if point.reason else "not started yet"]
+    out: list[str] = []
+    m = log.metrics
+    if not len(train_rows(m)):
+        out.append("no train loss logged yet")
+    p = plateau(m)
+    if p is not None:
+        last = _change(p["last_gain"])
+        if p["step"] is not None and p["step"] <= int(train_rows(m)["step"].iloc[0]):
+            out.append(
+                "barely learned: the smoothed train loss never improved by 1% or more per 10% of training "
+                f"(last 10%: {last})"
+            )
+        elif p["step"] is None:
+            out.append(
+                f"still improving at the end: in the last 10% of training the smoothed train loss {last} "
+                "(a longer run would likely help)"
+            )
+        else:
+            out.append(
+                f"plateaued from about step {p['step']}: after it the smoothed train loss improved < 1% per 10% "
+                f"of training (last 10%: {last})"
+            )
+    spikes = loss_spikes(m)
+    if spikes:
+        shown = "; ".join(f"step {s} ({loss:.3f} vs smoothed {prev:.3f})" for s, loss, prev in spikes[:5])
+        more = f" and {len(spikes) - 5} more" if len(spikes) > 5 else ""
+        out.append(f"{len(spikes)} loss spike(s) above {SPIKE_FACTOR}x the smoothed loss: {shown}{more}")
+    elif len(train_rows(m)) >= 2:
+        out.append(f"no loss spikes (no logged train loss above {SPIKE_FACTOR}x the smoothed loss before it)")
+    if not len(log.eval_rows):
+        out.append("no validation loss logged yet")
+    else:
+        gap = _gap(point)
+        if gap is not None and point.state == "finished":
+            side = "above" if gap >= 0 else "below"
+            out.append(f"final val loss is {abs(gap):.3f} nats {side} the final train loss")
+    hit = target_reached_at(point, target)
+    if target is not None and len(log.eval_rows):
+        out.append(
+            f"reached the target val loss {target:g} at step {hit}"
+            if hit is not None
+            else f"did not reach the target val loss {target:g}"
+        )
+    if point.state == "diverged":
+        out.append(f"diverged at step {point.step}: {point.reason or 'no reason recorded'}")
+    elif point.state in ("failed", "interrupted", "stalled"):
+        out.append(f"{point.state}: {point.reason or 'no reason recorded'}")
+    oh = overhead(point)
+    if oh is not None:
+        if oh["estimated"]:
+            text = (
+                f"evaluation + checkpointing ≈ {100 * oh['total']:.0f}% of the {duration(oh['wallclock_s'])} "
+                "wallclock (estimated from metrics)"
+            )
+        else:
+            text = (
+                f"evaluation took {100 * oh['eval']:.1f}% and checkpointing {100 * oh['checkpoint']:.1f}% "
+                f"of the {duration(oh['wallclock_s'])} wallclock"
+            )
+        if oh["total"] > OVERHEAD_WARN:
+            text += " — a large share: raise --eval-interval / --checkpoint-interval or lower --eval-batches"
+        out.append(text)
+    return out
+
+
+def _change(gain: float) -> str:
+    return f"fell {100 * gain:.1f}%" if gain >= 0 else f"rose {100 * -gain:.1f}%"
+
+
+def _gap(point: SweepPoint) -> float | None:
+    v, t = point.final_val_loss, point.final_train_loss
+    return None if v is None or t is None else v - t
+
+
+def key_metrics(point: SweepPoint, n: int = 6) -> pd.DataFrame:
+    """About ``n`` metrics rows spread over the run (evaluation rows preferred), plus the last row."""
+    m = point.log.metrics if point.log is not None else pd.DataFrame()
+    if not len(m):
+        return m
+    ev = m[m["val_loss"].notna()]
+    pool = ev if len(ev) >= min(n, 4) else m
+    idx = sorted(set(np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)))
+    rows = pool.iloc[idx]
+    if m.index[-1] not in rows.index:
+        rows = pd.concat([rows, m.iloc[[-1]]])
+    return rows
+
+
+def key_metrics_markdown(point: SweepPoint) -> str:
+    rows = key_metrics(point)
+    if not len(rows):
+        return "_no metrics logged yet_"
+    body = [
+        [
+            str(int(r.step)),
+            count(r.tokens),
+            duration(r.wallclock_s),
+            fmt(r.train_loss),
+            fmt(r.val_loss),
+            fmt(r.lr, ".2e"),
+            fmt(r.grad_norm, ".2f"),
+            fmt(r.tokens_per_sec, ",.0f"),
+        ]
+        for r in rows.itertuples()
+    ]
+    headers = ["step", "tokens", "wallclock", "train loss", "val loss", "lr", "grad norm", "tokens/s"]
+    return md_table(headers, body)
+
+
+# ---- EXPERIMENT_LOG.md ----------------------------------------------------------------------------------
+
+
+def config_line(config: dict) -> str:
+    """The key configuration fields of a run's config.json, in one paragraph."""
+    c = config
+    if not c:
+        return "_config.json not written yet_"
+    rt = c.get("runtime") or {}
+    params = c.get("non_embedding_parameters")
+    tokens_step = (c.get("batch_size") or 0) * (c.get("context_length") or 0)
+    parts = [
+        f"preset `{c.get('preset', '?')}`",
+        f"model d_model {c.get('d_model')}, {c.get('num_layers')} layers, {c.get('num_heads')} heads, d_ff "
+        f"{c.get('d_ff')}, context {c.get('context_length')}, vocab {c.get('vocab_size')}"
+        + (f" ({count(params)} non-embedding parameters)" if params else ""),
+        f"batch {c.get('batch_size')} x {c.get('context_length')} = {count(tokens_step)} tokens/step, "
+        f"{c.get('max_steps')} steps ({count(tokens_step * (c.get('max_steps') or 0))} tokens)",
+        f"lr {fmt(c.get('max_lr'), 'g')} -> {fmt(c.get('min_lr'), 'g')} cosine, "
+        f"warmup {c.get('warmup_steps')} steps",
+        f"AdamW betas ({c.get('beta1')}, {c.get('beta2')}), weight decay {c.get('weight_decay')}, "
+        f"grad clip {c.get('grad_clip')}",
+        f"device {rt.get('device', c.get('device'))} ({rt.get('device_name', '?')}), "
+        f"{rt.get('dtype', c.get('dtype'))}, "
+        f"compile {'on' if rt.get('compile') else 'off'}" + (", tf32" if rt.get("tf32") else ""),
+        f"seed {c.get('seed')}",
+    ]
+    return "; ".join(parts) + "."
+
+
+def results_markdown(point: SweepPoint) -> str:
+    s = (point.log.summary if point.log else None) or {}
+    best_step = s.get("best_step")
+    rows = [
+        ["state", point.state + (f" ({point.reason})" if point.reason and point.state != "finished" else "")],
+        ["steps", f"{fmt(point.step, 'd')} / {fmt(point.max_steps, 'd')}"],
+        ["best val loss", fmt(point.best_val_loss, ".4f") + (f" (step {best_step})" if best_step else "")],
+        ["final val loss", fmt(point.final_val_loss, ".4f")],
+        ["final train loss", fmt(point.final_train_loss, ".4f")],
+        ["tokens/s (median of log intervals, training only)", fmt(point.tokens_per_sec, ",.0f")],
+        ["tokens seen", count(point.tokens)],
+        ["total time", duration(point.wallclock_s)],
+    ]
+    return md_table(["result", "value"], rows)
+
+
+def experiment_log_markdown(view: SweepView) -> str:
+    """EXPERIMENT_LOG.md: one entry per learning rate: configuration, results, metrics over training and
+    observations computed from the data."""
+    target = view.target_val_loss
+    best = view.best_point
+    lines = [
+        "# Experiment log",
+        "",
+        f"Sweep `{view.path}`, generated by `lr-analyze` on {_now()} from the run directories "
+        "(regenerate it rather than editing it).",
+        "",
+    ]
+    if not view.points:
+        lines.append("_No runs in this sweep yet._")
+    for p in view.points:
+        mark = " — best" if best is not None and p is best else ""
+        lines += [f"## lr {p.lr:.3g} (`{p.name}`): {p.state}{mark}", ""]
+        if p.is_extension:
+            lines += [
+                f"Added beyond the grid by bracketing: {p.record.get('why') or 'no reason recorded'}.",
+                "",
+            ]
+        if p.log is None:
+            why = f"the point {p.state}: {p.reason}" if p.reason else f"the point is {p.state}"
+            lines += [f"No run directory ({why}).", ""]
+            continue
+        lines += ["**Configuration.** " + config_line(p.log.config), ""]
+        lines += ["**Results.**", "", results_markdown(p), ""]
+        lines += ["**Over training.**", "", key_metrics_markdown(p), ""]
+        lines += ["**Observations.**", ""] + [f"- {o}" for o in run_observations(p, target)] + [""]
+    return "\n".join(lines)
+
+
+# ---- lr_sweep_analysis.md -------------------------------------------------------------------------------
+
+
+def results_table_markdown(view: SweepView) -> str:
+    best = view.best_point
+    rows = []
+    for p in view.points:
+        rows.append(
+            [
+                ("**" + f"{p.lr:.3g}" + "**") if p is best else f"{p.lr:.3g}",
+                p.state + (" (added)" if p.is_extension else ""),
+                f"{fmt(p.step, 'd')}/{fmt(p.max_steps, 'd')}",
+                fmt(p.final_train_loss),
+                fmt(p.best_val_loss),
+                fmt(p.final_val_loss),
+                count(p.tokens),
+                duration(p.wallclock_s),
+                fmt(p.tokens_per_sec, ",.0f"),
+            ]
+        )
+    headers = ["lr", "state", "steps", "final train", "best val", "final val", "tokens", "time", "tokens/s"]
+    return md_table(headers, rows) if rows else "_No points yet._"
+
+
+def analysis_markdown(view: SweepView, findings, figures: dict[str, str], sample_text: list[str]) -> str:
+    """lr_sweep_analysis.md. ``findings`` has ``missing, best_text, target_text, edge, reading, strategy``
+    (lists of sentences / one sentence); ``figures`` maps captions to relative paths; ``sample_text`` is
+    the sample section's lines."""
+    lines = [
+        "# Learning-rate sweep analysis",
+        "",
+        f"Sweep `{view.path}` (preset `{view.preset or '?'}`, sweep state `{view.meta.get('state', 'unknown')}`), "
+        f"generated by `lr-analyze` on {_now()}.",
+        "",
+    ]
+    if findings.missing:
+        lines += ["## What is missing", ""] + [f"- {m}" for m in findings.missing] + [""]
+    lines += ["## Results", "", results_table_markdown(view), ""]
+    lines += ["## Best learning rate", "", findings.best_text, "", findings.target_text, ""]
+    lines += ["## Edge of stability", ""] + [f"- {e}" for e in findings.edge] + [""]
+    lines += ["## Reading the curves", ""] + [f"- {r}" for r in findings.reading] + [""]
+    lines += ["## Search strategy", ""] + [f"- {s}" for s in findings.strategy] + [""]
+    if figures:
+        lines += ["## Figures", ""]
+        for caption, rel in figures.items():
+            lines += [f"![{caption}]({rel})", ""]
+    lines += ["## Sample from the best checkpoint", ""] + sample_text + [""]
+    return "\n".join(lines)
+
+
+def _num(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

@@ -1,0 +1,218 @@
+"""lr-analyze on a small real sweep (3 short real runs + a hand-made diverged run + a failed point) and on
+partial / empty sweeps: figures are PNGs, the reports name the right best LR and divergence threshold."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cs336_basics.assignment_experiments.lr_sweep import analyze_lr_sweep as analyze_mod
+from cs336_basics.assignment_experiments.lr_sweep.analyze_lr_sweep import main as analyze_main
+from cs336_basics.assignment_experiments.lr_sweep.report import loss_spikes, plateau
+from cs336_basics.assignment_experiments.lr_sweep.sweep_plots import lr_colors
+from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import load_sweep
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REAL_LRS = (1e-3, 3e-2)
+DIVERGED_LR, FAILED_LR = 0.1, 0.3
+_TEMPLATE: dict[str, Path] = {}
+
+
+def _tiny_tokenizer_and_tokens(root: Path):
+    from cs336_basics.data import EOT, generate_demo_corpus
+    from cs336_basics.data.train_tokenizer import train_from_documents
+
+    docs = [d.strip() for d in generate_demo_corpus(0, 40).split(EOT) if d.strip()]
+    tok = train_from_documents(docs, 300)
+    tok.save(root / "tokenizer.json")
+    ids = np.array([i for d in docs for i in [*tok.encode(d), tok.eot_id]], dtype=np.uint16)
+    return ids
+
+
+def _make_diverged(src: Path, dst: Path, lr: float) -> None:
+    """A copy of a real run cut at step 15, with an exploding last loss and a 'diverged' status."""
+    shutil.copytree(src, dst)
+    (dst / "checkpoints" / "final.pt").unlink()
+    lines = (dst / "metrics.csv").read_text().splitlines()[:4]  # header + steps 5, 10, 15
+    cells = lines[-1].split(",")
+    cells[3] = "9.5"
+    lines[-1] = ",".join(cells)
+    (dst / "metrics.csv").write_text("\n".join(lines) + "\n")
+    reason = "exploded: train loss 9.500 at step 15 is above 1.5 x the initial loss 5.700"
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg.update(max_lr=lr, min_lr=lr / 10)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    summary = json.loads((dst / "summary.json").read_text())
+    summary.update(status="diverged", reason=reason, steps=15, final_train_loss=9.5, final_val_loss=None)
+    (dst / "summary.json").write_text(json.dumps(summary))
+    status = json.loads((dst / "status.json").read_text())
+    status.update(state="diverged", step=15, reason=reason)
+    (dst / "status.json").write_text(json.dumps(status))
+
+
+def real_sweep_template(tmp_path_factory) -> Path:
+    """Built once per test session (shared with test_diagnose / test_generate): copy it before changing it."""
+    if "sweep" in _TEMPLATE:
+        return _TEMPLATE["sweep"]
+    from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name
+    from cs336_basics.basics.config import create_experiment_config
+    from cs336_basics.basics.trainer import run_experiment
+
+    root = tmp_path_factory.mktemp("real_sweep")
+    ids = _tiny_tokenizer_and_tokens(root)
+    sweep = root / "sweep"
+    base = dict(
+        vocab_size=300, context_length=16, d_model=32, d_ff=64, num_layers=1, num_heads=2, batch_size=4,
+        max_steps=20, log_interval=5, eval_interval=10, eval_batches=1, checkpoint_interval=10, device="cpu",
+        dtype="fp32", compile="off", target_val_loss=5.5, divergence_check_after=2.0,
+        tokenizer_path=str(root / "tokenizer.json"),
+    )  # fmt: skip
+    for lr in REAL_LRS:
+        cfg = create_experiment_config("demo", lr=lr, **base)
+        run_experiment(cfg, ids[:-1500], ids[-1500:], sweep / lr_dir_name(lr), progress=False)
+    _make_diverged(sweep / lr_dir_name(REAL_LRS[-1]), sweep / lr_dir_name(DIVERGED_LR), DIVERGED_LR)
+    cfg = create_experiment_config("demo", **base).to_dict()
+    points = [{"lr": lr, "name": lr_dir_name(lr), "added_by": "grid", "state": "finished"} for lr in REAL_LRS]
+    points += [
+        {"lr": DIVERGED_LR, "name": lr_dir_name(DIVERGED_LR), "added_by": "extension",
+         "why": "no point diverged; trying above 0.03", "state": "diverged", "reason": "exploded"},
+        {"lr": FAILED_LR, "name": lr_dir_name(FAILED_LR), "added_by": "extension", "why": "test",
+         "state": "failed", "error": "RuntimeError: CUDA out of memory"},
+    ]  # fmt: skip
+    meta = {
+        "version": 1, "state": "finished", "preset": "demo", "config": cfg, "learning_rates": list(REAL_LRS),
+        "extend": True, "max_extra_points": 3, "executor": "in-process", "target_val_loss": 5.5,
+        "points": points, "best_lr": None,
+    }  # fmt: skip
+    (sweep / "sweep.json").write_text(json.dumps(meta))
+    _TEMPLATE["sweep"] = sweep
+    return sweep
+
+
+@pytest.fixture
+def sweep_copy(tmp_path_factory, tmp_path) -> Path:
+    dst = tmp_path / "sweep"
+    shutil.copytree(real_sweep_template(tmp_path_factory), dst)
+    return dst
+
+
+def _expected_best(sweep: Path) -> float:
+    view = load_sweep(sweep)
+    done = [p for p in view.points if p.state == "finished"]
+    return min(done, key=lambda p: p.final_val_loss).lr
+
+
+def test_full_sweep_reports_and_figures(sweep_copy, capsys):
+    assert analyze_main([str(sweep_copy), "--device", "cpu", "--max-tokens", "24"]) == 0
+    out = capsys.readouterr().out
+    for name in ("lr_sweep_comparison.png", "lr_vs_final_loss.png"):
+        data = (sweep_copy / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    best = _expected_best(sweep_copy)
+    assert f"best lr: {best:g}" in out
+    md = (sweep_copy / "lr_sweep_analysis.md").read_text()
+    assert f"The best learning rate is **{best:.3g}**" in md
+    assert "smallest learning rate that diverged: 0.1 (at step 15" in md
+    assert "largest learning rate that converged: 0.03" in md
+    assert f"the best learning rate is {best / DIVERGED_LR:.2g}x the divergence threshold" in md
+    assert "lr 0.3: failed (RuntimeError: CUDA out of memory)" in md  # the failed point, no run dir
+    assert "added lr 0.1: no point diverged; trying above 0.03 -> diverged" in md
+    assert "validation loss 5.5 was **" in md
+    assert "ended" in md and "nats above the best" in md
+    assert "```text\nOnce upon a time" in md  # the sample from the best checkpoint
+    log = (sweep_copy / "EXPERIMENT_LOG.md").read_text()
+    for lr in (*REAL_LRS, DIVERGED_LR, FAILED_LR):
+        assert f"## lr {lr:.3g} (" in log
+    assert log.count("**Observations.**") == len(REAL_LRS) + 1  # the failed point has no run dir
+    assert "No run directory (the point failed: RuntimeError: CUDA out of memory)" in log
+    assert "diverged at step 15: exploded" in log
+    assert "1 loss spike(s)" in log  # the hand-made 9.5 at step 15
+    assert "evaluation took" in log and "checkpointing" in log
+
+
+def test_partial_sweep_says_what_is_missing(sweep_copy, tmp_path):
+    (sweep_copy / "sweep.json").unlink()
+    run = sweep_copy / "lr_3e_02"
+    (run / "summary.json").unlink()
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "running", "step": 20}))
+    with open(run / "metrics.csv", "a") as f:
+        f.write("25,1600,3.0,4.1")  # half-written line: no newline
+    shutil.rmtree(sweep_copy / "lr_1e_03" / "checkpoints")
+    out = tmp_path / "report"
+    assert analyze_main([str(sweep_copy), "--out", str(out), "--no-sample"]) == 0
+    md = (out / "lr_sweep_analysis.md").read_text()
+    assert "sweep.json is missing" in md
+    assert "lr 0.03: running at step 20/20" in md
+    assert (out / "lr_vs_final_loss.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (sweep_copy / "lr_sweep_analysis.md").exists()
+
+
+def test_run_without_val_loss_and_no_checkpoint(tmp_path, capsys):
+    run = tmp_path / "sweep" / "lr_1e_03"
+    run.mkdir(parents=True)
+    rows = ["step,tokens,wallclock_s,train_loss,val_loss,lr,grad_norm,tokens_per_sec,ms_per_step"]
+    rows += [f"{s},{s * 64},{s * 0.1},{6 - s * 0.01},,0.001,1.0,640,100" for s in range(5, 40, 5)]
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (run / "status.json").write_text(json.dumps({"state": "running", "step": 35, "max_steps": 100}))
+    assert analyze_main([str(tmp_path / "sweep")]) == 0
+    md = (tmp_path / "sweep" / "lr_sweep_analysis.md").read_text()
+    assert "lr 0.001: no validation loss yet" in md
+    assert "_Skipped: no finished run yet._" in md
+    assert "no validation loss logged yet" in (tmp_path / "sweep" / "EXPERIMENT_LOG.md").read_text()
+
+
+def test_empty_sweep_dir(tmp_path, capsys):
+    assert analyze_main([str(tmp_path)]) == 0
+    md = (tmp_path / "lr_sweep_analysis.md").read_text()
+    assert "no learning rate has a run directory" in md
+    assert "_No points yet._" in md
+    assert (tmp_path / "lr_sweep_comparison.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_missing_sweep_dir_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        analyze_main([str(tmp_path / "nope")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no sweep directory") and err.count("\n") == 1
+
+
+def test_sample_is_skipped_when_tokenizer_is_gone(sweep_copy):
+    from cs336_basics.basics.checkpoint import read_checkpoint, write_checkpoint
+
+    view = load_sweep(sweep_copy)
+    ckpt_path = analyze_mod.best_checkpoint(view)
+    ckpt = read_checkpoint(ckpt_path)
+    write_checkpoint({**ckpt, "tokenizer_path": str(sweep_copy / "gone.json")}, ckpt_path)
+    lines = analyze_mod.sample_section(view, "Once", 8, 0, "cpu")
+    assert lines[0].startswith("_Skipped: tokenizer") and "gone.json" in lines[0]
+
+
+def test_colours_are_a_function_of_lr_rank():
+    a = lr_colors([3e-3, 1e-4, 1e-2])
+    b = lr_colors([1e-2, 3e-3, 1e-4])
+    assert a == b and list(a) == [1e-4, 3e-3, 1e-2]
+    assert len(set(a.values())) == 3
+
+
+def _metrics(losses, steps=None) -> pd.DataFrame:
+    steps = steps or list(range(10, 10 * len(losses) + 1, 10))
+    return pd.DataFrame(
+        {"step": steps, "train_loss": losses, "val_loss": [np.nan] * len(losses), "wallclock_s": steps}
+    )
+
+
+def test_plateau_and_spikes_from_data():
+    falling_then_flat = [6.0 - 0.3 * i for i in range(10)] + [3.0] * 30
+    p = plateau(_metrics(falling_then_flat))
+    assert p["step"] is not None and 80 <= p["step"] <= 200
+    still_falling = [6.0 - 0.05 * i for i in range(40)]
+    assert plateau(_metrics(still_falling))["step"] is None
+    spiky = [5.0, 4.8, 4.6, 7.0, 4.4, 4.3]
+    assert [s for s, *_ in loss_spikes(_metrics(spiky))] == [40]

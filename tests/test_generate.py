@@ -1,0 +1,114 @@
+"""Sampling: temperature and nucleus maths, greedy decoding, EOT stop, context cropping, and the command end
+to end on a checkpoint written by a real (tiny) training run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cs336_basics.basics.generate import generate, main, next_token_distribution
+from cs336_basics.basics.model import TransformerLM
+from tests.test_analyze import real_sweep_template
+
+
+def _model(vocab=50, context=8) -> TransformerLM:
+    torch.manual_seed(0)
+    return TransformerLM(vocab, context, 16, 1, 2, 32, 10_000.0)
+
+
+class _Scripted(torch.nn.Module):
+    """Always predicts ``token``; records the length of every input it sees."""
+
+    def __init__(self, token: int, vocab: int = 10, context_length: int = 4):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.token, self.vocab, self.context_length, self.seen = token, vocab, context_length, []
+
+    def forward(self, ids):
+        self.seen.append(ids.shape[-1])
+        logits = torch.zeros(*ids.shape, self.vocab)
+        logits[..., self.token] = 5.0
+        return logits
+
+
+def test_temperature_softmax_matches_manual():
+    logits = torch.tensor([2.0, 1.0, 0.5, -1.0])
+    probs = next_token_distribution(logits, temperature=0.7, top_p=1.0)
+    manual = torch.exp(logits / 0.7) / torch.exp(logits / 0.7).sum()
+    torch.testing.assert_close(probs, manual)
+
+
+def test_top_p_keeps_the_nucleus_and_renormalises():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    kept = next_token_distribution(probs.log(), temperature=1.0, top_p=0.7)
+    torch.testing.assert_close(kept, torch.tensor([0.625, 0.375, 0.0, 0.0]))
+
+
+def test_tiny_top_p_and_zero_temperature_are_greedy():
+    model = _model()
+    prompt = [1, 2, 3]
+    greedy = generate(model, prompt, 12, temperature=0.0, top_p=1.0)
+    nucleus = generate(model, prompt, 12, 1.0, 1e-9, None, torch.Generator().manual_seed(1))
+    ids = list(prompt)
+    for _ in range(12):
+        with torch.no_grad():
+            ids.append(int(model(torch.tensor([ids[-model.context_length :]]))[0, -1].argmax()))
+    assert greedy == nucleus == ids[len(prompt) :]
+
+
+def test_seeded_sampling_is_reproducible():
+    model = _model()
+    a = generate(model, [1], 10, 1.0, 0.9, None, torch.Generator().manual_seed(3))
+    b = generate(model, [1], 10, 1.0, 0.9, None, torch.Generator().manual_seed(3))
+    assert a == b and len(a) == 10
+
+
+def test_stops_at_eot_and_crops_context():
+    model = _Scripted(token=7, context_length=4)
+    assert generate(model, list(range(10)), 20, temperature=0.0, eot_id=7) == [7]
+    assert model.seen == [4]
+    model = _Scripted(token=3, context_length=4)
+    assert generate(model, [1, 2], 6, temperature=0.0, eot_id=9) == [3] * 6
+    assert max(model.seen) == 4
+
+
+def test_command_samples_from_a_trained_checkpoint(tmp_path_factory, capsys):
+    ckpt = real_sweep_template(tmp_path_factory) / "lr_3e_02" / "checkpoints" / "best.pt"
+    args = [
+        "--checkpoint",
+        str(ckpt),
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "20",
+        "--device",
+        "cpu",
+    ]
+    capsys.readouterr()  # drop the training runs' output
+    assert main(args) == 0
+    first = capsys.readouterr()
+    assert first.out.startswith("Once upon a time") and "tokens, stopped at" in first.err
+    assert main(args) == 0
+    assert capsys.readouterr().out == first.out  # same seed, same text
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "no-tokenizer", "bad-top-p"])
+def test_bad_input_is_one_line(problem, tmp_path, tmp_path_factory, capsys):
+    from cs336_basics.basics.checkpoint import read_checkpoint, write_checkpoint
+
+    ckpt = tmp_path / "c.pt"
+    extra: list[str] = []
+    if problem == "corrupt":
+        ckpt.write_bytes(b"not a checkpoint at all")
+    elif problem == "no-tokenizer":
+        real = real_sweep_template(tmp_path_factory) / "lr_1e_03" / "checkpoints" / "final.pt"
+        write_checkpoint({**read_checkpoint(real), "tokenizer_path": str(tmp_path / "gone.json")}, ckpt)
+    elif problem == "bad-top-p":
+        ckpt = real_sweep_template(tmp_path_factory) / "lr_1e_03" / "checkpoints" / "final.pt"
+        extra = ["--top-p", "0"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", str(ckpt), "--device", "cpu", *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
