@@ -49,7 +49,7 @@ class Runtime:
             return torch.cuda.get_device_name(self.device)
         if self.device.type == "mps":
             return "Apple MPS"
-        return platform.processor() or platform.machine() or "CPU"
+        return _cpu_model()
 
     def as_dict(self) -> dict:
         return {

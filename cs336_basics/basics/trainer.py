@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,9 +113,11 @@ class TrainStep:
             return cross_entropy(model(x), y)
 
         # Compiling model and loss together lets the loss fuse with the LM head's output.
+        self._eager = forward_loss
         self.loss_fn = (
             torch.compile(forward_loss, backend=runtime.compile_backend) if runtime.compile else forward_loss
         )
+        self._first_call = True
 
     def __call__(self, it: int, x: torch.Tensor, y: torch.Tensor):
         cfg = self.cfg
@@ -122,12 +125,31 @@ class TrainStep:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.runtime.autocast():
-            loss = self.loss_fn(x, y)
+            loss = self._first_forward(x, y) if self._first_call else self.loss_fn(x, y)
         loss.backward()
         grad_norm = gradient_clipping(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, grad_norm, lr
+
+    def _first_forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The first call compiles; if compilation itself fails, fall back to eager and say so (the note
+        lands in the run's summary.json runtime, where lr-diagnose looks for it)."""
+        self._first_call = False
+        if self.loss_fn is self._eager:
+            return self.loss_fn(x, y)
+        try:
+            return self.loss_fn(x, y)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:  # inductor/dynamo failures: missing compiler, unsupported op, ...
+            first_line = (str(err).strip().splitlines() or [""])[0][:200]
+            note = f"compile failed ({type(err).__name__}: {first_line}); fell back to eager"
+            warnings.warn(note, stacklevel=2)
+            self.runtime.notes.append(note)
+            self.runtime.compile = False
+            self.loss_fn = self._eager
+            return self.loss_fn(x, y)
 
 
 def load_run_data(cfg: ExperimentConfig, train_data=None, val_data=None):
@@ -260,7 +282,6 @@ def run_experiment(
         + (f" | resuming at step {state.step}" if resumed else "")
     )
 
-    loss_fn = step_fn.loss_fn
     val_set = eval_batches(val, cfg.batch_size, cfg.context_length, cfg.eval_batches, device)
     loader = BatchLoader(train, cfg.batch_size, cfg.context_length, cfg.seed, device)
     writer = CheckpointWriter()
@@ -272,7 +293,7 @@ def run_experiment(
         total = torch.zeros((), device=device)
         for x, y in val_set:
             with runtime.autocast():
-                total += loss_fn(x, y).float()
+                total += step_fn.loss_fn(x, y).float()
         model.train()
         return (total / len(val_set)).item()
 
