@@ -1,0 +1,226 @@
+"""``prepare_dataset``: text -> tokenizer -> token files, skipping every step whose output is still valid.
+
+Layout under ``data_dir/<name>/`` (``name`` is ``tinystories``, ``demo`` or the stem of a .txt file)::
+
+    train.txt / valid.txt        demo text, or the split of a plain file (see holdout.py)
+    tokenizer.json               byte-level BPE (+ tokenizer.meta.json)
+    train.npy, train.npy.json    token ids + sidecar (see token_file.py)
+    valid.npy, valid.npy.json
+
+Concurrent callers (e.g. parallel training runs) are serialised by a lock file in that directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cs336_basics.atomic import atomic_write
+from cs336_basics.data.chunking import check_errors_mode, check_text_file
+from cs336_basics.data.demo_corpus import DEFAULT_NUM_STORIES, generate_demo_corpus
+from cs336_basics.data.download import TINYSTORIES_FILES, download_tinystories
+from cs336_basics.data.encode import encode_file
+from cs336_basics.data.holdout import split_plain_file
+from cs336_basics.data.token_file import token_file_problem
+from cs336_basics.data.tokenizer import Tokenizer
+from cs336_basics.data.train_tokenizer import check_vocab_size, tokenizer_is_current, train_tokenizer
+from cs336_basics.errors import UserError
+
+BUILTIN = ("tinystories", "demo")
+DEFAULT_VOCAB_SIZE = {"tinystories": 10_000, "demo": 2048, "file": 10_000}
+DEMO_SPLITS = {"train": (0, DEFAULT_NUM_STORIES), "valid": (1, 300)}  # split -> (seed, num_stories)
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """Paths of a prepared dataset, ready for ``load_token_file``."""
+
+    train_tokens: Path
+    valid_tokens: Path
+    tokenizer_path: Path
+    vocab_size: int
+    dataset: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What ``--dataset`` names: its short name, kind (tinystories/demo/file) and, for a file, its path."""
+
+    name: str
+    kind: str
+    source: Path | None = None
+
+    @property
+    def default_vocab_size(self) -> int:
+        return DEFAULT_VOCAB_SIZE[self.kind]
+
+    def directory(self, data_dir: str | os.PathLike) -> Path:
+        return Path(data_dir) / self.name
+
+
+def resolve_dataset(dataset: str | os.PathLike) -> DatasetSpec:
+    """``"tinystories"``, ``"demo"``, or a path to a text file (its stem becomes the name)."""
+    text = os.fspath(dataset)
+    if text in BUILTIN:
+        return DatasetSpec(text, text)
+    path = Path(text)
+    if not (path.suffix or os.sep in text or path.exists()):
+        raise UserError(f"unknown dataset {text!r}; use tinystories, demo, or a path to a .txt file")
+    check_text_file(path)
+    name = path.stem if path.stem not in BUILTIN else f"{path.stem}-file"
+    return DatasetSpec(name, "file", path)
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` and check a file can be written there, else ``UserError``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"cannot write to data dir {path} ({err.strerror or err}); choose another --data-dir"
+        ) from None
+    return path
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no locking
+        yield
+        return
+    with open(directory / ".prepare.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr)
+
+
+def _write_demo_text(directory: Path, progress: bool) -> dict[str, Path]:
+    paths = {}
+    for split, (seed, n) in DEMO_SPLITS.items():
+        path = directory / f"{split}.txt"
+        text = generate_demo_corpus(seed=seed, num_stories=n)
+        if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+            with atomic_write(path, "wb") as f:  # bytes: independent of the locale's encoding
+                f.write(text.encode("utf-8"))
+            _log(progress, f"wrote {path} (synthetic demo stories, seed {seed})")
+        paths[split] = path
+    return paths
+
+
+def dataset_texts(
+    spec: DatasetSpec,
+    data_dir: str | os.PathLike,
+    *,
+    valid: str | os.PathLike | None = None,
+    errors: str = "strict",
+    progress: bool = True,
+    download: bool = True,
+    base_url: str | None = None,
+) -> dict[str, Path]:
+    """The train/valid text files of ``spec``, downloading, generating or splitting them as needed."""
+    directory = ensure_writable_dir(spec.directory(data_dir))
+    if valid is not None and spec.kind != "file":
+        raise UserError(f"--valid only applies to --dataset <path to a .txt>, not {spec.name}")
+    if spec.kind == "demo":
+        return _write_demo_text(directory, progress)
+    if spec.kind == "tinystories":
+        paths = {split: directory / name for split, name in TINYSTORIES_FILES.items()}
+        missing = [p for p in paths.values() if not p.is_file()]
+        if missing and not download:
+            raise UserError(f"{missing[0]} is missing; run `cs336-data download --data-dir {data_dir}` first")
+        if missing:
+            paths = download_tinystories(data_dir, base_url=base_url, progress=progress)
+        return paths
+    assert spec.source is not None
+    if valid is not None:
+        check_text_file(valid)
+        return {"train": spec.source, "valid": Path(valid)}
+    return split_plain_file(spec.source, directory, errors=errors, progress=progress)
+
+
+def ensure_tokenizer(
+    train_text: Path,
+    tokenizer_path: Path,
+    vocab_size: int,
+    *,
+    errors: str,
+    progress: bool,
+    force: bool = False,
+) -> Tokenizer:
+    """Reuse ``tokenizer_path`` if it was trained on this text with this vocab size, else train it."""
+    if not force and tokenizer_is_current(tokenizer_path, vocab_size, check_text_file(train_text)):
+        _log(progress, f"tokenizer {tokenizer_path} is up to date")
+        return Tokenizer.from_files(tokenizer_path)
+    return train_tokenizer(train_text, tokenizer_path, vocab_size, errors=errors, progress=progress)
+
+
+def ensure_tokens(
+    text: Path, tokenizer: Tokenizer, npy: Path, *, errors: str, progress: bool, force: bool = False
+) -> Path:
+    """Reuse ``npy`` if it holds ``text`` encoded with ``tokenizer``, else (re-)encode it."""
+    assert tokenizer.path is not None
+    problem = token_file_problem(
+        npy, vocab_size=tokenizer.vocab_size, tokenizer_path=tokenizer.path, source_size=check_text_file(text)
+    )
+    if problem is None and not force:
+        _log(progress, f"token file {npy} is up to date")
+        return npy
+    if npy.exists() and problem is not None:
+        _log(progress, f"re-encoding: {problem}")
+    encode_file(text, tokenizer, npy, errors=errors, progress=progress)
+    return npy
+
+
+def prepare_dataset(
+    dataset: str = "tinystories",
+    data_dir: str | os.PathLike = "data",
+    vocab_size: int | None = None,
+    valid: str | os.PathLike | None = None,
+    errors: str = "strict",
+    progress: bool = True,
+    *,
+    base_url: str | None = None,
+) -> PreparedDataset:
+    """Download/generate the text, train the tokenizer and encode train/valid; idempotent.
+
+    ``dataset`` is ``"tinystories"``, ``"demo"`` (synthetic, offline, seconds) or a path to a .txt file.
+    ``vocab_size`` defaults to 10,000 (2,048 for demo).
+    """
+    check_errors_mode(errors)
+    spec = resolve_dataset(dataset)
+    vocab_size = check_vocab_size(vocab_size if vocab_size is not None else spec.default_vocab_size)
+    directory = ensure_writable_dir(spec.directory(data_dir))
+    with _locked(directory):
+        texts = dataset_texts(
+            spec, data_dir, valid=valid, errors=errors, progress=progress, base_url=base_url
+        )
+        tokenizer_path = directory / "tokenizer.json"
+        tok = ensure_tokenizer(texts["train"], tokenizer_path, vocab_size, errors=errors, progress=progress)
+        outputs = {
+            split: ensure_tokens(
+                texts[split], tok, directory / f"{split}.npy", errors=errors, progress=progress
+            )
+            for split in ("train", "valid")
+        }
+    return PreparedDataset(
+        train_tokens=outputs["train"],
+        valid_tokens=outputs["valid"],
+        tokenizer_path=tokenizer_path,
+        vocab_size=tok.vocab_size,
+        dataset=spec.name,
+    )

@@ -1,0 +1,147 @@
+"""Train a byte-level BPE tokenizer with Hugging Face ``tokenizers``, streaming the text.
+
+The training file is read in blocks and split on ``<|endoftext|>``, so merges never cross documents and
+memory is bounded by the trainer's word counts, not by the file size. Next to ``tokenizer.json`` a small
+``tokenizer.meta.json`` records the requested vocab size and the source file, so ``prepare`` can tell
+whether an existing tokenizer still fits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models, pre_tokenizers, trainers
+from tqdm import tqdm
+
+from cs336_basics.atomic import atomic_write_json
+from cs336_basics.data.chunking import check_errors_mode, check_text_file, iter_documents
+from cs336_basics.data.tokenizer import (
+    MIN_VOCAB_SIZE,
+    SPECIAL_TOKENS,
+    Tokenizer,
+    configure_byte_level,
+    special_added_tokens,
+)
+from cs336_basics.errors import UserError
+
+DEFAULT_VOCAB_SIZE = 10_000
+DOCS_PER_BATCH = 1000
+
+
+def meta_path(tokenizer_path: str | os.PathLike) -> Path:
+    """``tokenizer.json`` -> ``tokenizer.meta.json`` (same directory)."""
+    p = Path(tokenizer_path)
+    return p.with_name(p.stem + ".meta.json")
+
+
+def check_vocab_size(vocab_size: int) -> int:
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise UserError(
+            f"--vocab-size {vocab_size} is too small: byte-level BPE needs at least {MIN_VOCAB_SIZE} "
+            f"(256 bytes + {len(SPECIAL_TOKENS)} special token); pass a larger --vocab-size"
+        )
+    return vocab_size
+
+
+def train_from_documents(
+    documents: Iterable[str | list[str]], vocab_size: int, *, progress: bool = False
+) -> Tokenizer:
+    """Train on an iterable of documents (or lists of documents) without ``<|endoftext|>`` in them.
+
+    Raises ``UserError`` if the text is too small to reach ``vocab_size``.
+    """
+    check_vocab_size(vocab_size)
+    hf = configure_byte_level(HFTokenizer(models.BPE()))
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special_added_tokens(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=progress,
+    )
+    hf.train_from_iterator(documents, trainer=trainer)
+    tok = Tokenizer(hf)
+    if tok.vocab_size < vocab_size:
+        raise UserError(
+            f"the training text only supports {tok.vocab_size} tokens, fewer than --vocab-size {vocab_size}; "
+            f"pass --vocab-size {tok.vocab_size} or use more text"
+        )
+    return tok
+
+
+def _batched(docs: Iterable[str], n: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _announce_end(batches: Iterator[list[str]], bar: tqdm) -> Iterator[list[str]]:
+    yield from batches
+    bar.set_postfix_str("computing merges...")
+
+
+def train_tokenizer(
+    text_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    *,
+    errors: str = "strict",
+    progress: bool = True,
+) -> Tokenizer:
+    """Train on ``text_path`` and save ``out_path`` (``tokenizer.json``) plus its ``.meta.json``."""
+    check_vocab_size(vocab_size)
+    check_errors_mode(errors)
+    size = check_text_file(text_path)
+    out_path = Path(out_path)
+    with tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        desc=f"train tokenizer {Path(text_path).name}",
+        disable=not progress,
+    ) as bar:
+        docs = iter_documents(text_path, errors, on_bytes=bar.update)
+        tok = train_from_documents(_announce_end(_batched(docs, DOCS_PER_BATCH), bar), vocab_size)
+    try:
+        tok.save(out_path)
+        tok = Tokenizer.from_files(out_path)
+        atomic_write_json(
+            meta_path(out_path),
+            {
+                "vocab_size": vocab_size,
+                "special_tokens": list(SPECIAL_TOKENS),
+                "tokenizer_sha256": tok.sha256,
+                "source": {"path": str(text_path), "size": size},
+                "errors": errors,
+            },
+        )
+    except OSError as err:
+        raise UserError(
+            f"cannot write {out_path} ({err.strerror or err}); choose a writable --data-dir"
+        ) from None
+    return tok
+
+
+def tokenizer_is_current(tokenizer_path: str | os.PathLike, vocab_size: int, source_size: int) -> bool:
+    """True if ``tokenizer_path`` loads, has ``<|endoftext|>``, and its meta matches ``vocab_size`` and source size."""
+    try:
+        meta = json.loads(meta_path(tokenizer_path).read_text(encoding="utf-8"))
+        tok = Tokenizer.from_files(tokenizer_path)
+    except (OSError, ValueError, UserError):
+        return False
+    return (
+        isinstance(meta, dict)
+        and meta.get("vocab_size") == vocab_size
+        and meta.get("tokenizer_sha256") == tok.sha256
+        and (meta.get("source") or {}).get("size") == source_size
+        and tok.eot_id is not None
+        and tok.vocab_size == vocab_size
+    )

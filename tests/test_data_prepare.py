@@ -1,0 +1,167 @@
+"""prepare: the demo dataset from a fresh process, idempotence, repairs, and plain-file datasets."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cs336_basics.data import (
+    EOT,
+    PreparedDataset,
+    Tokenizer,
+    generate_demo_corpus,
+    load_token_file,
+    prepare_dataset,
+)
+from cs336_basics.data.holdout import VALID_EVERY
+from cs336_basics.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    """``python -m cs336_basics.data prepare --dataset demo`` in a fresh process, as on a new machine."""
+    data_dir = tmp_path_factory.mktemp("data")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cs336_basics.data",
+            "prepare",
+            "--dataset",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - start < 60
+    assert "demo/train.npy" in proc.stdout
+    return data_dir
+
+
+def _outputs(data_dir: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (data_dir / "demo").iterdir() if not p.name.startswith(".")}
+
+
+def test_demo_files_are_valid(demo_dir):
+    ds = prepare_dataset("demo", demo_dir, progress=False)
+    assert ds == PreparedDataset(
+        train_tokens=demo_dir / "demo" / "train.npy",
+        valid_tokens=demo_dir / "demo" / "valid.npy",
+        tokenizer_path=demo_dir / "demo" / "tokenizer.json",
+        vocab_size=2048,
+        dataset="demo",
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ds.vocab_size = 1  # type: ignore[misc]
+    tok = Tokenizer.from_files(ds.tokenizer_path)
+    assert tok.vocab_size == 2048
+    for path, split in ((ds.train_tokens, "train"), (ds.valid_tokens, "valid")):
+        arr = load_token_file(path, vocab_size=2048, tokenizer_path=ds.tokenizer_path)
+        assert arr.dtype == np.uint16 and len(arr) > 0 and int(arr.max()) < 2048
+        text = (demo_dir / "demo" / f"{split}.txt").read_text(encoding="utf-8")
+        assert int((arr == tok.eot_id).sum()) == text.count(EOT)
+        assert tok.decode(arr.tolist()) == text  # the whole pipeline round-trips
+    assert (demo_dir / "demo" / "valid.txt").read_text() == generate_demo_corpus(seed=1, num_stories=300)
+
+
+def test_second_prepare_skips_everything(demo_dir):
+    before = _outputs(demo_dir)
+    start = time.perf_counter()
+    prepare_dataset("demo", demo_dir, progress=False)
+    assert time.perf_counter() - start < 5
+    assert _outputs(demo_dir) == before
+
+
+def test_corrupt_token_file_is_rebuilt_but_tokenizer_kept(demo_dir):
+    valid = demo_dir / "demo" / "valid.npy"
+    good = valid.read_bytes()
+    valid.write_bytes(good[:100])
+    tokenizer_mtime = (demo_dir / "demo" / "tokenizer.json").stat().st_mtime_ns
+    prepare_dataset("demo", demo_dir, progress=False)
+    assert valid.read_bytes() == good
+    assert (demo_dir / "demo" / "tokenizer.json").stat().st_mtime_ns == tokenizer_mtime
+
+
+def _plain_text(n_docs: int) -> str:
+    return "".join(f"Document number {i} says hello to story {i * 7}.\n{EOT}\n" for i in range(n_docs))
+
+
+def test_plain_file_holds_out_every_50th_document(tmp_path):
+    src = tmp_path / "my_corpus.txt"
+    src.write_text(_plain_text(120) + generate_demo_corpus(seed=4, num_stories=30), encoding="utf-8")
+    ds = prepare_dataset(src, tmp_path / "data", vocab_size=300, progress=False)
+    assert ds.dataset == "my_corpus" and ds.train_tokens == tmp_path / "data" / "my_corpus" / "train.npy"
+    valid = (tmp_path / "data" / "my_corpus" / "valid.txt").read_text()
+    train = (tmp_path / "data" / "my_corpus" / "train.txt").read_text()
+    held = [d.strip() for d in valid.split(EOT) if d.strip()]
+    kept = [d.strip() for d in train.split(EOT) if d.strip()]
+    assert len(held) == 150 // VALID_EVERY and len(held) + len(kept) == 150
+    assert held[0] == f"Document number {VALID_EVERY - 1} says hello to story {(VALID_EVERY - 1) * 7}."
+    assert not set(held) & set(kept)
+    for path in (ds.train_tokens, ds.valid_tokens):
+        load_token_file(path, vocab_size=300, tokenizer_path=ds.tokenizer_path)
+
+
+def test_plain_file_with_explicit_valid_and_vocab_change(tmp_path):
+    src, val = tmp_path / "a.txt", tmp_path / "b.txt"
+    src.write_text(generate_demo_corpus(seed=6, num_stories=60), encoding="utf-8")
+    val.write_text(generate_demo_corpus(seed=7, num_stories=5), encoding="utf-8")
+    ds = prepare_dataset(str(src), tmp_path / "d", vocab_size=300, valid=val, progress=False)
+    assert not (tmp_path / "d" / "a" / "train.txt").exists()
+    n_valid = len(load_token_file(ds.valid_tokens))
+    assert n_valid == len(Tokenizer.from_files(ds.tokenizer_path).encode(val.read_text()))
+    ds2 = prepare_dataset(str(src), tmp_path / "d", vocab_size=320, valid=val, progress=False)
+    assert ds2.vocab_size == 320
+    load_token_file(ds2.train_tokens, vocab_size=320, tokenizer_path=ds2.tokenizer_path)
+
+
+def test_plain_file_without_separators_is_split_by_lines(tmp_path):
+    src = tmp_path / "book.txt"
+    src.write_text(
+        "\n".join(f"Line {i} of a long book without separators." for i in range(60)), encoding="utf-8"
+    )
+    prepare_dataset(src, tmp_path / "d", vocab_size=280, progress=False)
+    assert (
+        tmp_path / "d" / "book" / "valid.txt"
+    ).read_text() == "Line 49 of a long book without separators.\n"
+
+
+def test_single_document_cannot_be_split(tmp_path):
+    src = tmp_path / "one.txt"
+    src.write_text("just one line", encoding="utf-8")
+    with pytest.raises(UserError, match="single document.*--valid"):
+        prepare_dataset(src, tmp_path / "d", vocab_size=280, progress=False)
+
+
+def test_concurrent_prepares_wait_for_each_other(tmp_path):
+    src = tmp_path / "shared.txt"
+    src.write_text(generate_demo_corpus(seed=12, num_stories=100), encoding="utf-8")
+    with ThreadPoolExecutor(3) as pool:
+        results = list(
+            pool.map(lambda _: prepare_dataset(src, tmp_path / "d", vocab_size=300, progress=False), range(3))
+        )
+    assert results[0] == results[1] == results[2]
+    for path in (results[0].train_tokens, results[0].valid_tokens):
+        load_token_file(path, vocab_size=300, tokenizer_path=results[0].tokenizer_path)
+
+
+def test_unknown_dataset_and_misplaced_valid(tmp_path):
+    with pytest.raises(UserError, match="unknown dataset 'wikipedia'"):
+        prepare_dataset("wikipedia", tmp_path)
+    with pytest.raises(UserError, match="--valid only applies"):
+        prepare_dataset("demo", tmp_path, valid=tmp_path / "v.txt", progress=False)
