@@ -46,7 +46,7 @@ from cs336_basics.experiment_log.reader import read_json_dict
 
 DEFAULT_LEARNING_RATES = [1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 6e-3, 1e-2]
 # The demo model (small, short runs) wants larger rates; its grid still ends below the edge, so bracketing shows.
-PRESET_LEARNING_RATES = {"demo": [1e-3, 3e-3, 1e-2]}
+PRESET_LEARNING_RATES = {"demo": [3e-3, 1e-2, 3e-2]}
 DONE = ("finished", "diverged")
 # Fields that may differ between invocations of the same sweep (they don't change results).
 _FREE_FIELDS = {
