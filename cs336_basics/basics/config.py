@@ -160,12 +160,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The real model shape on a handful of steps: checks a set-up end to end in about a minute.
     "quick-test": dict(
         batch_size=8,
-        max_steps=30,
+        max_steps=10,
         context_length=128,
         log_interval=5,
-        eval_interval=15,
-        eval_batches=2,
-        checkpoint_interval=15,
+        eval_interval=10,
+        eval_batches=1,
+        checkpoint_interval=5,
         target_val_loss=None,
     ),
     # A small model on the embedded synthetic corpus: minutes on a laptop CPU, no download.

@@ -419,11 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     config = create_experiment_config(args.preset or default_preset(), **config_overrides(args))
     rates = parse_learning_rates(args.learning_rates) if args.learning_rates else None
     executor = choose_executor(args)
+    extend = args.extend and config.preset != "quick-test"  # a handful of steps says nothing about stability
     view = learning_rate_sweep(
         config,
         rates,
         args.out,
-        extend=args.extend,
+        extend=extend,
         max_extra_points=args.max_extra_points,
         executor=executor,
         restart=tuple(args.restart),
