@@ -159,24 +159,55 @@ def test_bracketing_adds_points_beyond_the_edge(tmp_path, tiny_args):
 def test_second_sweep_on_same_dir_is_refused(tmp_path, tiny_args, capsys):
     out = tmp_path / "sweep"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen(  # another sweep process holding the directory's lock
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from cs336_basics.assignment_experiments.lr_sweep.sweep_lock "
+            "import SweepLock; lock = SweepLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        import socket
-
-        (out / LOCK_FILE).write_text(
-            json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started_at": time.time()})
-        )
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(SystemExit) as exc:
             sweep_main(tiny_args(out, 1e-2))
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"pid {holder.pid}" in err[0] and "is using" in err[0]
     finally:
+        holder.kill()  # like kill -9: the kernel releases its lock
+        holder.wait()
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0
+
+
+def test_one_trainer_per_run_dir(tmp_path, tiny_args, capsys):
+    """A point still being trained by a leftover process is not trained a second time."""
+    out = tmp_path / "sweep"
+    run_dir = out / lr_dir_name(1e-2)
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from cs336_basics.basics.trainer import "
+            "run_dir_lock; cm = run_dir_lock(Path(sys.argv[1])); cm.__enter__(); print('held', flush=True); "
+            "time.sleep(120)",
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0
+        point = load_sweep(out).point(1e-2)
+        assert point.state == "failed" and "is being trained by" in point.reason
+    finally:
         holder.kill()
         holder.wait()
-    # Its process is gone now: the lock is stale and taken over.
-    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0
-    assert not (out / LOCK_FILE).exists()
 
 
 def test_submitit_local_executor(tmp_path, tiny_args):
@@ -238,7 +269,7 @@ def test_summary_of_missing_dir_is_a_clear_error(tmp_path, capsys):
     assert exc.value.code == 2 and "no sweep directory" in capsys.readouterr().err
 
 
-def test_stale_lock_with_dead_pid_is_taken_over(tmp_path, tiny_args):
+def test_lock_left_by_a_dead_sweep_is_free(tmp_path, tiny_args):
     import socket
 
     out = tmp_path / "sweep"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ class ExperimentConfig:
     # System: "auto" picks the fastest correct choice for the device (device.py) and records it.
     seed: int = 0
     device: str = "auto"  # auto | cuda | cuda:N | mps | cpu
-    dtype: str = "auto"  # auto | bf16 | fp16 | fp32
+    dtype: str = "auto"  # auto | bf16 | fp32
     tf32: bool = True
     compile: str = "auto"  # auto | on | off
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. sweep point metadata)
@@ -105,8 +106,20 @@ class ExperimentConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"--{_flag(name)} must be a positive integer, got {getattr(self, name)}")
-        if not self.max_lr > 0:
+        self._check_types()
+        if not (self.max_lr > 0 and math.isfinite(self.max_lr)):
             raise UserError(f"--lr must be a positive number, got {self.max_lr}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise UserError(f"--beta1/--beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if not self.eps > 0 or not self.grad_clip > 0 or self.weight_decay < 0:
+            raise UserError(
+                "--eps and --grad-clip must be > 0 and --weight-decay >= 0; "
+                f"got {self.eps}, {self.grad_clip}, {self.weight_decay}"
+            )
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
+            raise UserError(
+                f"--warmup-steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}"
+            )
         if self.min_lr is not None and not 0 <= self.min_lr <= self.max_lr:
             raise UserError(f"--min-lr must be in [0, lr={self.max_lr}], got {self.min_lr}")
         if self.d_model % self.num_heads:
@@ -115,10 +128,20 @@ class ExperimentConfig:
             raise UserError(
                 f"head size d_model/num_heads = {self.d_model // self.num_heads} must be even for RoPE"
             )
-        if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
-            raise UserError(f"--dtype must be one of auto, bf16, fp16, fp32; got {self.dtype!r}")
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            raise UserError(f"--dtype must be one of auto, bf16, fp32; got {self.dtype!r}")
         if self.compile not in ("auto", "on", "off"):
             raise UserError(f"--compile must be one of auto, on, off; got {self.compile!r}")
+
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), _scalar_type(hints[f.name])
+            if value is None or kind not in (int, float, str, bool):
+                continue
+            ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+            if not ok or (kind in (int, float) and isinstance(value, bool)):
+                raise UserError(f"config field {f.name} must be {kind.__name__}, got {value!r}")
 
     # ---- JSON -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -140,13 +163,18 @@ class ExperimentConfig:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise UserError(f"cannot read config {path}: {err}") from None
-        return cls.from_dict(
-            {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        )
+        if not isinstance(data, dict):
+            raise UserError(f"config {path} is not a JSON object of config fields")
+        values = {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        for name in data.get("derived_fields", []):  # a run's config.json: re-derive from the new values
+            values[name] = None
+        return cls.from_dict(values)
 
 
-# Model-shape fields: a checkpoint can only be resumed into a config with the same values.
+# Model-shape fields: what a checkpoint's weights need to be loaded.
 MODEL_FIELDS = ("vocab_size", "context_length", "d_model", "d_ff", "num_layers", "num_heads", "rope_theta")
+# Fields that default to None and are derived by resolved(); config.json lists which ones were derived.
+DERIVED_FIELDS = ("min_lr", "warmup_steps", "cosine_cycle_steps")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 128 x 10,000 x 256 = 327.68M tokens, the assignment's full budget.

@@ -1,6 +1,6 @@
 """Device set-up in one place: which device, which precision, whether to compile, and why.
 
-CUDA > MPS > CPU by default. On CUDA: TF32 on, bf16 autocast (fp16 on cards without bf16), torch.compile.
+CUDA > MPS > CPU by default. On CUDA: TF32 on, bf16 autocast (fp32 + TF32 on cards without bf16), torch.compile.
 On MPS: no TF32, compile with the "aot_eager" backend. On CPU: bf16 autocast only if a brief measurement
 (cached per CPU model and torch version) shows it is faster; compile only for runs long enough to repay the
 warm-up. Every choice is recorded (``Runtime.as_dict``) in the run's config.json and printed in the banner.
@@ -111,7 +111,8 @@ def setup_runtime(
         torch.backends.cudnn.allow_tf32 = tf32
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
         if dtype == "auto":
-            dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # fp16 would need a loss scaler (a host sync every step); without bf16, fp32 + TF32 is the safe choice.
+            dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
             notes.append(f"dtype auto -> {dtype} autocast (fp32 master weights)")
         do_compile, backend = compile != "off", "inductor"
     elif dev.type == "mps":
@@ -132,9 +133,9 @@ def setup_runtime(
                 f"compile auto -> {'on' if do_compile else 'off'} on CPU (run of {run_tokens or 0:,} tokens; "
                 f"compile pays off from {CPU_COMPILE_MIN_TOKENS:,})"
             )
-    if dtype == "fp16" and dev.type != "cuda":
+    if dtype == "fp16":
         raise UserError(
-            "--dtype fp16 needs a CUDA device (it relies on a loss scaler there); use bf16 or fp32"
+            "--dtype fp16 is not supported (it needs loss scaling); use bf16 (most GPUs since 2020) or fp32"
         )
     return Runtime(dev, dtype, do_compile, backend, tf32, notes)
 

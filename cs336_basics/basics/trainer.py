@@ -8,7 +8,11 @@ and batches are a function of (seed, step), so on CPU a resumed run logs exactly
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -21,9 +25,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cs336_basics.atomic import atomic_write_json
 from cs336_basics.basics.batching import BatchLoader, eval_batches
 from cs336_basics.basics.checkpoint import CheckpointWriter, read_checkpoint
-from cs336_basics.basics.config import MODEL_FIELDS, ExperimentConfig
+from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig
 from cs336_basics.basics.device import Runtime, setup_runtime
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
 from cs336_basics.basics.functional import cross_entropy
@@ -193,16 +198,36 @@ def load_run_data(cfg: ExperimentConfig, train_data=None, val_data=None):
     return arrays[0], arrays[1], tokenizer_path
 
 
+# Fields that may change when a run is resumed: they don't change what is computed (or only its speed).
+RESUMABLE_CHANGES = {
+    "device",
+    "dtype",
+    "compile",
+    "tf32",
+    "extra",
+    "data_dir",
+    "train_data",
+    "val_data",
+    "tokenizer_path",
+    "eval_batches",
+    "eval_interval",
+    "checkpoint_interval",
+    "target_val_loss",
+}
+
+
 def _check_compatible(saved: dict, cfg: ExperimentConfig, path: Path) -> None:
+    """A checkpoint continues only the run it came from: every field that shapes the result must match."""
+    current = cfg.to_dict()
     diffs = [
-        f"{k}: checkpoint {saved.get(k)!r} vs now {getattr(cfg, k)!r}"
-        for k in MODEL_FIELDS
-        if saved.get(k) != getattr(cfg, k)
+        f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}"
+        for k, v in current.items()
+        if k not in RESUMABLE_CHANGES and k in saved and saved[k] != v
     ]
     if diffs:
         raise UserError(
-            f"checkpoint {path} is from an incompatible config ({'; '.join(diffs)}); "
-            f"use --fresh to start over or a different --out"
+            f"checkpoint {path} is from a different config ({'; '.join(diffs[:4])}); "
+            f"use --fresh to start over (the old run is moved aside) or a different --out"
         )
 
 
@@ -228,9 +253,45 @@ def run_experiment(
     out_dir = Path(out_dir)
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume must be auto, never or must, not {resume!r}")
-    if resume != "never" and out_dir.is_dir():
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with run_dir_lock(out_dir):
+        derived = [
+            k for k in DERIVED_FIELDS if getattr(config, k) is None
+        ]  # re-derived when config.json is reused
+        return _run_locked(
+            cfg, train_data, val_data, out_dir, resume, progress, reference_loss, runtime, derived
+        )
+
+
+@contextlib.contextmanager
+def run_dir_lock(out_dir: Path):
+    """One trainer per run directory: an flock the kernel drops when the holder dies (even by kill -9)."""
+    with open(out_dir / ".run.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(
+                f"{out_dir} is being trained by {holder}; wait for it, or stop that process first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_locked(
+    cfg, train_data, val_data, out_dir, resume, progress, reference_loss, runtime, derived_fields
+) -> dict:
+    if resume != "never":
         log = load_experiment_log(out_dir)
         if log.summary and log.summary.get("status") in DONE_STATES:
+            _check_compatible(log.config, cfg, out_dir / "config.json")
             print(f"{out_dir}: already {log.summary['status']}, not retrained (use --fresh to retrain)")
             return log.summary
     train, val, tokenizer_path = load_run_data(cfg, train_data, val_data)
@@ -266,6 +327,7 @@ def run_experiment(
         "val_tokens": len(val),
         "parameters": model.num_parameters(exclude_embeddings=False),
         "non_embedding_parameters": model.num_parameters(),
+        "derived_fields": derived_fields,
     }
     tracker = ExperimentTracker(
         run_info, out_dir, max_steps=cfg.max_steps, target_val_loss=cfg.target_val_loss
@@ -336,14 +398,17 @@ def run_experiment(
                 bar.update(1)
                 if state.initial_loss is None:
                     state.initial_loss = loss.item()  # one sync, on the first step only
+                    if run_info["runtime"]["compile"] and not runtime.compile:  # compile failed: say so
+                        run_info["runtime"] = runtime.as_dict()
+                        atomic_write_json(out_dir / "config.json", run_info)
                 step = state.step
                 is_eval = step % cfg.eval_interval == 0 or step == cfg.max_steps
                 is_ckpt = step % cfg.checkpoint_interval == 0 and step < cfg.max_steps
                 if not (step % cfg.log_interval == 0 or is_eval or is_ckpt or step == cfg.max_steps):
                     continue
                 # ---- log step: the only place the loop waits for the device ----
-                now = time.perf_counter()
                 train_loss = loss_sum.item() / state.loss_count  # note: CPU-GPU sync point
+                now = time.perf_counter()  # after the sync, so the interval covers the device's work
                 loss_sum.zero_()
                 state.loss_count = 0
                 train_s = max(now - interval_start, 1e-9)  # eval/checkpoint time falls outside intervals

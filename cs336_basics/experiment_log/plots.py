@@ -6,16 +6,15 @@ the process-wide backend and is safe to call from any thread.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from cs336_basics.atomic import atomic_write
 from cs336_basics.experiment_log.reader import ExperimentLog, load_experiment_log
 
 _LOSS_LABEL = "loss (cross-entropy, nats/token)"
@@ -65,14 +64,13 @@ def plot_loss_curves(log: ExperimentLog | str | os.PathLike, out_path: str | os.
     title = log.name + (f"  (lr={lr:.3g})" if lr is not None else "") + f"  [{log.state}]"
     fig.suptitle(title)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".tmp.png", dir=out_path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    save_figure(fig, out_path)
+    return out_path
+
+
+def save_figure(fig: Figure, out_path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write a figure as PNG through ``atomic_write`` (never a half-written figure under the final name)."""
+    out_path = Path(out_path)
+    with atomic_write(out_path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
     return out_path

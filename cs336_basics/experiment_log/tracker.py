@@ -296,6 +296,8 @@ class ExperimentTracker:
         width = max(len(k) for k in summary)
         print(f"run: {self.log_dir}")
         for key, value in summary.items():
+            if isinstance(value, dict | list):
+                continue  # nested details (e.g. runtime) are in summary.json
             if isinstance(value, float):
                 value = f"{value:.6g}"
             print(f"  {key:<{width}}  {'-' if value in (None, '') else value}")

@@ -6,8 +6,10 @@ dict ({"state", "reason", "error"}) when it ends; the sweep (the only writer of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,13 +35,6 @@ class InProcessExecutor:
         for lr in lrs:
             on_start(lr)
             on_done(lr, run_point(sweep_dir, lr, progress=self.progress))
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 @dataclass
@@ -75,37 +70,46 @@ class SubprocessExecutor:
                         "--no-progress",
                     ]
                     with open(log, "ab") as out:
+                        start = out.tell()  # earlier attempts stay above; only this attempt's output is read
                         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-                    running[proc] = (lr, slot, log)
+                    running[proc] = (lr, slot, log, start)
                     on_start(lr)
                 for proc in [p for p in running if p.poll() is not None]:
-                    lr, slot, log = running.pop(proc)
+                    lr, slot, log, start = running.pop(proc)
                     free.append(slot)
-                    on_done(lr, self._result(proc.returncode, log))
+                    on_done(lr, self._result(proc.returncode, log, start))
                 time.sleep(self.poll_s)
         except KeyboardInterrupt:
-            # The children got the same Ctrl-C (same process group) and are saving checkpoints: let them finish.
+            # Ask every child to stop at its next step boundary (it saves a checkpoint), then wait for all.
+            for proc in running:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 120
             for proc in running:
                 try:
-                    proc.wait(timeout=120)
+                    proc.wait(timeout=max(1.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     proc.kill()
             raise
 
     @staticmethod
-    def _result(returncode: int, log: Path) -> dict:
-        for line in reversed(
-            log.read_text(errors="replace").strip().splitlines()[-5:] if log.exists() else []
-        ):
-            if line.startswith("{") and '"state"' in line:
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError:
-                    break
+    def _result(returncode: int, log: Path, start: int = 0) -> dict:
+        try:
+            with open(log, "rb") as f:
+                f.seek(start)
+                lines = f.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        if returncode in (0, 1):
+            for line in reversed(lines[-5:]):
+                if line.startswith("{") and '"state"' in line:
+                    with contextlib.suppress(json.JSONDecodeError):
+                        return json.loads(line)
+        tail = " | ".join(lines[-5:])
         return {
             "state": "failed",
             "reason": None,
-            "error": f"process exited with code {returncode}; see {log}: {_tail(log)}",
+            "error": f"process exited with code {returncode}; see {log}: {tail}",
         }
 
 

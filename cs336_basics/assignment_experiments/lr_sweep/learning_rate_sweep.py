@@ -60,7 +60,6 @@ _FREE_FIELDS = {
     "train_data",
     "val_data",
     "tokenizer_path",
-    "log_interval",
 }
 
 
@@ -180,6 +179,7 @@ def learning_rate_sweep(
 ):
     """Run (or resume) the sweep in ``out_dir``; returns the final ``SweepView`` (see sweep_reader)."""
     out_dir = Path(out_dir)
+    extend = extend and config.preset != "quick-test"  # a handful of steps says nothing about stability
     grid = parse_learning_rates(
         learning_rates or PRESET_LEARNING_RATES.get(config.preset, DEFAULT_LEARNING_RATES)
     )
@@ -221,6 +221,7 @@ def learning_rate_sweep(
                 print(f"lr {lr:g} failed: {result.get('error')} (the sweep goes on)", file=sys.stderr)
 
         attempted: set[float] = set()
+        bracketing = "off (--no-extend)"
         try:
             while True:
                 view = load_sweep(out_dir)
@@ -235,11 +236,17 @@ def learning_rate_sweep(
                 proposal = next_extension(outcomes)
                 n_extra = sum(p.is_extension for p in view.points)
                 if proposal is None:
+                    bracketing = f"bracketed ({n_extra} point(s) added beyond the grid)"
                     break
                 lr, why = proposal
-                if n_extra >= max_extra_points or view.point(lr) is not None:
-                    record.meta["bracketing"] = (
-                        f"stopped after {n_extra} extra point(s) "
+                if view.point(lr) is not None:
+                    bracketing = (
+                        f"not bracketed: {why}, but lr {lr:g} is already a point ({view.point(lr).state})"
+                    )
+                    break
+                if n_extra >= max_extra_points:
+                    bracketing = (
+                        f"not bracketed: stopped after {n_extra} extra point(s) "
                         f"(--max-extra-points {max_extra_points}); still open: {why}"
                     )
                     break
@@ -258,7 +265,7 @@ def learning_rate_sweep(
             best_lr=best.lr if best else None,
             target_met=view.target_met,
         )
-        record.meta.setdefault("bracketing", "bracketed" if extend else "off (--no-extend)")
+        record.meta["bracketing"] = bracketing
         record.save()
     return load_sweep(out_dir)
 
@@ -419,12 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     config = create_experiment_config(args.preset or default_preset(), **config_overrides(args))
     rates = parse_learning_rates(args.learning_rates) if args.learning_rates else None
     executor = choose_executor(args)
-    extend = args.extend and config.preset != "quick-test"  # a handful of steps says nothing about stability
     view = learning_rate_sweep(
         config,
         rates,
         args.out,
-        extend=extend,
+        extend=args.extend,
         max_extra_points=args.max_extra_points,
         executor=executor,
         restart=tuple(args.restart),

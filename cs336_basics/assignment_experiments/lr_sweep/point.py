@@ -18,11 +18,16 @@ from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import SWEEP_FILE
 from cs336_basics.basics.config import ExperimentConfig
 from cs336_basics.basics.trainer import run_experiment
 from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.experiment_log.reader import read_json_dict
 
 
 def point_config(sweep_dir: Path, lr: float) -> ExperimentConfig:
     """The sweep's base config (from sweep.json) at learning rate ``lr``."""
-    meta = json.loads((Path(sweep_dir) / SWEEP_FILE).read_text())
+    meta = read_json_dict(Path(sweep_dir) / SWEEP_FILE)
+    if not meta or not isinstance(meta.get("config"), dict):
+        raise UserError(
+            f"{Path(sweep_dir) / SWEEP_FILE} is missing or unreadable; run lr-sweep on that directory"
+        )
     base = ExperimentConfig.from_dict(meta["config"])
     return dataclasses.replace(base, max_lr=lr, extra={**base.extra, "sweep_dir": str(sweep_dir)})
 

@@ -6,10 +6,8 @@ LR has the same colour in both figures. Drawn on matplotlib's Agg canvas (no pyp
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import SweepPoint, SweepView
+from cs336_basics.experiment_log.plots import save_figure
 
 COMPARISON_FILE = "lr_sweep_comparison.png"
 LR_LOSS_FILE = "lr_vs_final_loss.png"
@@ -220,19 +219,3 @@ def _title(view: SweepView) -> str:
     done = sum(p.state in ("finished", "diverged") for p in view.points)
     preset = f"preset {view.preset}, " if view.preset else ""
     return f"{preset}{done}/{len(view.points)} points done"
-
-
-def save_figure(fig: Figure, out_path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save to a temp .png beside ``out_path`` and rename over it (never a half-written figure)."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".tmp.png", dir=out_path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return out_path
