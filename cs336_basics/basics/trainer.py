@@ -66,7 +66,11 @@ class StopRequest:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            # Inside a submitit job, SIGTERM belongs to submitit (preemption -> checkpoint -> requeue).
+            signals = (
+                (signal.SIGINT,) if os.environ.get("SUBMITIT_EXECUTOR") else (signal.SIGINT, signal.SIGTERM)
+            )
+            for sig in signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
