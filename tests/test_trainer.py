@@ -168,7 +168,7 @@ def test_incompatible_checkpoint_is_refused(tmp_path, tokens):
             progress=False,
             reference_loss=crash,
         )
-    with pytest.raises(UserError, match="incompatible config"):
+    with pytest.raises(UserError, match="different config"):
         run_experiment(tiny_config(d_model=64), train, val, tmp_path / "run", progress=False)
 
 
@@ -231,3 +231,38 @@ def test_device_auto_is_recorded(tmp_path, tokens):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert runtime["device"].startswith(expected)
     assert runtime["notes"]
+
+
+def test_run_config_json_rederives_schedule(tmp_path, tokens):
+    """Reusing a run's config.json with a new lr re-derives min_lr/warm-up instead of keeping the old ones."""
+    from cs336_basics.basics.config import ExperimentConfig
+
+    train, val = tokens
+    run_experiment(tiny_config(max_steps=10, max_lr=1e-2), train, val, tmp_path / "r", progress=False)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["min_lr"] == pytest.approx(1e-3) and set(saved["derived_fields"]) >= {
+        "min_lr",
+        "warmup_steps",
+    }
+    cfg = ExperimentConfig.load(tmp_path / "r" / "config.json")
+    cfg.max_lr, cfg.max_steps = 3e-4, 40
+    resolved = cfg.resolved()
+    assert (
+        resolved.min_lr == pytest.approx(3e-5)
+        and resolved.warmup_steps == 4
+        and resolved.cosine_cycle_steps == 39
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(batch_size="16"), "must be int"),
+        (dict(max_lr=float("inf")), "--lr must be a positive number"),
+        (dict(beta2=1.0), "--beta1/--beta2"),
+        (dict(dtype="fp16"), "--dtype must be one of"),
+    ],
+)
+def test_config_values_are_checked(overrides, message):
+    with pytest.raises(UserError, match=message):
+        tiny_config(**overrides).resolved()

@@ -78,6 +78,7 @@ class ExperimentConfig:
 
     def resolved(self) -> ExperimentConfig:
         """A copy with every derived default filled in; validates the values."""
+        self._check_types()
         cfg = dataclasses.replace(self, extra=dict(self.extra))
         if cfg.min_lr is None:
             cfg.min_lr = 0.1 * cfg.max_lr
@@ -89,6 +90,7 @@ class ExperimentConfig:
         return cfg
 
     def validate(self) -> None:
+        self._check_types()
         positive = [
             "vocab_size",
             "context_length",
@@ -106,7 +108,6 @@ class ExperimentConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"--{_flag(name)} must be a positive integer, got {getattr(self, name)}")
-        self._check_types()
         if not (self.max_lr > 0 and math.isfinite(self.max_lr)):
             raise UserError(f"--lr must be a positive number, got {self.max_lr}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
