@@ -713,7 +713,8 @@ def benchmark(
     if interleave:
         for r in range(rounds):
             log(f"  round {r + 1}/{rounds}")
-            for m in live:
+            k = r % len(live)  # rotate the order, so no variant always runs first (or last) in a round
+            for m in live[k:] + live[:k]:
                 timed_round(m, steps)
         for m in live:
             emit(m, caches[m.runner.variant.name])

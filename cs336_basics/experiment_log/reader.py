@@ -101,6 +101,18 @@ def read_json_dict(path: str | os.PathLike) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
+def finite_or_none(x: Any) -> float | None:
+    """``float(x)`` if ``x`` is a finite number (not a bool, not blank), else None: the one parser of
+    optional numbers from JSON and CSV cells for every reader of run and sweep files."""
+    if x is None or isinstance(x, bool) or (isinstance(x, str) and not x.strip()):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 def _num(x: Any) -> float | None:
     """``x`` as a float, or ``None`` if absent / not a number / NaN."""
     if isinstance(x, bool) or x is None:

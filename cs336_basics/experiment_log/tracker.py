@@ -34,6 +34,7 @@ from cs336_basics.experiment_log.reader import (
     STATUS_FILE,
     SUMMARY_FILE,
 )
+from cs336_basics.experiment_log.reader import finite_or_none as _finite
 
 _INT_COLUMNS = ("step", "tokens")
 
@@ -60,17 +61,6 @@ def _fmt(col: str, x: Any) -> str:
         v = float(x)
         return str(int(v)) if math.isfinite(v) else ""
     return repr(float(x))
-
-
-def _finite(x: Any) -> float | None:
-    """``float(x)`` if it is a finite number, else None (JSON has no NaN/inf)."""
-    if x is None or (isinstance(x, str) and not x.strip()):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _csv_line(values: list[str]) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import SweepPoint, SweepView
 from cs336_basics.basics.divergence import SMOOTHING
+from cs336_basics.experiment_log.reader import finite_or_none as _num
 
 PLATEAU_GAIN = 0.01  # < 1% smoothed-loss improvement per 10% of training counts as a plateau
 SPIKE_FACTOR = 1.3  # a logged loss above 1.3x the smoothed loss before it is a spike
@@ -383,11 +384,3 @@ def analysis_markdown(view: SweepView, findings, figures: dict[str, str], sample
             lines += [f"![{caption}]({rel})", ""]
     lines += ["## Sample from the best checkpoint", ""] + sample_text + [""]
     return "\n".join(lines)
-
-
-def _num(x) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None

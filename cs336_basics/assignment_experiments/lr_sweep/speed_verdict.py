@@ -8,11 +8,11 @@ FLOPs per token (hardware.flops_per_token) against the device's peak for the pre
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 from cs336_basics.assignment_experiments.lr_sweep.device_probe import DeviceInfo, GpuInfo
 from cs336_basics.basics import hardware
+from cs336_basics.experiment_log.reader import finite_or_none as _num
 
 SLOW_RATIO = 0.5  # measured / expected below this is "far below"
 BIG_GPU_BF16_TFLOPS = 100.0  # a GPU with at least this bf16 peak counts as big
@@ -392,11 +392,3 @@ def format_verdict(v: SpeedVerdict) -> list[str]:
         lines.append(f"   {i}. {c.title} (~{c.factor:.1f}x): {c.detail}")
     lines += [f"  note: {n}" for n in v.notes]
     return lines
-
-
-def _num(x) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None

@@ -17,18 +17,11 @@ import pandas as pd
 from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name, lr_from_dir_name
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log import ExperimentLog, load_experiment_log
+from cs336_basics.experiment_log.reader import finite_or_none as _num
 from cs336_basics.experiment_log.reader import read_json_dict
 
 SWEEP_FILE = "sweep.json"
 DEFAULT_SWEEP_DIR = Path("runs/lr_sweep")
-
-
-def _num(x) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 @dataclass
