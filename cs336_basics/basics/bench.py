@@ -126,8 +126,8 @@ VARIANTS: dict[str, Variant] = {
 DEFAULT_VARIANTS = {
     "cuda": "auto,plain,fp32,tf32,bf16,tf32+compile,bf16+compile,plain-bf16,naive-attention,"
     "torch-adamw-fused,compiled-optimizer",
-    "cpu": "auto,plain,fp32,bf16,fp32+compile,bf16+compile,plain-fp32,naive-attention,"
-    "torch-adamw-foreach,torch-adamw-loop,compiled-optimizer",
+    "cpu": "auto,plain,fp32,fp32+compile,plain-fp32,bf16,bf16+compile,naive-attention,"
+    "torch-adamw-loop,compiled-optimizer",
     "mps": "auto,plain,fp32,bf16,naive-attention,torch-adamw-foreach",
 }
 
@@ -524,6 +524,18 @@ class Peaks:
             return None, f"no table peak for {self.name}; pass --measure-peak"
         value = measure_peak_flops(self.device, precision)
         return value, f"measured: {precision} matmul on {self.name}"
+
+    def remeasure(self, rows: list[dict], fpt: float) -> None:
+        """Time the measured peaks again and keep the higher (a busy shared machine only ever lowers a
+        measurement), then recompute the rows' MFU against the final peaks."""
+        if not self.measure:
+            return
+        for precision, (value, source) in list(self._cache.items()):
+            again = measure_peak_flops(self.device, precision)
+            self._cache[precision] = (max(value or 0.0, again), f"{source} (best of two timings)")
+        for r in rows:
+            r["peak_flops"], r["peak_source"] = self.get(r["precision"])
+            r["mfu"] = mfu(r["tokens_per_sec"], fpt, r["peak_flops"])
 
 
 # ---- timing ----------------------------------------------------------------------------------------
@@ -1120,6 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
         on_row=on_row,
         after_first=after_first,
     )
+    peaks.remeasure(rows, report["flops_per_token"])
     report["results"], report["skipped"] = rows, skipped
     report["breakdown_ms"] = breakdown
     if any(r["compile"] for r in rows):
