@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from cs336_basics.assignment_experiments.lr_sweep.device_probe import (
+from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import (
     DeviceInfo,
     GpuInfo,
     format_device,
     probe_device,
 )
-from cs336_basics.assignment_experiments.lr_sweep.speed_verdict import (
+from cs336_basics.assignment_experiments.lr_sweep.speed import (
     RunFacts,
     SpeedVerdict,
     format_verdict,
