@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch import Tensor
+
+from cs336_basics.errors import UserError
 
 
 def get_batch(
@@ -24,9 +27,14 @@ def get_batch(
     return x.to(device), y.to(device)
 
 
-def _windows(dataset: npt.NDArray, starts: npt.NDArray, context_length: int) -> tuple[Tensor, Tensor]:
+def _block(dataset: npt.NDArray, starts: npt.NDArray, context_length: int) -> Tensor:
+    """The windows ``dataset[s : s + context_length + 1]`` as one contiguous int64 (B, T+1) tensor."""
     offsets = np.arange(context_length + 1)
-    tokens = torch.from_numpy(np.asarray(dataset[starts[:, None] + offsets], dtype=np.int64))
+    return torch.from_numpy(np.ascontiguousarray(dataset[starts[:, None] + offsets], dtype=np.int64))
+
+
+def _windows(dataset: npt.NDArray, starts: npt.NDArray, context_length: int) -> tuple[Tensor, Tensor]:
+    tokens = _block(dataset, starts, context_length)
     return tokens[:, :-1], tokens[:, 1:]
 
 
@@ -64,19 +72,20 @@ class BatchLoader:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch")
         self._pending: dict[int, Future] = {}
 
-    def _host_batch(self, step: int) -> tuple[Tensor, Tensor]:
+    def _host_batch(self, step: int) -> Tensor:
+        """The (B, T+1) token block of ``step``, contiguous (and pinned on CUDA: a non-contiguous pinned
+        tensor would be copied through a pageable temporary, a blocking copy despite ``non_blocking``)."""
         starts = batch_starts(self.seed, step, self.num_windows, self.batch_size)
-        x, y = _windows(self.dataset, starts, self.context_length)
-        if self.pin:
-            x, y = x.pin_memory(), y.pin_memory()
-        return x, y
+        block = _block(self.dataset, starts, self.context_length)
+        return block.pin_memory() if self.pin else block
 
     def get(self, step: int) -> tuple[Tensor, Tensor]:
         """The batch of ``step`` on the device; starts gathering the batch of ``step + 1``."""
         future = self._pending.pop(step, None)
-        x, y = future.result() if future is not None else self._host_batch(step)
+        block = future.result() if future is not None else self._host_batch(step)
         self._pending = {step + 1: self._pool.submit(self._host_batch, step + 1)}
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        block = block.to(self.device, non_blocking=True)  # one copy; x and y are views on the device
+        return block[:, :-1], block[:, 1:]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -92,3 +101,42 @@ def eval_batches(
         x, y = _windows(dataset, starts[i * batch_size : (i + 1) * batch_size], context_length)
         out.append((x.to(device), y.to(device)))
     return out
+
+
+def load_run_data(cfg, train_data=None, val_data=None) -> tuple[npt.NDArray, npt.NDArray, str | None]:
+    """Training and validation token arrays (memmaps) and the tokenizer path, preparing the dataset if needed."""
+    from cs336_basics.data import load_token_file, prepare_dataset
+
+    tokenizer_path = cfg.tokenizer_path
+    train_data = train_data if train_data is not None else cfg.train_data
+    val_data = val_data if val_data is not None else cfg.val_data
+    if train_data is None or val_data is None:
+        prepared = prepare_dataset(cfg.dataset, cfg.data_dir, vocab_size=cfg.vocab_size)
+        train_data = prepared.train_tokens if train_data is None else train_data
+        val_data = prepared.valid_tokens if val_data is None else val_data
+        tokenizer_path = tokenizer_path or str(Path(prepared.tokenizer_path).resolve())
+    arrays = []
+    for name, data in (("training", train_data), ("validation", val_data)):
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            if tokenizer_path is None and (path.parent / "tokenizer.json").exists():
+                tokenizer_path = str((path.parent / "tokenizer.json").resolve())
+            arr = load_token_file(path, vocab_size=cfg.vocab_size)
+        else:
+            arr = data if isinstance(data, np.ndarray) else np.asarray(data)
+            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+                raise UserError(
+                    f"{name} data must be a 1-D integer token array, got shape {arr.shape} {arr.dtype}"
+                )
+            if len(arr) and int(arr.max()) >= cfg.vocab_size:
+                raise UserError(
+                    f"{name} data has token id {int(arr.max())} >= vocab size {cfg.vocab_size}; "
+                    f"pass --vocab-size {int(arr.max()) + 1} or re-tokenize"
+                )
+        if len(arr) <= cfg.context_length + 1:
+            raise UserError(
+                f"{name} data has {len(arr)} tokens, fewer than one window of context_length + 1 = "
+                f"{cfg.context_length + 1}; use a smaller --context-length or more data"
+            )
+        arrays.append(arr)
+    return arrays[0], arrays[1], tokenizer_path

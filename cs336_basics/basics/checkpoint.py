@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -10,6 +14,7 @@ from typing import IO, Any, BinaryIO
 import torch
 
 from cs336_basics.atomic import atomic_write
+from cs336_basics.errors import UserError
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -52,48 +57,140 @@ def load_checkpoint(src, model: torch.nn.Module, optimizer: torch.optim.Optimize
     return int(obj["iteration"])
 
 
-def _to_cpu(obj):
+def _snapshot(obj, pinned: bool):
+    """A host copy of every tensor in ``obj``. From CUDA into pinned buffers with non-blocking copies, so the
+    loop does not wait: the copies are ordered on the stream before any later update of the parameters,
+    and the writer thread waits for them (``_Snapshot.ready``) before serialising."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        if obj.device.type == "cpu":
+            return obj.detach().clone()
+        host = torch.empty(obj.shape, dtype=obj.dtype, pin_memory=pinned)
+        return host.copy_(obj.detach(), non_blocking=pinned)
     if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
+        return {k: _snapshot(v, pinned) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
+        return type(obj)(_snapshot(v, pinned) for v in obj)
     return obj
 
 
-class CheckpointWriter:
-    """Writes checkpoints on a background thread so the training loop only pays for a device-to-host copy.
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written; the message says why and which checkpoint is intact."""
 
-    ``submit`` snapshots the state (tensors copied to CPU) before returning, so training can go on mutating
-    the parameters. One write is in flight at a time; ``wait`` blocks until it is on disk (done at the end
-    of a run, and before any resume-critical exit).
+
+def _is_disk_full(err: BaseException) -> bool:
+    """torch.save reports ENOSPC as 'unexpected pos' with the OSError only in the chained context."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        if "unexpected pos" in str(err) or "No space left" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _bytes_of(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_bytes_of(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_bytes_of(v) for v in obj)
+    return 0
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a background thread; the training loop pays only for queuing a snapshot.
+
+    One write is in flight at a time. A failed background write is raised (as ``CheckpointWriteError``, one
+    line) by the loop's next ``raise_if_failed`` (every step), so a full disk stops the run at once instead of
+    after more compute; the previous checkpoint of that kind stays intact (writes are atomic renames).
     """
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.written_step: dict[str, int] = {}  # kind -> step of the last checkpoint safely on disk
 
     def submit(self, obj: dict, path: Path, background: bool = True) -> None:
-        snapshot = _to_cpu(obj)
         self.wait()
+        pinned = torch.cuda.is_available()
+        snapshot = _snapshot(obj, pinned)
+        ready = torch.cuda.Event() if pinned else None
+        if ready is not None:
+            ready.record()
         if not background:
-            write_checkpoint(snapshot, path)
+            self._write(snapshot, path, ready)
+            self.raise_if_failed()
             return
-
-        def work():
-            try:
-                write_checkpoint(snapshot, path)
-            except BaseException as err:  # reported to the training loop on the next wait()
-                self._error = err
-
-        self._thread = threading.Thread(target=work, name="checkpoint-writer", daemon=False)
+        self._thread = threading.Thread(
+            target=self._write, args=(snapshot, path, ready), name="checkpoint-writer", daemon=False
+        )
         self._thread.start()
 
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+    def _write(self, snapshot: dict, path: Path, ready) -> None:
+        try:
+            if ready is not None:
+                ready.synchronize()
+            write_checkpoint(snapshot, path)
+            self.written_step[path.stem] = int(snapshot.get("iteration", 0))
+        except BaseException as err:
+            self._error = self._describe(err, snapshot, path)
+
+    def _describe(self, err: BaseException, snapshot: dict, path: Path) -> BaseException:
+        kept = self.written_step.get(path.stem)
+        intact = (
+            f"the last good {path.name} (step {kept}) is intact"
+            if kept is not None
+            else f"no {path.name} was written yet"
+        )
+        if _is_disk_full(err):
+            need = _bytes_of(snapshot) / 1e6
+            return CheckpointWriteError(
+                f"no space left on device writing {path} (needs ~{need:.0f} MB); {intact}; free space and re-run"
+            )
+        if isinstance(err, OSError):
+            return CheckpointWriteError(f"cannot write {path}: {err.strerror or err}; {intact}")
+        return err
+
+    def raise_if_failed(self) -> None:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
+
+    def wait(self, raise_error: bool = True) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if raise_error:
+            self.raise_if_failed()
+
+
+def clean_stale_temp_files(run_dir: Path) -> None:
+    """Remove temp files a killed writer left behind (``.latest.pt.*.tmp``, ...): only this run's own trainer,
+    which holds the run-dir lock, ever writes them."""
+    for directory in (run_dir, run_dir / "checkpoints"):
+        for tmp in directory.glob(".*.tmp") if directory.is_dir() else ():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+@contextlib.contextmanager
+def run_dir_lock(out_dir: Path):
+    """One trainer per run directory: an flock the kernel drops when the holder dies (even by kill -9)."""
+    with open(out_dir / ".run.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(
+                f"{out_dir} is being trained by {holder}; wait for it, or stop that process first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

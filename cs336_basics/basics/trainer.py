@@ -1,18 +1,18 @@
-"""The training loop of one run: model, optimizer, batches, evaluation, checkpoints, divergence, resume.
+"""The training loop of one run: ``Trainer.run`` reads in one sitting; ``step``, ``evaluate``, ``checkpoint``
+and ``log`` are its parts (the benchmark times the same parts).
 
-The hot loop never reads a value back to the host except at log steps (one ``.item()`` per log interval);
-batches are gathered one step ahead on a worker thread; checkpoints are written on a background thread.
-Everything a resumed run needs (model, optimizer, step, partial loss sums, wallclock) is in the checkpoint,
-and batches are a function of (seed, step), so on CPU a resumed run logs exactly what an uninterrupted one does.
+The hot loop reads nothing back from the device except at log steps (one transfer: mean loss and grad
+norm); batches are gathered one step ahead on a worker thread; checkpoints are snapshotted without a
+blocking copy and written on a background thread, status.json too. ``TrainState`` is the one source of the
+step, the wallclock and the best validation loss, and a checkpoint carries it, so together with batches that
+are a pure function of (seed, step) a resumed run logs exactly what an uninterrupted one does (on CPU).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import signal
-import socket
+import sys
 import threading
 import time
 import warnings
@@ -21,39 +21,104 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cs336_basics.atomic import atomic_write_json
-from cs336_basics.basics.batching import BatchLoader, eval_batches
-from cs336_basics.basics.checkpoint import CheckpointWriter, read_checkpoint
+from cs336_basics.basics.batching import BatchLoader, eval_batches, load_run_data
+from cs336_basics.basics.checkpoint import (
+    CheckpointWriter,
+    clean_stale_temp_files,
+    read_checkpoint,
+    run_dir_lock,
+)
 from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig
 from cs336_basics.basics.device import Runtime, setup_runtime
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
-from cs336_basics.basics.functional import cross_entropy
+from cs336_basics.basics.hardware import flops_per_token, peak_flops
 from cs336_basics.basics.model import TransformerLM
 from cs336_basics.basics.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
-from cs336_basics.errors import UserError
+from cs336_basics.basics.provenance import provenance
+from cs336_basics.errors import UserError, describe_os_error
 from cs336_basics.experiment_log import ExperimentTracker, load_experiment_log
 
-DONE_STATES = ("finished", "diverged")
+# ---- INTEGRATION SHIMS (replaced when config/kernels/reader land) ----
+try:
+    from cs336_basics.basics.config import resume_differences
+except ImportError:
+    _FREE = {
+        "device",
+        "dtype",
+        "compile",
+        "tf32",
+        "extra",
+        "data_dir",
+        "train_data",
+        "val_data",
+        "tokenizer_path",
+        "eval_batches",
+        "eval_interval",
+        "checkpoint_interval",
+        "target_val_loss",
+    }
+
+    def resume_differences(saved, cfg):
+        return [
+            f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}"
+            for k, v in cfg.to_dict().items()
+            if k not in _FREE and k in saved and saved[k] != v
+        ]
+
+
+try:
+    from cs336_basics.basics.kernels import loss_function
+except ImportError:
+    from cs336_basics.basics.functional import cross_entropy
+
+    def loss_function(kernels):
+        return cross_entropy
+
+
+try:
+    from cs336_basics.experiment_log.reader import DONE_STATES
+except ImportError:
+    DONE_STATES = ("finished", "diverged")
+if not hasattr(TransformerLM, "from_config"):
+
+    def _from_config(cls, cfg, device=None, kernels=None):
+        return cls(
+            cfg.vocab_size,
+            cfg.context_length,
+            cfg.d_model,
+            cfg.num_layers,
+            cfg.num_heads,
+            cfg.d_ff,
+            cfg.rope_theta,
+            device=device,
+        )
+
+    TransformerLM.from_config = classmethod(_from_config)
+if not hasattr(ExperimentConfig, "kernels"):
+    ExperimentConfig.kernels = "fast"
+from cs336_basics.experiment_log.tracker import print_summary
 
 
 @dataclass
 class TrainState:
-    """Loop state beyond model and optimizer that a checkpoint must carry for an exact resume."""
+    """Loop state beyond model and optimizer; a checkpoint carries it for an exact resume."""
 
     step: int = 0
-    wallclock_s: float = 0.0
+    wallclock_s: float = 0.0  # training wallclock, resumed runs included
     loss_sum: float = 0.0  # train losses since the last log step (logged value = their mean)
     loss_count: int = 0
     smoothed_loss: float | None = None
     min_smoothed_loss: float | None = None
     initial_loss: float | None = None
+    val_loss: float | None = None  # the last evaluation
     best_val_loss: float | None = None
-    eval_s: float = 0.0  # time spent evaluating, checkpointing and logging: the run's overhead
-    checkpoint_s: float = 0.0
+    best_step: int | None = None
+    train_loss: float | None = None  # the last logged train loss
+    eval_s: float = 0.0  # time spent evaluating and logging
+    checkpoint_s: float = 0.0  # time the loop spent handing checkpoints to the writer
 
 
 class StopRequest:
@@ -99,16 +164,7 @@ class TrainStep:
     def __init__(self, cfg: ExperimentConfig, runtime: Runtime):
         self.cfg, self.runtime = cfg, runtime
         torch.manual_seed(cfg.seed)
-        self.model = TransformerLM(
-            cfg.vocab_size,
-            cfg.context_length,
-            cfg.d_model,
-            cfg.num_layers,
-            cfg.num_heads,
-            cfg.d_ff,
-            cfg.rope_theta,
-            device=runtime.device,
-        )
+        self.model = TransformerLM.from_config(cfg, device=runtime.device)
         self.optimizer = AdamW(
             self.model.parameters(),
             lr=cfg.max_lr,
@@ -116,39 +172,42 @@ class TrainStep:
             eps=cfg.eps,
             weight_decay=cfg.weight_decay,
         )
-        model = self.model
+        model, loss = self.model, loss_function(cfg.kernels)
 
-        def forward_loss(x, y):
-            return cross_entropy(model(x), y)
+        def eager_loss(x, y):  # model and loss compiled together: the loss fuses with the LM head
+            return loss(model(x), y)
 
-        # Compiling model and loss together lets the loss fuse with the LM head's output.
-        self._eager = forward_loss
+        self.eager_loss = eager_loss
         self.loss_fn = (
-            torch.compile(forward_loss, backend=runtime.compile_backend) if runtime.compile else forward_loss
+            torch.compile(self.eager_loss, backend=runtime.compile_backend)
+            if runtime.compile
+            else self.eager_loss
         )
-        self._first_call = True
+        self._first_step = runtime.compile
 
     def __call__(self, it: int, x: torch.Tensor, y: torch.Tensor):
         cfg = self.cfg
         lr = get_lr_cosine_schedule(it, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.cosine_cycle_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with self.runtime.autocast():
-            loss = self._first_forward(x, y) if self._first_call else self.loss_fn(x, y)
-        loss.backward()
+        loss = self._first_forward_backward(x, y) if self._first_step else self._forward_backward(x, y)
         grad_norm = gradient_clipping(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, grad_norm, lr
 
-    def _first_forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The first call compiles; if compilation itself fails, fall back to eager and say so (the note
-        lands in the run's summary.json runtime, where lr-diagnose looks for it)."""
-        self._first_call = False
-        if self.loss_fn is self._eager:
-            return self.loss_fn(x, y)
+    def _forward_backward(self, x, y) -> torch.Tensor:
+        with self.runtime.autocast():
+            loss = self.loss_fn(x, y)
+        loss.backward()
+        return loss
+
+    def _first_forward_backward(self, x, y) -> torch.Tensor:
+        """The first step compiles forward and backward; if compiling fails, fall back to eager and say so
+        (the note lands in config.json's runtime, where lr-diagnose looks for it)."""
+        self._first_step = False
         try:
-            return self.loss_fn(x, y)
+            return self._forward_backward(x, y)
         except torch.OutOfMemoryError:
             raise
         except Exception as err:  # inductor/dynamo failures: missing compiler, unsupported op, ...
@@ -157,80 +216,302 @@ class TrainStep:
             warnings.warn(note, stacklevel=2)
             self.runtime.notes.append(note)
             self.runtime.compile = False
-            self.loss_fn = self._eager
-            return self.loss_fn(x, y)
+            self.loss_fn = self.eager_loss
+            self.optimizer.zero_grad(set_to_none=True)  # a half-done backward may have left grads
+            return self._forward_backward(x, y)
 
 
-def load_run_data(cfg: ExperimentConfig, train_data=None, val_data=None):
-    """Training and validation token arrays (memmaps) and the tokenizer path, preparing the dataset if needed."""
-    tokenizer_path = cfg.tokenizer_path
-    train_data = train_data if train_data is not None else cfg.train_data
-    val_data = val_data if val_data is not None else cfg.val_data
-    if train_data is None or val_data is None:
-        from cs336_basics.data import prepare_dataset
+class Progress:
+    """A progress bar on a terminal; elsewhere (SLURM logs, nohup, CI) one plain line per log step."""
 
-        prepared = prepare_dataset(cfg.dataset, cfg.data_dir, vocab_size=cfg.vocab_size)
-        train_data = prepared.train_tokens if train_data is None else train_data
-        val_data = prepared.valid_tokens if val_data is None else val_data
-        tokenizer_path = tokenizer_path or str(prepared.tokenizer_path)
-    arrays = []
-    for name, data in (("training", train_data), ("validation", val_data)):
-        if isinstance(data, (str, Path)):
-            path = Path(data)
-            if tokenizer_path is None and (path.parent / "tokenizer.json").exists():
-                tokenizer_path = str(path.parent / "tokenizer.json")
-            from cs336_basics.data import load_token_file
+    def __init__(self, name: str, state: TrainState, max_steps: int, bar: bool):
+        self.name, self.max_steps = name, max_steps
+        self.bar = (
+            tqdm(total=max_steps, initial=state.step, desc=name, dynamic_ncols=True, unit="step")
+            if (bar and sys.stdout.isatty())
+            else None
+        )
 
-            arr = load_token_file(path, vocab_size=cfg.vocab_size)
-        else:
-            arr = np.asarray(data) if not isinstance(data, np.ndarray) else data
-            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-                raise UserError(
-                    f"{name} data must be a 1-D integer token array, got shape {arr.shape} {arr.dtype}"
-                )
-            if len(arr) and int(arr.max()) >= cfg.vocab_size:
-                raise UserError(
-                    f"{name} data has token id {int(arr.max())} >= vocab size {cfg.vocab_size}; "
-                    f"pass --vocab-size {int(arr.max()) + 1} or re-tokenize"
-                )
-        if len(arr) <= cfg.context_length + 1:
-            raise UserError(
-                f"{name} data has {len(arr)} tokens, fewer than one window of context_length + 1 = "
-                f"{cfg.context_length + 1}; use a smaller --context-length or more data"
+    def update(self, n: int, row: dict) -> None:
+        mfu = f" | mfu {100 * row['mfu']:.1f}%" if row.get("mfu") is not None else ""
+        steps_left = self.max_steps - row["step"]
+        eta = steps_left * row["ms_per_step"] / 1e3
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(
+                loss=f"{row['train_loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_sec']:,.0f}"
             )
-        arrays.append(arr)
-    return arrays[0], arrays[1], tokenizer_path
+            return
+        print(
+            f"[{self.name}] step {row['step']}/{self.max_steps} | loss {row['train_loss']:.4f} | lr {row['lr']:.2e} | "
+            f"{row['tokens_per_sec'] / 1e3:,.1f}k tok/s{mfu} | eta {_duration(eta)}",
+            flush=True,
+        )
+
+    def write(self, text: str) -> None:
+        (self.bar.write if self.bar is not None else print)(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-# Fields that may change when a run is resumed: they don't change what is computed (or only its speed).
-RESUMABLE_CHANGES = {
-    "device",
-    "dtype",
-    "compile",
-    "tf32",
-    "extra",
-    "data_dir",
-    "train_data",
-    "val_data",
-    "tokenizer_path",
-    "eval_batches",
-    "eval_interval",
-    "checkpoint_interval",
-    "target_val_loss",
-}
+def _duration(seconds: float) -> str:
+    return (
+        f"{seconds / 3600:.1f}h"
+        if seconds >= 5400
+        else f"{seconds / 60:.0f}m"
+        if seconds >= 90
+        else f"{seconds:.0f}s"
+    )
+
+
+class Trainer:
+    """One run: built from a resolved config and a run directory; ``run()`` trains (or resumes) it."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out_dir: Path,
+        runtime: Runtime,
+        data: tuple,
+        *,
+        progress: bool = True,
+        reference_loss: Callable[[int], float | None] | None = None,
+        sink=None,
+    ):
+        self.cfg, self.out_dir, self.runtime = cfg, out_dir, runtime
+        train, val, self.tokenizer_path = data
+        self.step_fn = TrainStep(cfg, runtime)
+        self.model, self.optimizer = self.step_fn.model, self.step_fn.optimizer
+        self.state = TrainState()
+        self.latest = out_dir / "checkpoints" / "latest.pt"
+        self.reference_loss = reference_loss
+        self.rule = DivergenceRule.from_config(cfg)
+        self.val_set = eval_batches(val, cfg.batch_size, cfg.context_length, cfg.eval_batches, runtime.device)
+        self.loader = BatchLoader(train, cfg.batch_size, cfg.context_length, cfg.seed, runtime.device)
+        self.writer = CheckpointWriter()
+        shape = {
+            k: getattr(cfg, k) for k in ("vocab_size", "context_length", "d_model", "num_layers", "d_ff")
+        }
+        self.flops_per_token = flops_per_token(**shape)
+        self.peak_flops = peak_flops(
+            runtime.device_name(), runtime.dtype
+        )  # None where the device has no known peak
+        self.run_info = {
+            **cfg.to_dict(),
+            "runtime": runtime.as_dict(),
+            "provenance": provenance(
+                runtime.device,
+                cfg.train_data or _path_of(train),
+                cfg.val_data or _path_of(val),
+                self.tokenizer_path,
+            ),
+            "tokenizer_path": self.tokenizer_path,
+            "train_tokens": len(train),
+            "val_tokens": len(val),
+            "parameters": self.model.num_parameters(exclude_embeddings=False),
+            "non_embedding_parameters": self.model.num_parameters(),
+        }
+        self.tracker = ExperimentTracker(self.run_info, out_dir, columns=("mfu",), sink=sink)
+        self.progress = Progress(out_dir.name, self.state, cfg.max_steps, progress)
+
+    # ---- the parts ----------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Load ``checkpoints/latest.pt`` if there is one; True when resumed."""
+        if not self.latest.exists():
+            return False
+        try:
+            ckpt = read_checkpoint(self.latest)
+        except Exception as err:
+            detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+            raise UserError(
+                f"cannot read checkpoint {self.latest} ({detail}); delete it to restart this run from scratch"
+            ) from None
+        _check_compatible(ckpt.get("config", {}), self.cfg, self.latest)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state = TrainState(**ckpt["train_state"])
+        return True
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over the fixed validation windows (one device-to-host transfer)."""
+        self.model.eval()
+        total = torch.zeros((), device=self.runtime.device)
+        for x, y in self.val_set:
+            with self.runtime.autocast():
+                total += self.step_fn.loss_fn(x, y).float()
+        self.model.train()
+        return (total / len(self.val_set)).item()
+
+    def checkpoint(self, kind: str, background: bool = True) -> None:
+        """Hand a snapshot to the writer: latest (resume), best (lowest val loss) or final."""
+        obj = {
+            "model": self.model.state_dict(),
+            "iteration": self.state.step,
+            "config": self.cfg.to_dict(),
+            "tokenizer_path": self.tokenizer_path,
+            "train_state": asdict(self.state),
+            "kind": kind,
+        }
+        if kind != "best":
+            obj["optimizer"] = self.optimizer.state_dict()
+        self.writer.submit(obj, self.out_dir / "checkpoints" / f"{kind}.pt", background=background)
+
+    def log(
+        self, step: int, train_loss: float, grad_norm: float, lr: float, interval_s: float, steps: int
+    ) -> dict:
+        """One metrics row: written to metrics.csv (and the sink), shown on the progress line."""
+        cfg, state = self.cfg, self.state
+        tokens_per_sec = steps * cfg.tokens_per_step / interval_s
+        row = {
+            "step": step,
+            "tokens": step * cfg.tokens_per_step,
+            "wallclock_s": state.wallclock_s,
+            "train_loss": train_loss,
+            "val_loss": state.val_loss if self._evaluated_at == step else None,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_sec": tokens_per_sec,
+            "ms_per_step": 1e3 * interval_s / steps,
+            "mfu": tokens_per_sec * self.flops_per_token / self.peak_flops if self.peak_flops else None,
+        }
+        self.tracker.log(row)
+        self.tracker.set_status("running", step=step)
+        self.progress.update(steps, row)
+        return row
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg, state = self.cfg, self.state
+        self._evaluated_at = None
+        loss_sum = torch.tensor(state.loss_sum, device=self.runtime.device)
+        clock_start = time.perf_counter() - state.wallclock_s
+        interval_start, interval_steps, final_state, reason = time.perf_counter(), 0, "finished", None
+        with StopRequest() as stop:
+            for it in range(state.step, cfg.max_steps):
+                if stop.requested:
+                    state.wallclock_s, state.loss_sum = (
+                        time.perf_counter() - clock_start,
+                        float(loss_sum.item()),
+                    )
+                    self.checkpoint("latest", background=False)  # partial loss sums included: resume is exact
+                    raise RunInterrupted
+                self.writer.raise_if_failed()  # a failed background write stops the run at the next step
+                loss, grad_norm, lr = self.step_fn(it, *self.loader.get(it))
+                loss_sum += loss.detach().float()
+                state.step, state.loss_count, interval_steps = (
+                    it + 1,
+                    state.loss_count + 1,
+                    interval_steps + 1,
+                )
+                if state.initial_loss is None:
+                    state.initial_loss = loss.item()  # one sync, on the first step only
+                    self._note_compile_fallback()
+                step = state.step
+                is_eval = step % cfg.eval_interval == 0 or step == cfg.max_steps
+                is_ckpt = step % cfg.checkpoint_interval == 0 and step < cfg.max_steps
+                if not (step % cfg.log_interval == 0 or is_eval or is_ckpt or step == cfg.max_steps):
+                    continue
+                # ---- log step: the only place the loop waits for the device; one transfer ----
+                loss_total, grad_norm = torch.stack([loss_sum, grad_norm.float()]).tolist()
+                now = time.perf_counter()  # after the sync, so the interval covers the device's work
+                train_loss = state.train_loss = loss_total / state.loss_count
+                loss_sum.zero_()
+                state.loss_count = 0
+                reason = self._divergence(step, train_loss)
+                if is_eval and reason is None:
+                    self._evaluate_and_keep_best(step)
+                checkpoint_start = time.perf_counter()
+                state.eval_s += checkpoint_start - now
+                if is_ckpt and reason is None:
+                    state.wallclock_s, state.loss_sum = checkpoint_start - clock_start, 0.0
+                    self.checkpoint("latest")
+                state.checkpoint_s += time.perf_counter() - checkpoint_start
+                state.wallclock_s = time.perf_counter() - clock_start
+                self.log(step, train_loss, grad_norm, lr, max(now - interval_start, 1e-9), interval_steps)
+                interval_start, interval_steps = time.perf_counter(), 0
+                if reason is not None:
+                    final_state = "diverged"
+                    self.progress.write(f"[{self.out_dir.name}] diverged: {reason}")
+                    break
+        self.writer.wait()
+        if final_state == "finished":
+            state.loss_sum = 0.0
+            self.checkpoint("final", background=False)
+        return self._summary(final_state, reason)
+
+    # ---- helpers of the loop ------------------------------------------------------------------------
+    def _divergence(self, step: int, train_loss: float) -> str | None:
+        state = self.state
+        state.smoothed_loss = smooth(state.smoothed_loss, train_loss)
+        reason = divergence_reason(
+            self.rule,
+            step=step,
+            max_steps=self.cfg.max_steps,
+            loss=train_loss,
+            smoothed_loss=state.smoothed_loss,
+            initial_loss=state.initial_loss,
+            min_smoothed_loss=state.min_smoothed_loss,
+            reference_loss=self.reference_loss(step) if self.reference_loss else None,
+        )
+        if state.min_smoothed_loss is None or state.smoothed_loss < state.min_smoothed_loss:
+            state.min_smoothed_loss = state.smoothed_loss
+        return reason
+
+    def _evaluate_and_keep_best(self, step: int) -> None:
+        state = self.state
+        state.val_loss, self._evaluated_at = self.evaluate(), step
+        if state.best_val_loss is None or state.val_loss < state.best_val_loss:
+            state.best_val_loss, state.best_step = state.val_loss, step
+            self.checkpoint("best")
+
+    def _note_compile_fallback(self) -> None:
+        if self.run_info["runtime"]["compile"] and not self.runtime.compile:
+            self.run_info["runtime"] = self.runtime.as_dict()
+            self.tracker.update_info(self.run_info)
+
+    def _summary(self, final_state: str, reason: str | None) -> dict:
+        cfg, state = self.cfg, self.state
+        tokens = state.step * cfg.tokens_per_step
+        final_val = state.val_loss
+        target = cfg.target_val_loss
+        summary = {
+            "status": final_state,
+            "final_train_loss": state.train_loss,
+            "final_val_loss": final_val,
+            "best_val_loss": state.best_val_loss,
+            "best_step": state.best_step,
+            "tokens": tokens,
+            "wallclock_s": state.wallclock_s,
+            "tokens_per_sec": tokens / state.wallclock_s if state.wallclock_s else None,
+            "target_val_loss": target,
+            "target_met": None if target is None else (final_val is not None and final_val <= target),
+            "reason": reason,
+            "steps": state.step,
+            "eval_s": state.eval_s,
+            "checkpoint_s": state.checkpoint_s,
+            "initial_loss": state.initial_loss,
+            "runtime": self.runtime.as_dict(),
+        }
+        return self.tracker.finish(summary)
+
+    def close(self) -> None:
+        self.progress.close()
+        self.loader.close()
+
+
+def _path_of(data) -> str | None:
+    return getattr(data, "filename", None)
 
 
 def _check_compatible(saved: dict, cfg: ExperimentConfig, path: Path) -> None:
     """A checkpoint continues only the run it came from: every field that shapes the result must match."""
-    current = cfg.to_dict()
-    diffs = [
-        f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}"
-        for k, v in current.items()
-        if k not in RESUMABLE_CHANGES and k in saved and saved[k] != v
-    ]
+    diffs = resume_differences(saved, cfg)
     if diffs:
         raise UserError(
-            f"checkpoint {path} is from a different config ({'; '.join(diffs[:4])}); "
+            f"{path} is from a different config ({'; '.join(diffs[:4])}); "
             f"use --fresh to start over (the old run is moved aside) or a different --out"
         )
 
@@ -245,6 +526,7 @@ def run_experiment(
     progress: bool = True,
     reference_loss: Callable[[int], float | None] | None = None,
     runtime: Runtime | None = None,
+    sink=None,
 ) -> dict:
     """Train one run into ``out_dir`` and return its summary (as in summary.json).
 
@@ -252,253 +534,78 @@ def run_experiment(
     dataset). ``resume``: "auto" continues from ``checkpoints/latest.pt`` if there is one (a finished or
     diverged run is not retrained), "never" starts over, "must" fails without a checkpoint.
     ``reference_loss(step)``: the best smoothed train loss of smaller learning rates at ``step`` (sweeps).
+    ``sink``: mirrors rows and summary elsewhere (``experiment_log.wandb_sink``).
     """
-    cfg = config.resolved()
-    out_dir = Path(out_dir)
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume must be auto, never or must, not {resume!r}")
+    cfg, out_dir = config.resolved(), Path(out_dir)
+    derived = [
+        k for k in DERIVED_FIELDS if getattr(config, k) is None
+    ]  # re-derived when config.json is reused
     out_dir.mkdir(parents=True, exist_ok=True)
     with run_dir_lock(out_dir):
-        derived = [
-            k for k in DERIVED_FIELDS if getattr(config, k) is None
-        ]  # re-derived when config.json is reused
-        return _run_locked(
-            cfg, train_data, val_data, out_dir, resume, progress, reference_loss, runtime, derived
+        if resume != "never":
+            log = load_experiment_log(out_dir)
+            if log.summary and log.summary.get("status") in DONE_STATES:
+                _check_compatible(log.config, cfg, out_dir / "config.json")
+                print(f"{out_dir}: already {log.summary['status']}, not retrained (use --fresh to retrain)")
+                return log.summary
+        clean_stale_temp_files(out_dir)
+        data = load_run_data(cfg, train_data, val_data)
+        runtime = runtime or setup_runtime(
+            cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens
         )
-
-
-@contextlib.contextmanager
-def run_dir_lock(out_dir: Path):
-    """One trainer per run directory: an flock the kernel drops when the holder dies (even by kill -9)."""
-    with open(out_dir / ".run.lock", "a+") as handle:
+        trainer = Trainer(
+            cfg, out_dir, runtime, data, progress=progress, reference_loss=reference_loss, sink=sink
+        )
+        trainer.run_info["derived_fields"] = derived
+        resumed = resume != "never" and trainer.resume()
+        if resume == "must" and not resumed:
+            raise UserError(f"--resume given but there is no checkpoint at {trainer.latest}")
+        _print_banner(trainer, resumed)
+        trainer.tracker.start(resume_step=trainer.state.step if resumed else None)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UserError(
-                f"{out_dir} is being trained by {holder}; wait for it, or stop that process first"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
-        try:
-            yield
+            summary = trainer.run()
+        except (RunInterrupted, KeyboardInterrupt):
+            trainer.tracker.close()
+            trainer.tracker.set_status(
+                "interrupted",
+                step=trainer.state.step,
+                reason="stopped by the user; re-run the same command to resume",
+                background=False,
+            )
+            raise KeyboardInterrupt from None
+        except BaseException as err:
+            reason = _failure_reason(err, trainer)
+            trainer.tracker.close()
+            trainer.tracker.set_status("failed", step=trainer.state.step, reason=reason, background=False)
+            if isinstance(err, (OSError, UserError)):
+                raise UserError(reason) from None
+            raise
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            trainer.close()
+            trainer.writer.wait(raise_error=False)
+        if progress:
+            print_summary(summary, out_dir)
+        return summary
 
 
-def _run_locked(
-    cfg, train_data, val_data, out_dir, resume, progress, reference_loss, runtime, derived_fields
-) -> dict:
-    if resume != "never":
-        log = load_experiment_log(out_dir)
-        if log.summary and log.summary.get("status") in DONE_STATES:
-            _check_compatible(log.config, cfg, out_dir / "config.json")
-            print(f"{out_dir}: already {log.summary['status']}, not retrained (use --fresh to retrain)")
-            return log.summary
-    train, val, tokenizer_path = load_run_data(cfg, train_data, val_data)
-    runtime = runtime or setup_runtime(
-        cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens
-    )
-    device = runtime.device
+def _failure_reason(err: BaseException, trainer: Trainer) -> str:
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, OSError):
+        return describe_os_error(err)
+    return f"{type(err).__name__}: {err}"
 
-    step_fn = TrainStep(cfg, runtime)
-    model, optimizer = step_fn.model, step_fn.optimizer
-    state, resumed = TrainState(), False
-    latest = out_dir / "checkpoints" / "latest.pt"
-    if resume != "never" and latest.exists():
-        try:
-            ckpt = read_checkpoint(latest)
-        except Exception as err:
-            raise UserError(
-                f"cannot read checkpoint {latest} ({type(err).__name__}: {err}); delete it or use --fresh"
-            ) from None
-        _check_compatible(ckpt.get("config", {}), cfg, latest)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = TrainState(**ckpt["train_state"])
-        resumed = True
-    elif resume == "must":
-        raise UserError(f"--resume given but there is no checkpoint at {latest}")
 
-    run_info = {
-        **cfg.to_dict(),
-        "runtime": runtime.as_dict(),
-        "tokenizer_path": tokenizer_path,
-        "train_tokens": len(train),
-        "val_tokens": len(val),
-        "parameters": model.num_parameters(exclude_embeddings=False),
-        "non_embedding_parameters": model.num_parameters(),
-        "derived_fields": derived_fields,
-    }
-    tracker = ExperimentTracker(
-        run_info, out_dir, max_steps=cfg.max_steps, target_val_loss=cfg.target_val_loss
-    )
-    tracker.start(resume_step=state.step if resumed else None)  # drops metric rows after the checkpoint
-    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-
-    print(f"[{out_dir.name}] {runtime.banner()}")
-    for note in runtime.notes:
-        print(f"[{out_dir.name}]   {note}")
+def _print_banner(trainer: Trainer, resumed: bool) -> None:
+    cfg, name = trainer.cfg, trainer.out_dir.name
+    print(f"[{name}] {trainer.runtime.banner()}")
+    for note in trainer.runtime.notes:
+        print(f"[{name}]   {note}")
     print(
-        f"[{out_dir.name}] {run_info['non_embedding_parameters'] / 1e6:.2f}M non-embedding parameters | "
+        f"[{name}] {trainer.run_info['non_embedding_parameters'] / 1e6:.2f}M non-embedding parameters | "
         f"lr {cfg.max_lr:g} | {cfg.max_steps} steps x {cfg.tokens_per_step} tokens = {cfg.total_tokens / 1e6:.2f}M tokens"
-        + (f" | resuming at step {state.step}" if resumed else "")
+        + (f" | resuming at step {trainer.state.step}" if resumed else ""),
+        flush=True,
     )
-
-    val_set = eval_batches(val, cfg.batch_size, cfg.context_length, cfg.eval_batches, device)
-    loader = BatchLoader(train, cfg.batch_size, cfg.context_length, cfg.seed, device)
-    writer = CheckpointWriter()
-    rule = DivergenceRule.from_config(cfg)
-
-    @torch.no_grad()
-    def evaluate() -> float:
-        model.eval()
-        total = torch.zeros((), device=device)
-        for x, y in val_set:
-            with runtime.autocast():
-                total += step_fn.loss_fn(x, y).float()
-        model.train()
-        return (total / len(val_set)).item()
-
-    def checkpoint_obj(kind: str) -> dict:
-        obj = {
-            "model": model.state_dict(),
-            "iteration": state.step,
-            "config": cfg.to_dict(),
-            "tokenizer_path": tokenizer_path,
-            "train_state": asdict(state),
-            "kind": kind,
-        }
-        if kind != "best":
-            obj["optimizer"] = optimizer.state_dict()
-        return obj
-
-    final_state, reason, val_loss, train_loss = "finished", None, None, None
-    loss_sum = torch.tensor(state.loss_sum, device=device)
-    interval_start, interval_steps = time.perf_counter(), 0
-    clock_start = time.perf_counter() - state.wallclock_s
-    bar = tqdm(
-        total=cfg.max_steps,
-        initial=state.step,
-        desc=out_dir.name,
-        disable=not progress,
-        dynamic_ncols=True,
-        unit="step",
-    )
-    try:
-        with StopRequest() as stop:
-            for it in range(state.step, cfg.max_steps):
-                if stop.requested:
-                    raise RunInterrupted
-                x, y = loader.get(it)
-                loss, grad_norm, lr = step_fn(it, x, y)
-                loss_sum += loss.detach().float()
-                state.loss_count += 1
-                state.step, interval_steps = it + 1, interval_steps + 1
-                tracker.increment_gradient_step()
-                bar.update(1)
-                if state.initial_loss is None:
-                    state.initial_loss = loss.item()  # one sync, on the first step only
-                    if run_info["runtime"]["compile"] and not runtime.compile:  # compile failed: say so
-                        run_info["runtime"] = runtime.as_dict()
-                        atomic_write_json(out_dir / "config.json", run_info)
-                step = state.step
-                is_eval = step % cfg.eval_interval == 0 or step == cfg.max_steps
-                is_ckpt = step % cfg.checkpoint_interval == 0 and step < cfg.max_steps
-                if not (step % cfg.log_interval == 0 or is_eval or is_ckpt or step == cfg.max_steps):
-                    continue
-                # ---- log step: the only place the loop waits for the device ----
-                train_loss = loss_sum.item() / state.loss_count  # note: CPU-GPU sync point
-                now = time.perf_counter()  # after the sync, so the interval covers the device's work
-                loss_sum.zero_()
-                state.loss_count = 0
-                train_s = max(now - interval_start, 1e-9)  # eval/checkpoint time falls outside intervals
-                tokens_per_sec = interval_steps * cfg.tokens_per_step / train_s
-                ms_per_step = 1e3 * train_s / interval_steps
-                state.smoothed_loss = smooth(state.smoothed_loss, train_loss)
-                reason = divergence_reason(
-                    rule,
-                    step=step,
-                    max_steps=cfg.max_steps,
-                    loss=train_loss,
-                    smoothed_loss=state.smoothed_loss,
-                    initial_loss=state.initial_loss,
-                    min_smoothed_loss=state.min_smoothed_loss,
-                    reference_loss=reference_loss(step) if reference_loss else None,
-                )
-                if state.min_smoothed_loss is None or state.smoothed_loss < state.min_smoothed_loss:
-                    state.min_smoothed_loss = state.smoothed_loss
-                overhead_start = time.perf_counter()
-                if is_eval and reason is None:
-                    val_loss = evaluate()
-                    tracker.log_eval(step, train_loss, val_loss)
-                    if state.best_val_loss is None or val_loss < state.best_val_loss:
-                        state.best_val_loss = val_loss
-                        writer.submit(checkpoint_obj("best"), out_dir / "checkpoints" / "best.pt")
-                eval_done = time.perf_counter()
-                state.eval_s += eval_done - overhead_start
-                if is_ckpt and reason is None:
-                    state.wallclock_s = time.perf_counter() - clock_start
-                    state.loss_sum = 0.0
-                    writer.submit(checkpoint_obj("latest"), latest)
-                state.checkpoint_s += time.perf_counter() - eval_done
-                state.wallclock_s = time.perf_counter() - clock_start
-                tracker.log_metrics(
-                    step,
-                    train_loss,
-                    lr,
-                    tokens_per_sec,
-                    ms_per_step,
-                    tokens=step * cfg.tokens_per_step,
-                    wallclock_s=state.wallclock_s,
-                    grad_norm=float(grad_norm),
-                )
-                bar.set_postfix(
-                    loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_sec:,.0f}", refresh=False
-                )
-                interval_start, interval_steps = time.perf_counter(), 0
-                if reason is not None:
-                    final_state = "diverged"
-                    bar.write(f"[{out_dir.name}] diverged: {reason}")
-                    break
-    except (RunInterrupted, KeyboardInterrupt) as err:
-        if isinstance(err, RunInterrupted) and state.step > 0:
-            # Stopped at a step boundary: save with the partial loss sums, so resuming is exact. (A second
-            # Ctrl-C may land mid-update, so then the last periodic checkpoint stands.)
-            state.wallclock_s = time.perf_counter() - clock_start
-            state.loss_sum = float(loss_sum.item())
-            writer.submit(checkpoint_obj("latest"), latest, background=False)
-        tracker.set_status(
-            "interrupted", reason="stopped by the user; re-run the same command to resume", step=state.step
-        )
-        raise KeyboardInterrupt from None
-    except BaseException as err:
-        tracker.set_status("failed", reason=f"{type(err).__name__}: {err}", step=state.step)
-        raise
-    finally:
-        bar.close()
-        loader.close()
-        writer.wait()
-
-    if final_state == "finished":
-        state.loss_sum = 0.0
-        writer.submit(checkpoint_obj("final"), out_dir / "checkpoints" / "final.pt", background=False)
-    summary = tracker.finish(
-        train_loss,
-        val_loss,
-        notes="",
-        state=final_state,
-        reason=reason,
-        extra={
-            "eval_s": state.eval_s,
-            "checkpoint_s": state.checkpoint_s,
-            "initial_loss": state.initial_loss,
-            "runtime": runtime.as_dict(),
-        },
-    )
-    if progress:
-        tracker.print_summary()
-    return summary

@@ -1,0 +1,97 @@
+"""What a run needs to be reproduced and judged: code version, data identity, software, hardware, command.
+
+Token files are identified by size + mtime + the sha256 of their ``.npy.json`` sidecar (hashing GBs of tokens
+at every start would cost minutes); the tokenizer, a small file, by its full sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[2]
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def file_identity(path: str | os.PathLike | None) -> dict | None:
+    """Size, mtime and a content hash: the sidecar's for token files, the file's own for small files."""
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    sidecar = path.with_name(path.name + ".json")
+    if sidecar.exists():
+        return {
+            "path": str(path.resolve()),
+            "bytes": stat.st_size,
+            "mtime": stat.st_mtime,
+            "sidecar_sha256": _sha256(sidecar),
+        }
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "sha256": _sha256(path)}
+
+
+def git_state(directory: Path = _PACKAGE_DIR) -> dict | None:
+    """The checkout's commit and whether it has uncommitted changes (None outside a git checkout)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
+
+
+def _package_version() -> str | None:
+    try:
+        return metadata.version("cs336-basics")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def provenance(device: torch.device, train_path=None, val_path=None, tokenizer_path=None) -> dict:
+    """The provenance block of a run's config.json."""
+    gpu = {}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        gpu = {"gpu_name": props.name, "gpu_uuid": f"GPU-{props.uuid}", "cuda": torch.version.cuda}
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            gpu["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception:  # no NVML: the driver version is then unknown, nothing else depends on it
+            gpu["driver"] = None
+    return {
+        "package_version": _package_version(),
+        "git": git_state(),
+        "train_data": file_identity(train_path),
+        "val_data": file_identity(val_path),
+        "tokenizer": file_identity(tokenizer_path),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        **gpu,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "hostname": socket.gethostname(),
+        "command": [sys.executable, *sys.argv],
+    }
