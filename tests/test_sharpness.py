@@ -1,0 +1,199 @@
+"""Sharpness against exact answers: quadratics with known spectra, dense Hessians of a small MLP and a tiny LM."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from cs336_basics.basics import AdamW, TransformerLM, cross_entropy
+from cs336_basics.basics.sharpness import (
+    adam_preconditioner,
+    measurement_model,
+    preconditioned_sharpness,
+    stability_threshold,
+    top_hessian_eigenvalue,
+)
+
+
+def quadratic(spectrum, seed=0):
+    """A = Q diag(spectrum) Q^T with a random orthogonal Q (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(spectrum)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return q @ torch.diag(torch.tensor(spectrum, dtype=torch.float64)) @ q.T
+
+
+def quadratic_loss(a):
+    """0.5 x^T A x with x split into two parameter tensors of different shapes (tests the flattening)."""
+    n = a.shape[0]
+    x1 = torch.randn(10, 10, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(n - 100, dtype=torch.float64, requires_grad=True)
+
+    def loss():
+        x = torch.cat((x1.reshape(-1), x2))
+        return 0.5 * x @ a @ x
+
+    return loss, [x1, x2]
+
+
+SEPARATED = [10.0, 5.0] + torch.linspace(-1.0, 1.0, 198).tolist()
+CLUSTERED = [10.0 * (1 - 1e-4 * k) for k in range(5)] + torch.linspace(0.0, 9.0, 195).tolist()
+NEGATIVE = [-20.0, 3.0, 2.9] + torch.linspace(-1.0, 1.0, 197).tolist()  # the largest |eigenvalue| is negative
+
+
+@pytest.mark.parametrize(
+    "spectrum", [SEPARATED, CLUSTERED, NEGATIVE], ids=["separated", "clustered", "negative"]
+)
+def test_quadratic_known_spectrum(spectrum):
+    a = quadratic(spectrum)
+    loss, params = quadratic_loss(a)
+    top = top_hessian_eigenvalue(loss, params)
+    assert top == pytest.approx(max(spectrum), rel=1e-3)
+
+
+@pytest.mark.parametrize("spectrum", [SEPARATED, CLUSTERED], ids=["separated", "clustered"])
+def test_quadratic_with_diagonal_preconditioner(spectrum):
+    a = quadratic(spectrum, seed=1)
+    d = torch.rand(a.shape[0], generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 9 + 1
+    exact = torch.linalg.eigvalsh(a / d.sqrt()[:, None] / d.sqrt()[None, :])[-1].item()
+    # P^-1 A has the same spectrum as P^-1/2 A P^-1/2: check that too, independently.
+    assert exact == pytest.approx(torch.linalg.eigvals(a / d[:, None]).real.max().item(), rel=1e-9)
+    loss, params = quadratic_loss(a)
+    precond = [d[:100].reshape(10, 10), d[100:]]
+    assert top_hessian_eigenvalue(loss, params, precond, iters=40) == pytest.approx(exact, rel=1e-3)
+
+
+def test_iters_bounds_the_products_and_tol_stops_early():
+    a = quadratic(SEPARATED)
+    loss, params = quadratic_loss(a)
+    calls = []
+    hook = params[1].register_hook(lambda g: calls.append(1))  # fires on every backward through x2
+    top_hessian_eigenvalue(loss, params, iters=5, tol=0.0)
+    assert len(calls) == 1 + 5  # the gradient, then one Hessian-vector product per iteration
+    calls.clear()
+    top_hessian_eigenvalue(loss, params, iters=200, tol=1e-3)
+    assert len(calls) < 1 + 30
+    hook.remove()
+
+
+def mlp_setup():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    return net, x, y
+
+
+def dense_hessian(module, loss_of_output):
+    """The exact Hessian in the flattened parameters, by torch.autograd.functional.hessian."""
+    names = [n for n, _ in module.named_parameters()]
+    shapes = [p.shape for _, p in module.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+    def f(theta):
+        chunks = theta.split([math.prod(s) for s in shapes])
+        weights = {n: c.view(s) for n, c, s in zip(names, chunks, shapes)}
+        return loss_of_output(lambda *args: functional_call(module, weights, args))
+
+    return torch.autograd.functional.hessian(f, flat, vectorize=True)
+
+
+def test_mlp_against_exact_hessian():
+    net, x, y = mlp_setup()
+    h = dense_hessian(net, lambda call: torch.nn.functional.cross_entropy(call(x), y))
+    exact = torch.linalg.eigvalsh(h)[-1].item()
+    params = list(net.parameters())
+    top = top_hessian_eigenvalue(lambda: torch.nn.functional.cross_entropy(net(x), y), params)
+    assert top == pytest.approx(exact, rel=1e-3)
+    d = [torch.rand_like(p) + 0.1 for p in params]
+    dflat = torch.cat([t.reshape(-1) for t in d])
+    exact_p = torch.linalg.eigvalsh(h / dflat.sqrt()[:, None] / dflat.sqrt()[None, :])[-1].item()
+    top_p = top_hessian_eigenvalue(lambda: torch.nn.functional.cross_entropy(net(x), y), params, d, iters=40)
+    assert top_p == pytest.approx(exact_p, rel=1e-3)
+
+
+def tiny_lm_after_steps(steps=3):
+    torch.manual_seed(0)
+    model = TransformerLM(32, 8, 16, 1, 2, 16, 10_000.0, dtype=torch.float64)
+    opt = AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randint(0, 32, (4, 8), generator=gen)
+        cross_entropy(model(x), torch.roll(x, -1, 1)).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    x = torch.randint(0, 32, (4, 8), generator=gen)
+    return model, opt, x, torch.roll(x, -1, 1)
+
+
+def test_tiny_lm_preconditioned_against_dense_hessian():
+    model, opt, x, y = tiny_lm_after_steps()
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU kernel has no double backward
+        h = dense_hessian(model, lambda call: cross_entropy(call(x), y))
+    p = torch.cat([d.reshape(-1) for d in adam_preconditioner(opt)])
+    # Embedding rows absent from the batch have v = 0, so P = eps there; their Hessian rows are exactly 0.
+    exact = torch.linalg.eigvalsh(h / p.sqrt()[:, None] / p.sqrt()[None, :])[-1].item()
+    twin = measurement_model(model)
+    got = preconditioned_sharpness(twin, opt, x, y)  # the default 20 products
+    assert got == pytest.approx(exact, rel=1e-3)
+    plain = torch.linalg.eigvalsh(h)[-1].item()
+    with sdpa_kernel(SDPBackend.MATH):
+        top = top_hessian_eigenvalue(lambda: cross_entropy(twin(x), y), list(twin.parameters()), iters=60)
+    assert top == pytest.approx(plain, rel=1e-3)
+
+
+def test_measurement_leaves_training_untouched():
+    """Losses with a measurement between steps equal those without, bit for bit; no RNG drawn, no grads left."""
+
+    def train(measure: bool) -> list[float]:
+        torch.manual_seed(0)
+        model = TransformerLM(32, 8, 16, 1, 2, 16, 10_000.0)
+        opt = AdamW(model.parameters(), lr=1e-2)
+        losses = []
+        for step in range(4):
+            x = torch.randint(0, 32, (4, 8))  # the global RNG: any draw by the measurement would shift it
+            loss = cross_entropy(model(x), torch.roll(x, -1, 1))
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if measure and step == 1:
+                state = {
+                    k: [t.clone() for t in v.values() if torch.is_tensor(t)] for k, v in opt.state.items()
+                }
+                weights = [p.detach().clone() for p in model.parameters()]
+                rng = torch.get_rng_state()
+                preconditioned_sharpness(measurement_model(model), opt, x, torch.roll(x, -1, 1))
+                assert torch.equal(rng, torch.get_rng_state())
+                assert all(p.grad is None for p in model.parameters())
+                assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+                for k, v in opt.state.items():
+                    now = [t for t in v.values() if torch.is_tensor(t)]
+                    assert all(torch.equal(a, b) for a, b in zip(state[k], now))
+        return losses
+
+    assert train(True) == train(False)
+
+
+def test_measurement_model_supports_double_backward_on_cpu():
+    model, _, x, y = tiny_lm_after_steps(0)
+    twin = measurement_model(model)
+    assert all(a is not b and torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+    with sdpa_kernel(SDPBackend.MATH):
+        grads = torch.autograd.grad(cross_entropy(twin(x), y), list(twin.parameters()), create_graph=True)
+        torch.autograd.grad(sum((g * g).sum() for g in grads), list(twin.parameters()))
+
+
+def test_stability_threshold():
+    assert stability_threshold(1e-3, 0.9) == pytest.approx(38_000.0)
+    assert stability_threshold(0.1, 0.0) == pytest.approx(20.0)  # plain momentum-free: 2 / lr
+    assert stability_threshold(0.0, 0.9) == math.inf
+
+
+def test_no_state_is_an_error():
+    model = TransformerLM(32, 8, 16, 1, 2, 16, 10_000.0)
+    with pytest.raises(ValueError, match="first step"):
+        adam_preconditioner(AdamW(model.parameters()))
