@@ -81,7 +81,7 @@ def test_not_utf8_reports_offset_and_replace_works(capsys, tmp_path):
             "replace",
         ]
     )
-    assert (data_dir / "latin1" / "train.npy").is_file()
+    assert (data_dir / "latin1" / "v300-cs336" / "train.npy").is_file()
 
 
 def test_vocab_too_small(capsys, small_corpus, tmp_path):
@@ -131,7 +131,7 @@ def token_files(small_corpus, tmp_path) -> Path:
             "--no-progress",
         ]
     )
-    return data_dir / "small"
+    return data_dir / "small" / "v300-cs336"
 
 
 def test_check_accepts_good_files(capsys, token_files):
@@ -189,9 +189,9 @@ def test_prepare_repairs_a_corrupt_npy(capsys, token_files):
         [
             "prepare",
             "--dataset",
-            str(token_files.parent.parent / "small.txt"),
+            str(token_files.parents[2] / "small.txt"),
             "--data-dir",
-            str(token_files.parent),
+            str(token_files.parents[1]),
             "--vocab-size",
             "300",
         ]
@@ -219,7 +219,9 @@ def test_train_tokenizer_then_tokenize_steps(capsys, small_corpus, tmp_path):
             "--no-progress",
         ]
     )
-    main(["tokenize", "--dataset", str(small_corpus), "--data-dir", d, "--no-progress"])
+    main(
+        ["tokenize", "--dataset", str(small_corpus), "--data-dir", d, "--vocab-size", "300", "--no-progress"]
+    )
     out = capsys.readouterr().out
     assert "tokenizer.json: vocab 300" in out and "train.npy:" in out and "valid.npy:" in out
 

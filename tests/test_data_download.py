@@ -178,6 +178,6 @@ def test_prepare_tinystories_end_to_end_from_local_server(server, tmp_path):
     }
     ds = prepare_dataset("tinystories", tmp_path, vocab_size=300, progress=False, base_url=server.base)
     assert ds.dataset == "tinystories" and ds.vocab_size == 300
-    assert ds.train_tokens == tmp_path / "tinystories" / "train.npy"
+    assert ds.train_tokens == tmp_path / "tinystories" / "v300-cs336" / "train.npy"
     for path in (ds.train_tokens, ds.valid_tokens):
         assert len(load_token_file(path, vocab_size=300, tokenizer_path=ds.tokenizer_path)) > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -49,22 +50,27 @@ def demo_dir(tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr
     assert time.perf_counter() - start < 60
-    assert "demo/train.npy" in proc.stdout
+    assert "demo/v2048-cs336/train.npy" in proc.stdout
     return data_dir
 
 
+TOKENS = Path("demo") / "v2048-cs336"  # the default trainer's directory for the demo's vocab size
+
+
 def _outputs(data_dir: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in (data_dir / "demo").iterdir() if not p.name.startswith(".")}
+    files = [*(data_dir / "demo").iterdir(), *(data_dir / TOKENS).iterdir()]
+    return {str(p): p.stat().st_mtime_ns for p in files if p.is_file() and not p.name.startswith(".")}
 
 
 def test_demo_files_are_valid(demo_dir):
     ds = prepare_dataset("demo", demo_dir, progress=False)
     assert ds == PreparedDataset(
-        train_tokens=demo_dir / "demo" / "train.npy",
-        valid_tokens=demo_dir / "demo" / "valid.npy",
-        tokenizer_path=demo_dir / "demo" / "tokenizer.json",
+        train_tokens=demo_dir / TOKENS / "train.npy",
+        valid_tokens=demo_dir / TOKENS / "valid.npy",
+        tokenizer_path=demo_dir / TOKENS / "tokenizer.json",
         vocab_size=2048,
         dataset="demo",
+        bpe="cs336",
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         ds.vocab_size = 1  # type: ignore[misc]
@@ -88,13 +94,41 @@ def test_second_prepare_skips_everything(demo_dir):
 
 
 def test_corrupt_token_file_is_rebuilt_but_tokenizer_kept(demo_dir):
-    valid = demo_dir / "demo" / "valid.npy"
+    valid = demo_dir / TOKENS / "valid.npy"
     good = valid.read_bytes()
     valid.write_bytes(good[:100])
-    tokenizer_mtime = (demo_dir / "demo" / "tokenizer.json").stat().st_mtime_ns
+    tokenizer_mtime = (demo_dir / TOKENS / "tokenizer.json").stat().st_mtime_ns
     prepare_dataset("demo", demo_dir, progress=False)
     assert valid.read_bytes() == good
-    assert (demo_dir / "demo" / "tokenizer.json").stat().st_mtime_ns == tokenizer_mtime
+    assert (demo_dir / TOKENS / "tokenizer.json").stat().st_mtime_ns == tokenizer_mtime
+
+
+def test_an_out_of_vocab_id_is_refused_when_opened(demo_dir, tmp_path):
+    import shutil
+
+    npy = tmp_path / "valid.npy"
+    shutil.copy(demo_dir / TOKENS / "valid.npy", npy)
+    shutil.copy(demo_dir / TOKENS / "valid.npy.json", tmp_path / "valid.npy.json")
+    arr = np.load(npy, mmap_mode="r+")
+    arr[len(arr) // 2] = 2048  # one id past the vocab the sidecar claims
+    arr.flush()
+    del arr
+    with pytest.raises(UserError, match="holds token id 2048, outside its vocab of 2048"):
+        load_token_file(npy)
+
+
+def test_other_vocab_sizes_and_trainers_do_not_overwrite(demo_dir):
+    before = _outputs(demo_dir)
+    small = prepare_dataset("demo", demo_dir, vocab_size=300, progress=False)
+    hf = prepare_dataset("demo", demo_dir, vocab_size=300, bpe="hf", progress=False)
+    assert small.tokenizer_path.parent.name == "v300-cs336" and hf.tokenizer_path.parent.name == "v300-hf"
+    assert _outputs(demo_dir) == before  # the default files are untouched
+    cs, other = (Tokenizer.from_files(d.tokenizer_path) for d in (small, hf))
+    assert cs.vocab_size == other.vocab_size == 300
+    for ds in (small, hf):
+        meta = json.loads(Path(f"{ds.train_tokens}.json").read_text())
+        assert meta["bpe"] == ds.bpe and meta["vocab_size"] == 300
+        load_token_file(ds.train_tokens, vocab_size=300, tokenizer_path=ds.tokenizer_path)
 
 
 def _plain_text(n_docs: int) -> str:
@@ -105,7 +139,8 @@ def test_plain_file_holds_out_every_50th_document(tmp_path):
     src = tmp_path / "my_corpus.txt"
     src.write_text(_plain_text(120) + generate_demo_corpus(seed=4, num_stories=30), encoding="utf-8")
     ds = prepare_dataset(src, tmp_path / "data", vocab_size=300, progress=False)
-    assert ds.dataset == "my_corpus" and ds.train_tokens == tmp_path / "data" / "my_corpus" / "train.npy"
+    assert ds.dataset == "my_corpus"
+    assert ds.train_tokens == tmp_path / "data" / "my_corpus" / "v300-cs336" / "train.npy"
     valid = (tmp_path / "data" / "my_corpus" / "valid.txt").read_text()
     train = (tmp_path / "data" / "my_corpus" / "train.txt").read_text()
     held = [d.strip() for d in valid.split(EOT) if d.strip()]

@@ -26,8 +26,8 @@ def tok(tmp_path_factory) -> Tokenizer:
 
 
 def test_vocab_and_eot(tok):
-    assert tok.vocab_size == 400
-    assert tok.eot_id == tok.hf.token_to_id(EOT)
+    assert tok.vocab_size == 400 == len(tok.vocab)
+    assert tok.vocab[tok.eot_id] == EOT.encode() and tok.eot_id == tok.hf.token_to_id(EOT)
     assert tok.encode(EOT) == [tok.eot_id]
 
 
@@ -38,7 +38,7 @@ def test_round_trip_any_unicode(tok, text):
 
 
 @HYPO
-@given(st.lists(st.text(max_size=30), max_size=5))
+@given(st.lists(st.text(max_size=30).filter(lambda t: EOT not in t), max_size=5))
 def test_round_trip_with_special_tokens(tok, parts):
     text = EOT.join(parts)
     ids = tok.encode(text)
@@ -97,6 +97,9 @@ def test_from_vocab_and_merges_files(tok, tmp_path):
     text = 'Once upon a time, Lily said "hi".' + EOT + " 🙂"
     assert other.encode(text) == tok.encode(text)
     assert other.decode(other.encode(text)) == text
+    tok.save(tmp_path / "v.json", tmp_path / "m.txt")  # our own GPT-2 writer reads back the same
+    again = Tokenizer.from_files(tmp_path / "v.json", tmp_path / "m.txt", special_tokens=[EOT])
+    assert (again.vocab, again.merges) == (tok.vocab, tok.merges)
 
 
 def test_from_files_errors(tmp_path):

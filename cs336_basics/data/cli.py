@@ -16,9 +16,15 @@ from cs336_basics.data.prepare import (
     prepare_dataset,
     resolve_dataset,
 )
-from cs336_basics.data.token_file import load_token_file, read_sidecar
+from cs336_basics.data.token_file import load_token_file, max_token_id, read_sidecar
 from cs336_basics.data.tokenizer import Tokenizer
-from cs336_basics.data.train_tokenizer import DEFAULT_VOCAB_SIZE, check_vocab_size, train_tokenizer
+from cs336_basics.data.train_tokenizer import (
+    BPE_TRAINERS,
+    DEFAULT_BPE,
+    DEFAULT_VOCAB_SIZE,
+    check_vocab_size,
+    train_tokenizer,
+)
 from cs336_basics.errors import UserError, cli_entry
 
 DESCRIPTION = """\
@@ -26,8 +32,8 @@ Turn text into the token files that training reads (1-D uint16 .npy + JSON sidec
 
   prepare          all steps below, skipping any whose output is already there and valid
   download         fetch TinyStoriesV2-GPT4 train/valid text (resumable) into DATA_DIR/tinystories/
-  train-tokenizer  train a byte-level BPE tokenizer (HF tokenizers) -> DATA_DIR/<name>/tokenizer.json
-  tokenize         encode train/valid text -> DATA_DIR/<name>/{train,valid}.npy (+ .npy.json sidecars)
+  train-tokenizer  train a byte-level BPE tokenizer -> DATA_DIR/<name>/v<vocab>-<bpe>/tokenizer.json
+  tokenize         encode train/valid text -> DATA_DIR/<name>/v<vocab>-<bpe>/{train,valid}.npy (+ sidecars)
   check            validate token files against their sidecars (and a tokenizer / vocab size)
 
 --dataset is 'tinystories' (downloaded, ~2.1 GB), 'demo' (SYNTHETIC stories generated offline in
@@ -57,6 +63,13 @@ def _dataset_args(p: argparse.ArgumentParser, *, vocab: bool) -> None:
     if vocab:
         p.add_argument(
             "--vocab-size", type=int, help="BPE vocab size incl. <|endoftext|> (default 10000; demo 2048)"
+        )
+        p.add_argument(
+            "--bpe",
+            choices=BPE_TRAINERS,
+            default=DEFAULT_BPE,
+            help="BPE trainer: cs336 (this package, the course's exact merges) or hf (Hugging Face) "
+            f"(default: {DEFAULT_BPE})",
         )
     p.add_argument(
         "--errors",
@@ -102,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subcommand(sub, "tokenize", "encode the dataset's train/valid text to .npy token files")
     _common(p)
-    _dataset_args(p, vocab=False)
+    _dataset_args(p, vocab=True)
     p.add_argument(
         "--input",
         type=Path,
@@ -136,8 +149,9 @@ def _prepare(args: argparse.Namespace) -> None:
         errors=args.errors,
         progress=not args.no_progress,
         base_url=args.base_url,
+        bpe=args.bpe,
     )
-    print(f"dataset {ds.dataset}: vocab {ds.vocab_size}, tokenizer {ds.tokenizer_path}")
+    print(f"dataset {ds.dataset}: vocab {ds.vocab_size} ({ds.bpe} BPE), tokenizer {ds.tokenizer_path}")
     for path in (ds.train_tokens, ds.valid_tokens):
         print(f"  {path}: {read_sidecar(path)['num_tokens']:,} tokens")
 
@@ -157,15 +171,23 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
         if args.output is None:
             raise UserError("train-tokenizer --input needs --output PATH/tokenizer.json")
         vocab_size = DEFAULT_VOCAB_SIZE if args.vocab_size is None else args.vocab_size
-        tok = train_tokenizer(args.input, args.output, vocab_size, errors=args.errors, progress=progress)
+        tok = train_tokenizer(
+            args.input, args.output, vocab_size, bpe=args.bpe, errors=args.errors, progress=progress
+        )
         print(f"{args.output}: vocab {tok.vocab_size}")
         return
     spec = resolve_dataset(args.dataset)
     vocab_size = check_vocab_size(spec.default_vocab_size if args.vocab_size is None else args.vocab_size)
     texts = dataset_texts(spec, args.data_dir, errors=args.errors, progress=progress, download=False)
-    path = spec.directory(args.data_dir) / "tokenizer.json"
+    path = spec.token_directory(args.data_dir, vocab_size, args.bpe) / "tokenizer.json"
     tok = ensure_tokenizer(
-        texts["train"], path, vocab_size, errors=args.errors, progress=progress, force=args.force
+        texts["train"],
+        path,
+        vocab_size,
+        bpe=args.bpe,
+        errors=args.errors,
+        progress=progress,
+        force=args.force,
     )
     print(f"{path}: vocab {tok.vocab_size}")
 
@@ -180,26 +202,29 @@ def _tokenize(args: argparse.Namespace) -> None:
         print(f"{args.output}: {meta['num_tokens']:,} tokens")
         return
     spec = resolve_dataset(args.dataset)
+    vocab_size = check_vocab_size(spec.default_vocab_size if args.vocab_size is None else args.vocab_size)
     texts = dataset_texts(spec, args.data_dir, errors=args.errors, progress=progress, download=False)
-    tokenizer_path = spec.directory(args.data_dir) / "tokenizer.json"
+    token_dir = spec.token_directory(args.data_dir, vocab_size, args.bpe)
+    tokenizer_path = token_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise UserError(
-            f"{tokenizer_path} is missing; run `cs336-data train-tokenizer --dataset {args.dataset}` first"
+            f"{tokenizer_path} is missing; run `cs336-data train-tokenizer --dataset {args.dataset} "
+            f"--vocab-size {vocab_size} --bpe {args.bpe}` first"
         )
     tok = Tokenizer.from_files(tokenizer_path)
     for split, text in texts.items():
-        npy = spec.directory(args.data_dir) / f"{split}.npy"
+        npy = token_dir / f"{split}.npy"
         ensure_tokens(text, tok, npy, errors=args.errors, progress=progress, force=args.force)
         print(f"{npy}: {read_sidecar(npy)['num_tokens']:,} tokens")
 
 
 def _check(args: argparse.Namespace) -> None:
     for path in args.paths:
-        arr = load_token_file(path, vocab_size=args.vocab_size, tokenizer_path=args.tokenizer)
+        arr = load_token_file(
+            path, vocab_size=args.vocab_size, tokenizer_path=args.tokenizer
+        )  # checks max id
         meta = read_sidecar(path)
-        top = int(arr.max()) if len(arr) else -1
-        if top >= meta["vocab_size"]:
-            raise UserError(f"{path} holds id {top}, outside its vocab of {meta['vocab_size']}; rebuild it")
+        top = max_token_id(arr)
         print(f"{path}: ok, {len(arr):,} {arr.dtype.name} tokens, vocab {meta['vocab_size']}, max id {top}")
 
 

@@ -1,7 +1,7 @@
 """Encode a text file into a token file (``.npy`` + sidecar), streaming, on all cores.
 
 The file is read in chunks cut at ``<|endoftext|>`` (see ``chunking``); each chunk's documents go to the
-tokenizer's multi-threaded ``encode_batch`` and the ids are appended to the ``.npy`` as they come, so
+tokenizer's ``encode_batch`` (Rust, multi-threaded) and the ids are appended to the ``.npy`` as they come, so
 memory stays bounded by the chunk size whatever the file size. Python-side work on one chunk overlaps
 with the encoding of the next.
 """
@@ -21,6 +21,7 @@ from tqdm import tqdm
 from cs336_basics.data.chunking import check_errors_mode, check_text_file, iter_chunks, split_documents
 from cs336_basics.data.token_file import TokenSink, dtype_for_vocab, sidecar_path, token_writer, write_sidecar
 from cs336_basics.data.tokenizer import Tokenizer
+from cs336_basics.data.train_tokenizer import tokenizer_trainer
 from cs336_basics.errors import UserError
 
 CHUNK_CHARS = 4 << 20
@@ -50,17 +51,16 @@ def encode_overlapped(
     side, ~7% of the work) overlap with encoding instead of leaving the cores idle. At most two chunks
     are in flight.
     """
-    encode = getattr(tok.hf, "encode_batch_fast", tok.hf.encode_batch)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode") as pool:
         previous: Future | None = None
         for chunk in chunks:
-            current = pool.submit(encode, split_documents(chunk), add_special_tokens=False)
+            current = pool.submit(tok.encode_batch, split_documents(chunk))
             if previous is not None:
-                sink.write_lists(e.ids for e in previous.result())
+                sink.write_lists(previous.result())
                 written()
             previous = current
         if previous is not None:
-            sink.write_lists(e.ids for e in previous.result())
+            sink.write_lists(previous.result())
             written()
 
 
@@ -109,6 +109,7 @@ def encode_file(
             "eot_id": tok.eot_id,
             "tokenizer_sha256": tok.sha256,
             "tokenizer_path": str(tok.path) if tok.path else None,
+            "bpe": tokenizer_trainer(tok.path) if tok.path else None,
             "source": {"path": str(text_path), "size": size, "sha256": hasher.hexdigest()},
             "errors": errors,
         }

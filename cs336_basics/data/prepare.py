@@ -2,10 +2,11 @@
 
 Layout under ``data_dir/<name>/`` (``name`` is ``tinystories``, ``demo`` or the stem of a .txt file)::
 
-    train.txt / valid.txt        demo text, or the split of a plain file (see holdout.py)
-    tokenizer.json               byte-level BPE (+ tokenizer.meta.json)
-    train.npy, train.npy.json    token ids + sidecar (see token_file.py)
-    valid.npy, valid.npy.json
+    train.txt / valid.txt            demo text, or the split of a plain file (see holdout.py)
+    v<vocab>-<bpe>/                  one directory per (vocab size, trainer), e.g. v10000-cs336/, so
+        tokenizer.json               tokenizers and token files of different sizes never overwrite
+        train.npy, train.npy.json    each other: byte-level BPE (+ tokenizer.meta.json), token ids +
+        valid.npy, valid.npy.json    sidecars (see token_file.py)
 
 Concurrent callers (e.g. parallel training runs) are serialised by a lock file in that directory.
 """
@@ -28,7 +29,13 @@ from cs336_basics.data.encode import encode_file
 from cs336_basics.data.holdout import split_plain_file
 from cs336_basics.data.token_file import token_file_problem
 from cs336_basics.data.tokenizer import Tokenizer
-from cs336_basics.data.train_tokenizer import check_vocab_size, tokenizer_is_current, train_tokenizer
+from cs336_basics.data.train_tokenizer import (
+    DEFAULT_BPE,
+    check_bpe,
+    check_vocab_size,
+    tokenizer_is_current,
+    train_tokenizer,
+)
 from cs336_basics.errors import UserError
 
 BUILTIN = ("tinystories", "demo")
@@ -45,6 +52,7 @@ class PreparedDataset:
     tokenizer_path: Path
     vocab_size: int
     dataset: str
+    bpe: str = DEFAULT_BPE
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,10 @@ class DatasetSpec:
 
     def directory(self, data_dir: str | os.PathLike) -> Path:
         return Path(data_dir) / self.name
+
+    def token_directory(self, data_dir: str | os.PathLike, vocab_size: int, bpe: str) -> Path:
+        """Where the tokenizer and token files of one (vocab size, trainer) live."""
+        return self.directory(data_dir) / f"v{vocab_size}-{bpe}"
 
 
 def resolve_dataset(dataset: str | os.PathLike) -> DatasetSpec:
@@ -158,15 +170,17 @@ def ensure_tokenizer(
     tokenizer_path: Path,
     vocab_size: int,
     *,
+    bpe: str = DEFAULT_BPE,
     errors: str,
     progress: bool,
     force: bool = False,
 ) -> Tokenizer:
-    """Reuse ``tokenizer_path`` if it was trained on this text with this vocab size, else train it."""
-    if not force and tokenizer_is_current(tokenizer_path, vocab_size, check_text_file(train_text)):
+    """Reuse ``tokenizer_path`` if trainer ``bpe`` made it from this text with this vocab size, else train it."""
+    if not force and tokenizer_is_current(tokenizer_path, vocab_size, check_text_file(train_text), bpe):
         _log(progress, f"tokenizer {tokenizer_path} is up to date")
         return Tokenizer.from_files(tokenizer_path)
-    return train_tokenizer(train_text, tokenizer_path, vocab_size, errors=errors, progress=progress)
+    tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
+    return train_tokenizer(train_text, tokenizer_path, vocab_size, bpe=bpe, errors=errors, progress=progress)
 
 
 def ensure_tokens(
@@ -195,13 +209,15 @@ def prepare_dataset(
     progress: bool = True,
     *,
     base_url: str | None = None,
+    bpe: str = DEFAULT_BPE,
 ) -> PreparedDataset:
     """Download/generate the text, train the tokenizer and encode train/valid; idempotent.
 
     ``dataset`` is ``"tinystories"``, ``"demo"`` (synthetic, offline, seconds) or a path to a .txt file.
-    ``vocab_size`` defaults to 10,000 (2,048 for demo).
+    ``vocab_size`` defaults to 10,000 (2,048 for demo); ``bpe`` picks the trainer (``cs336`` or ``hf``).
     """
     check_errors_mode(errors)
+    check_bpe(bpe)
     spec = resolve_dataset(dataset)
     vocab_size = check_vocab_size(vocab_size if vocab_size is not None else spec.default_vocab_size)
     directory = ensure_writable_dir(spec.directory(data_dir))
@@ -209,11 +225,14 @@ def prepare_dataset(
         texts = dataset_texts(
             spec, data_dir, valid=valid, errors=errors, progress=progress, base_url=base_url
         )
-        tokenizer_path = directory / "tokenizer.json"
-        tok = ensure_tokenizer(texts["train"], tokenizer_path, vocab_size, errors=errors, progress=progress)
+        token_dir = spec.token_directory(data_dir, vocab_size, bpe)
+        tokenizer_path = token_dir / "tokenizer.json"
+        tok = ensure_tokenizer(
+            texts["train"], tokenizer_path, vocab_size, bpe=bpe, errors=errors, progress=progress
+        )
         outputs = {
             split: ensure_tokens(
-                texts[split], tok, directory / f"{split}.npy", errors=errors, progress=progress
+                texts[split], tok, token_dir / f"{split}.npy", errors=errors, progress=progress
             )
             for split in ("train", "valid")
         }
@@ -223,4 +242,5 @@ def prepare_dataset(
         tokenizer_path=tokenizer_path,
         vocab_size=tok.vocab_size,
         dataset=spec.name,
+        bpe=bpe,
     )

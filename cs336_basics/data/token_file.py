@@ -5,10 +5,10 @@
 
     {"format": "cs336-token-file", "version": 1, "dtype": "uint16", "num_tokens": 123,
      "vocab_size": 10000, "eot_id": 0, "tokenizer_sha256": "...", "tokenizer_path": "...",
-     "source": {"path": "...", "size": 456, "sha256": "..."}, "errors": "strict"}
+     "bpe": "cs336", "source": {"path": "...", "size": 456, "sha256": "..."}, "errors": "strict"}
 
-``load_token_file`` checks the two against each other (and against the caller's vocab size and tokenizer)
-and memory-maps the ids.
+``load_token_file`` checks the two against each other (and against the caller's vocab size and tokenizer),
+checks every id is below the vocab size (one pass over the file) and memory-maps the ids.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def load_token_file(
     """Memory-map the 1-D token array at ``path`` after checking it against its sidecar.
 
     Raises ``UserError`` (one line) for a missing or corrupt ``.npy`` or sidecar, a token count that
-    disagrees with the sidecar, or a vocab size / tokenizer that differs from the ones passed.
+    disagrees with the sidecar, an id at or above the sidecar's vocab size, or a vocab size / tokenizer
+    that differs from the ones passed.
     """
     path = Path(path)
     if not path.is_file():
@@ -156,6 +157,12 @@ def load_token_file(
         raise UserError(
             f"{path} holds {len(arr)} tokens but its sidecar says {meta['num_tokens']} (truncated or stale); {REBUILD_HINT}"
         )
+    top = max_token_id(arr)
+    if top >= meta["vocab_size"]:
+        raise UserError(
+            f"{path} holds token id {top}, outside its vocab of {meta['vocab_size']} (corrupt or encoded "
+            f"with another tokenizer); {REBUILD_HINT}"
+        )
     if vocab_size is not None and vocab_size != meta["vocab_size"]:
         raise UserError(
             f"{path} was encoded with vocab size {meta['vocab_size']}, not {vocab_size}; "
@@ -172,6 +179,14 @@ def load_token_file(
                 "re-encode it with `cs336-data tokenize` or pass the matching tokenizer"
             )
     return arr
+
+
+def max_token_id(arr: np.ndarray, block: int = 1 << 24) -> int:
+    """Largest id in ``arr`` (-1 if empty), read in blocks so a memmap never needs a full-size temporary."""
+    top = -1
+    for start in range(0, len(arr), block):
+        top = max(top, int(arr[start : start + block].max()))
+    return top
 
 
 def token_file_problem(

@@ -1,26 +1,39 @@
-"""``Tokenizer``: a byte-level BPE tokenizer (GPT-2 style) backed by a Hugging Face ``tokenizer.json``.
+"""``Tokenizer``: byte-level BPE (GPT-2 style) with CS336's interface, built from ``vocab`` and ``merges``.
 
-Byte-level means every Unicode string round-trips: ``decode(encode(s)) == s``. ``<|endoftext|>`` is a
-special token: one id, matched before pre-tokenization, so text on either side is never merged with it.
+``Tokenizer(vocab, merges, special_tokens)`` is the definition: text is split on the special tokens
+(longest first), each piece is cut into GPT-2 pre-tokens, and each pre-token's bytes are merged by
+repeatedly applying the lowest-ranked merge present. ``encode`` does exactly that in Python.
+
+For bulk work (``encode_batch``, tokenizing GBs) the same vocab and merges are loaded into a Hugging Face
+``tokenizers`` BPE, which computes the same ids in Rust on all cores (the tests check the two agree).
+
+On disk: ``save(path)`` writes one ``tokenizer.json`` (Hugging Face's format, what the data pipeline
+passes around); ``save(vocab_path, merges_path)`` writes GPT-2's ``vocab.json`` + ``merges.txt``.
+``from_files`` reads either. Byte-level means every string round-trips: ``decode(encode(s)) == s``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property, lru_cache
 from pathlib import Path
 
+import regex
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from cs336_basics.atomic import atomic_write
-from cs336_basics.data.chunking import EOT, rechunk
+from cs336_basics.data.bpe import PAT, bytes_to_unicode, special_token_pattern
+from cs336_basics.data.chunking import EOT
 from cs336_basics.errors import UserError
 
 SPECIAL_TOKENS = (EOT,)
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 ITERABLE_CHUNK_CHARS = 1 << 16
+CACHE_ENTRIES = 1 << 14  # pre-token -> ids memo; cleared when full, so memory stays flat on any input
 
 
 def configure_byte_level(hf: HFTokenizer) -> HFTokenizer:
@@ -42,87 +55,268 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _to_unicode(token: bytes) -> str:
+    table = bytes_to_unicode()
+    return "".join(table[b] for b in token)
+
+
+def _from_unicode(text: str) -> bytes:
+    """GPT-2 string -> bytes; a string with characters outside the byte map is taken as raw UTF-8 (a
+    special token such as ``<|endoftext|>`` stored verbatim)."""
+    inverse = _inverse_table()
+    try:
+        return bytes(inverse[c] for c in text)
+    except KeyError:
+        return text.encode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _inverse_table() -> dict[str, int]:
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
 class Tokenizer:
-    """Encode text to token ids and back. Build with ``Tokenizer.from_files(...)``."""
+    """Encode text to token ids and back (CS336 ``Tokenizer``). Also ``Tokenizer.from_files(...)``."""
 
-    def __init__(self, hf: HFTokenizer, *, path: Path | None = None, sha256: str | None = None):
-        self.hf = hf
+    def __init__(
+        self,
+        vocab: dict[int, bytes],
+        merges: list[tuple[bytes, bytes]],
+        special_tokens: Sequence[str] | None = None,
+        *,
+        path: Path | None = None,
+        sha256: str | None = None,
+    ):
+        self.vocab = dict(vocab)
+        self.merges = [(bytes(a), bytes(b)) for a, b in merges]
+        self.special_tokens = list(dict.fromkeys(special_tokens or ()))
+        self.id_of = {token: i for i, token in self.vocab.items()}
+        for token in self.special_tokens:  # a special token missing from the vocab gets the next id
+            raw = token.encode("utf-8")
+            if raw not in self.id_of:
+                self.id_of[raw] = new = max(self.vocab, default=-1) + 1
+                self.vocab[new] = raw
+        self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        pattern = special_token_pattern(self.special_tokens)
+        self._special_split = regex.compile(f"({pattern.pattern})") if pattern else None
+        self._longest_special = max((len(t) for t in self.special_tokens), default=0)
+        self._cache: dict[str, list[int]] = {}
         self.path = path
-        self.sha256 = sha256 if sha256 is not None else hashlib.sha256(hf.to_str().encode()).hexdigest()
+        self._sha256 = sha256
 
+    # ---- construction from files ---------------------------------------------------------------
     @classmethod
     def from_files(
         cls,
-        tokenizer_path: str | os.PathLike,
+        vocab_filepath: str | os.PathLike,
         merges_filepath: str | os.PathLike | None = None,
         special_tokens: Sequence[str] | None = None,
     ) -> Tokenizer:
-        """Load a saved ``tokenizer.json``, or (CS336 style) a GPT-2 ``vocab.json`` + ``merges.txt`` pair.
+        """Load GPT-2 ``vocab.json`` + ``merges.txt`` (CS336 form), or one ``tokenizer.json`` (no merges path).
 
-        In the second form ``special_tokens`` are added as special tokens (none by default).
+        With ``vocab.json`` the ``special_tokens`` are added (none by default); a ``tokenizer.json``
+        carries its own, and ``special_tokens`` adds more.
         """
-        path = Path(tokenizer_path)
+        path = Path(vocab_filepath)
         if not path.is_file():
             raise UserError(f"tokenizer file {path} does not exist; run `cs336-data train-tokenizer` first")
         if merges_filepath is None:
-            try:
-                hf = HFTokenizer.from_file(str(path))
-            except Exception as err:  # the Rust side raises a bare Exception on bad JSON
-                raise UserError(
-                    f"{path} is not a valid tokenizer.json ({_first_line(err)}); delete it and retrain"
-                ) from None
-            return cls(hf, path=path, sha256=file_sha256(path))
-        merges = Path(merges_filepath)
-        if not merges.is_file():
+            vocab, merges, specials = _read_tokenizer_json(path)
+            return cls(
+                vocab, merges, [*specials, *(special_tokens or ())], path=path, sha256=file_sha256(path)
+            )
+        merges_path = Path(merges_filepath)
+        if not merges_path.is_file():
             raise UserError(
-                f"merges file {merges} does not exist; pass the merges.txt saved with {path.name}"
+                f"merges file {merges_path} does not exist; pass the merges.txt saved with {path.name}"
             )
         try:
-            hf = HFTokenizer(models.BPE.from_file(str(path), str(merges)))
-        except Exception as err:
-            raise UserError(f"cannot read BPE vocab {path} / merges {merges} ({_first_line(err)})") from None
-        configure_byte_level(hf)
-        if special_tokens:
-            hf.add_special_tokens(special_added_tokens(special_tokens))
-        return cls(hf)
+            raw_vocab = json.loads(path.read_text(encoding="utf-8"))
+            vocab = {int(i): _from_unicode(s) for s, i in raw_vocab.items()}
+            merges = []
+            for line in merges_path.read_text(encoding="utf-8").splitlines():
+                if line.startswith("#version") or not line.strip():
+                    continue
+                a, b = line.split(" ")
+                merges.append((_from_unicode(a), _from_unicode(b)))
+        except (ValueError, AttributeError) as err:
+            raise UserError(f"cannot read BPE vocab {path} / merges {merges_path} ({err})") from None
+        return cls(vocab, merges, special_tokens)
 
+    # ---- what it is ------------------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        return self.hf.get_vocab_size(with_added_tokens=True)
+        return len(self.vocab)
 
     @property
     def eot_id(self) -> int | None:
         """Id of ``<|endoftext|>``, or ``None`` if this tokenizer has no such token."""
-        return self.hf.token_to_id(EOT)
+        return self.id_of.get(EOT.encode("utf-8"))
 
+    @property
+    def sha256(self) -> str:
+        """sha256 of the file it was loaded from, else of the ``tokenizer.json`` that ``save`` would write."""
+        if self._sha256 is None:
+            self._sha256 = hashlib.sha256(self._json_bytes()).hexdigest()
+        return self._sha256
+
+    # ---- encoding --------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
+        ids: list[int] = []
+        pieces = self._special_split.split(text) if self._special_split else [text]
+        for k, piece in enumerate(pieces):
+            if k % 2:  # odd pieces are the special tokens captured by the split
+                ids.append(self.id_of[piece.encode("utf-8")])
+                continue
+            for word in PAT.findall(piece):
+                cached = self._cache.get(word)
+                if cached is None:
+                    if len(self._cache) >= CACHE_ENTRIES:
+                        self._cache.clear()
+                    cached = self._cache[word] = self._encode_pretoken(word.encode("utf-8"))
+                ids.extend(cached)
+        return ids
+
+    def _encode_pretoken(self, word: bytes) -> list[int]:
+        parts = [word[i : i + 1] for i in range(len(word))]
+        ranks = self.ranks
+        while len(parts) > 1:
+            best = min(zip(parts, parts[1:]), key=lambda p: ranks.get(p, len(ranks)))
+            if best not in ranks:
+                break
+            merged, out, i = best[0] + best[1], [], 0
+            while i < len(parts):
+                if i + 1 < len(parts) and parts[i] == best[0] and parts[i + 1] == best[1]:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(parts[i])
+                    i += 1
+            parts = out
+        return [self.id_of[p] for p in parts]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Encode many texts at once, in parallel on all cores."""
+        """Encode many texts at once: in Rust on all cores when the vocab fits Hugging Face's BPE."""
+        if self.hf is None:
+            return [self.encode(t) for t in texts]
         encode = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
         return [e.ids for e in encode(texts, add_special_tokens=False)]
 
     def encode_iterable(
         self, iterable: Iterable[str], *, chunk_chars: int = ITERABLE_CHUNK_CHARS
     ) -> Iterator[int]:
-        """Lazily encode a stream of strings (e.g. an open file) as if it were one string.
+        """Lazily encode a stream of strings (e.g. an open file) exactly as if it were one string.
 
-        Memory stays bounded by ``chunk_chars`` (plus the longest run without a space or newline).
+        Text is buffered up to ``chunk_chars`` and encoded up to a cut that no pre-token or special token
+        crosses, so memory stays bounded (plus the longest run without a space or newline).
         """
-        for chunk in rechunk(iterable, chunk_chars):
-            yield from self.encode(chunk)
+        buf = ""
+        for piece in iterable:
+            buf += piece
+            if len(buf) < chunk_chars:
+                continue
+            cut = self._safe_cut(buf)
+            if cut:
+                yield from self.encode(buf[:cut])
+                buf = buf[cut:]
+        if buf:
+            yield from self.encode(buf)
+
+    def _safe_cut(self, text: str) -> int:
+        """Largest ``i`` with encode(text[:i]) + encode(text[i:]) == encode(text) for any continuation; 0 if none.
+
+        Either right after a special token, or before a space/newline that follows a non-space (no GPT-2
+        pre-token spans that). The last ``longest special token`` characters are left alone: a special
+        token could still be completing there.
+        """
+        limit = len(text) - self._longest_special
+        start, end = 0, limit
+        if self._special_split is not None:
+            for m in self._special_split.finditer(text):
+                if m.end() <= limit:
+                    start = m.end()
+                else:
+                    end = min(end, m.start())
+                    break
+        for sep in ("\n", " "):
+            i = text.rfind(sep, start + 1, end + 1) if end > start else -1
+            while i > start:
+                if not text[i - 1].isspace():
+                    return i
+                i = text.rfind(sep, start + 1, i - 1)
+        return start
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self.hf.decode(list(ids), skip_special_tokens=False)
+        """Concatenate the tokens' bytes and decode as UTF-8 (invalid sequences become U+FFFD)."""
+        return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write ``tokenizer.json`` atomically."""
-        with atomic_write(path, "wb") as f:  # bytes: independent of the locale's encoding
-            f.write(self.hf.to_str(pretty=True).encode("utf-8"))
+    # ---- the Hugging Face fast path and serialisation ---------------------------------------------
+    @cached_property
+    def hf(self) -> HFTokenizer | None:
+        """The same tokenizer as a Hugging Face BPE, or ``None`` if its vocab cannot be expressed there
+        (two ids whose GPT-2 strings coincide, e.g. a special token equal to a learned token)."""
+        specials = {t.encode("utf-8") for t in self.special_tokens}
+        vocab = {(t.decode("utf-8") if t in specials else _to_unicode(t)): i for i, t in self.vocab.items()}
+        if len(vocab) != len(self.vocab):
+            return None
+        merges = [(_to_unicode(a), _to_unicode(b)) for a, b in self.merges]
+        hf = configure_byte_level(HFTokenizer(models.BPE(vocab=vocab, merges=merges)))
+        hf.add_special_tokens(special_added_tokens(self.special_tokens))
+        return hf
+
+    def _json_bytes(self) -> bytes:
+        if self.hf is None:
+            raise UserError(
+                "this tokenizer's vocab cannot be written as tokenizer.json; save vocab.json + merges.txt"
+            )
+        return self.hf.to_str(pretty=True).encode("utf-8")
+
+    def save(self, path: str | os.PathLike, merges_path: str | os.PathLike | None = None) -> None:
+        """Write ``tokenizer.json`` atomically, or with ``merges_path`` GPT-2's ``vocab.json`` + ``merges.txt``."""
+        if merges_path is None:
+            with atomic_write(path, "wb") as f:  # bytes: independent of the locale's encoding
+                f.write(self._json_bytes())
+            return
+        vocab = {_to_unicode(t): i for i, t in sorted(self.vocab.items())}
+        with atomic_write(path, "wb") as f:
+            f.write(json.dumps(vocab, ensure_ascii=False, indent=1).encode("utf-8"))
+        lines = ["#version: 0.2", *(f"{_to_unicode(a)} {_to_unicode(b)}" for a, b in self.merges)]
+        with atomic_write(merges_path, "wb") as f:
+            f.write(("\n".join(lines) + "\n").encode("utf-8"))
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, path={str(self.path) if self.path else None!r})"
+
+
+def _read_tokenizer_json(path: Path) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path} ({_first_line(err)}); delete it and retrain") from None
+    return parse_tokenizer_json(text, str(path))
+
+
+def parse_tokenizer_json(text: str, where: str = "tokenizer.json"):
+    """(vocab, merges, special tokens) of a Hugging Face byte-level BPE ``tokenizer.json`` (its text)."""
+    try:
+        data = json.loads(text)
+        model = data["model"]
+        if model.get("type") != "BPE":
+            raise ValueError(f"model type {model.get('type')!r}, not BPE")
+        added = {t["id"]: t["content"] for t in data.get("added_tokens") or []}
+        vocab = {
+            i: (added[i].encode("utf-8") if i in added else _from_unicode(s))
+            for s, i in model["vocab"].items()
+        }
+        for i, content in added.items():
+            vocab.setdefault(i, content.encode("utf-8"))
+        pairs = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+        merges = [(_from_unicode(a), _from_unicode(b)) for a, b in pairs]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(
+            f"{where} is not a valid tokenizer.json ({_first_line(err)}); delete it and retrain"
+        ) from None
+    return vocab, merges, [c for _, c in sorted(added.items())]
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,15 +1,20 @@
-"""Train a byte-level BPE tokenizer with Hugging Face ``tokenizers``, streaming the text.
+"""Train a byte-level BPE tokenizer on a text file, with either trainer (``bpe``):
 
-The training file is read in blocks and split on ``<|endoftext|>``, so merges never cross documents and
-memory is bounded by the trainer's word counts, not by the file size. Next to ``tokenizer.json`` a small
-``tokenizer.meta.json`` records the requested vocab size and the source file, so ``prepare`` can tell
-whether an existing tokenizer still fits.
+* ``cs336``: ``bpe.train_bpe``, this package's from-scratch trainer with the course's exact merges
+  (ties to the lexicographically greatest pair).
+* ``hf``: Hugging Face's ``BpeTrainer`` (Rust, streaming); same algorithm, but it breaks frequency ties
+  differently, so its merges differ from the course's after the first few dozen.
+
+Either way the text is split on ``<|endoftext|>`` first, so merges never cross documents. Next to
+``tokenizer.json`` a small ``tokenizer.meta.json`` records the trainer, the requested vocab size and the
+source file, so ``prepare`` can tell whether an existing tokenizer still fits.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -18,18 +23,28 @@ from tokenizers import models, pre_tokenizers, trainers
 from tqdm import tqdm
 
 from cs336_basics.atomic import atomic_write_json
+from cs336_basics.data.bpe import train_bpe
 from cs336_basics.data.chunking import check_errors_mode, check_text_file, iter_documents
 from cs336_basics.data.tokenizer import (
     MIN_VOCAB_SIZE,
     SPECIAL_TOKENS,
     Tokenizer,
     configure_byte_level,
+    parse_tokenizer_json,
     special_added_tokens,
 )
 from cs336_basics.errors import UserError
 
 DEFAULT_VOCAB_SIZE = 10_000
 DOCS_PER_BATCH = 1000
+BPE_TRAINERS = ("cs336", "hf")
+DEFAULT_BPE = "cs336"  # the course's merges; see benchmarks/README.md "BPE training" for the cost
+
+
+def check_bpe(bpe: str) -> str:
+    if bpe not in BPE_TRAINERS:
+        raise UserError(f"--bpe must be one of {', '.join(BPE_TRAINERS)}, not {bpe!r}")
+    return bpe
 
 
 def meta_path(tokenizer_path: str | os.PathLike) -> Path:
@@ -63,7 +78,10 @@ def train_from_documents(
         show_progress=progress,
     )
     hf.train_from_iterator(documents, trainer=trainer)
-    tok = Tokenizer(hf)
+    return _check_reached(Tokenizer(*parse_tokenizer_json(hf.to_str())), vocab_size)
+
+
+def _check_reached(tok: Tokenizer, vocab_size: int) -> Tokenizer:
     if tok.vocab_size < vocab_size:
         raise UserError(
             f"the training text only supports {tok.vocab_size} tokens, fewer than --vocab-size {vocab_size}; "
@@ -93,29 +111,32 @@ def train_tokenizer(
     out_path: str | os.PathLike,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     *,
+    bpe: str = DEFAULT_BPE,
     errors: str = "strict",
     progress: bool = True,
 ) -> Tokenizer:
-    """Train on ``text_path`` and save ``out_path`` (``tokenizer.json``) plus its ``.meta.json``."""
+    """Train on ``text_path`` with trainer ``bpe`` and save ``out_path`` (``tokenizer.json``) plus its meta."""
     check_vocab_size(vocab_size)
+    check_bpe(bpe)
     check_errors_mode(errors)
     size = check_text_file(text_path)
     out_path = Path(out_path)
-    with tqdm(
-        total=size,
-        unit="B",
-        unit_scale=True,
-        desc=f"train tokenizer {Path(text_path).name}",
-        disable=not progress,
-    ) as bar:
-        docs = iter_documents(text_path, errors, on_bytes=bar.update)
-        tok = train_from_documents(_announce_end(_batched(docs, DOCS_PER_BATCH), bar), vocab_size)
+    if bpe == "cs336":
+        if progress:
+            print(
+                f"train tokenizer {Path(text_path).name} (cs336 BPE, vocab {vocab_size})...", file=sys.stderr
+            )
+        vocab, merges = train_bpe(text_path, vocab_size, list(SPECIAL_TOKENS), errors=errors)
+        tok = _check_reached(Tokenizer(vocab, merges, SPECIAL_TOKENS), vocab_size)
+    else:
+        tok = _train_hf(text_path, size, vocab_size, errors, progress)
     try:
         tok.save(out_path)
         tok = Tokenizer.from_files(out_path)
         atomic_write_json(
             meta_path(out_path),
             {
+                "bpe": bpe,
                 "vocab_size": vocab_size,
                 "special_tokens": list(SPECIAL_TOKENS),
                 "tokenizer_sha256": tok.sha256,
@@ -130,8 +151,34 @@ def train_tokenizer(
     return tok
 
 
-def tokenizer_is_current(tokenizer_path: str | os.PathLike, vocab_size: int, source_size: int) -> bool:
-    """True if ``tokenizer_path`` loads, has ``<|endoftext|>``, and its meta matches ``vocab_size`` and source size."""
+def _train_hf(
+    text_path: str | os.PathLike, size: int, vocab_size: int, errors: str, progress: bool
+) -> Tokenizer:
+    with tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        desc=f"train tokenizer {Path(text_path).name}",
+        disable=not progress,
+    ) as bar:
+        docs = iter_documents(text_path, errors, on_bytes=bar.update)
+        return train_from_documents(_announce_end(_batched(docs, DOCS_PER_BATCH), bar), vocab_size)
+
+
+def tokenizer_trainer(tokenizer_path: str | os.PathLike) -> str | None:
+    """Which trainer made ``tokenizer_path`` (from its meta; tokenizers from before the choice existed are
+    Hugging Face's), or ``None`` without a meta file."""
+    try:
+        meta = json.loads(meta_path(tokenizer_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("bpe", "hf") if isinstance(meta, dict) else None
+
+
+def tokenizer_is_current(
+    tokenizer_path: str | os.PathLike, vocab_size: int, source_size: int, bpe: str = DEFAULT_BPE
+) -> bool:
+    """True if ``tokenizer_path`` loads, has ``<|endoftext|>``, and its meta matches trainer, vocab and source size."""
     try:
         meta = json.loads(meta_path(tokenizer_path).read_text(encoding="utf-8"))
         tok = Tokenizer.from_files(tokenizer_path)
@@ -139,6 +186,7 @@ def tokenizer_is_current(tokenizer_path: str | os.PathLike, vocab_size: int, sou
         return False
     return (
         isinstance(meta, dict)
+        and meta.get("bpe", "hf") == bpe
         and meta.get("vocab_size") == vocab_size
         and meta.get("tokenizer_sha256") == tok.sha256
         and (meta.get("source") or {}).get("size") == source_size
