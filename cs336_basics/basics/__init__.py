@@ -7,7 +7,7 @@ cs336_basics.basics.run_experiment``).
 from cs336_basics.basics.batching import get_batch
 from cs336_basics.basics.checkpoint import load_checkpoint, save_checkpoint
 from cs336_basics.basics.config import ExperimentConfig, create_experiment_config
-from cs336_basics.basics.functional import cross_entropy, scaled_dot_product_attention, softmax
+from cs336_basics.basics.functional import cross_entropy, scaled_dot_product_attention, silu, softmax
 from cs336_basics.basics.layers import Embedding, Linear, RMSNorm, RotaryPositionalEmbedding, SwiGLU
 from cs336_basics.basics.model import MultiHeadSelfAttention, TransformerBlock, TransformerLM
 from cs336_basics.basics.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
@@ -31,5 +31,6 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "scaled_dot_product_attention",
+    "silu",
     "softmax",
 ]

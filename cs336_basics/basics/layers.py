@@ -1,12 +1,14 @@
-"""Parameterised building blocks with CS336's exact names, shapes and initialisations."""
+"""Parameterised building blocks with CS336's exact names, shapes and initialisations, from scratch
+(only ``nn.Module``, ``nn.Parameter`` and ``nn.init`` from ``torch.nn``)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from cs336_basics.basics.functional import silu
 
 
 class Linear(nn.Module):
@@ -20,7 +22,7 @@ class Linear(nn.Module):
         nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight)
+        return x @ self.weight.T
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -63,7 +65,7 @@ class SwiGLU(nn.Module):
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(silu(self.w1(x)) * self.w3(x))
 
 
 class RotaryPositionalEmbedding(nn.Module):

@@ -1,12 +1,23 @@
-"""The Transformer language model: pre-norm blocks of RoPE causal attention and a SwiGLU feed-forward."""
+"""The Transformer language model: pre-norm blocks of RoPE causal attention and a SwiGLU feed-forward.
+
+Written from scratch (CS336's rule). ``kernels="fast"`` (the default) routes the q/k/v projection and the
+attention itself through ``kernels.py`` (torch's fused kernels); ``kernels="reference"`` runs the code here.
+Either way the parameters and state-dict keys are the same.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cs336_basics.basics import kernels as fast
+from cs336_basics.basics.functional import scaled_dot_product_attention
 from cs336_basics.basics.layers import Embedding, Linear, RMSNorm, RotaryPositionalEmbedding, SwiGLU
+
+MODEL_FIELDS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta")
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -20,8 +31,10 @@ class MultiHeadSelfAttention(nn.Module):
         theta: float | None = None,
         device=None,
         dtype=None,
+        kernels: str = fast.DEFAULT_KERNELS,
     ):
         super().__init__()
+        self.kernels = fast.check_kernels(kernels)
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         self.num_heads, self.d_head = num_heads, d_model // num_heads
@@ -37,7 +50,8 @@ class MultiHeadSelfAttention(nn.Module):
         *batch, seq, d_model = x.shape
         # One matmul for q, k and v: the three weights stay separate parameters (CS336 names).
         qkv_weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
-        qkv = F.linear(x, qkv_weight).view(*batch, seq, 3, self.num_heads, self.d_head)
+        qkv = fast.linear(x, qkv_weight) if self.kernels == "fast" else x @ qkv_weight.T
+        qkv = qkv.view(*batch, seq, 3, self.num_heads, self.d_head)
         q, k, v = (t.transpose(-3, -2) for t in qkv.unbind(dim=-3))  # (..., heads, seq, d_head)
         if self.rope is not None:
             if token_positions is None:
@@ -45,9 +59,11 @@ class MultiHeadSelfAttention(nn.Module):
             elif token_positions.dim() > 1:
                 token_positions = token_positions.unsqueeze(-2)  # broadcast over the head dim
             q, k = self.rope(q, token_positions), self.rope(k, token_positions)
-        # Fused (flash / memory-efficient) kernel; same function as functional.scaled_dot_product_attention
-        # with a lower-triangular mask.
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.kernels == "fast":
+            out = fast.causal_attention(q, k, v)
+        else:
+            causal = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()  # query i sees keys <= i
+            out = scaled_dot_product_attention(q, k, v, causal)
         return self.output_proj(out.transpose(-3, -2).reshape(*batch, seq, d_model))
 
 
@@ -55,10 +71,20 @@ class TransformerBlock(nn.Module):
     """Pre-norm block: x + attn(ln1(x)), then + ffn(ln2(.))."""
 
     def __init__(
-        self, d_model: int, num_heads: int, d_ff: int, max_seq_len: int, theta: float, device=None, dtype=None
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        max_seq_len: int,
+        theta: float,
+        device=None,
+        dtype=None,
+        kernels: str = fast.DEFAULT_KERNELS,
     ):
         super().__init__()
-        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype)
+        self.attn = MultiHeadSelfAttention(
+            d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype, kernels=kernels
+        )
         self.ln1 = RMSNorm(d_model, device=device, dtype=dtype)
         self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
         self.ln2 = RMSNorm(d_model, device=device, dtype=dtype)
@@ -82,16 +108,36 @@ class TransformerLM(nn.Module):
         rope_theta: float,
         device=None,
         dtype=None,
+        kernels: str = fast.DEFAULT_KERNELS,
     ):
         super().__init__()
         self.context_length = context_length
+        self.kernels = fast.check_kernels(kernels)
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
         self.layers = nn.ModuleList(
-            TransformerBlock(d_model, num_heads, d_ff, context_length, rope_theta, device=device, dtype=dtype)
+            TransformerBlock(
+                d_model,
+                num_heads,
+                d_ff,
+                context_length,
+                rope_theta,
+                device=device,
+                dtype=dtype,
+                kernels=kernels,
+            )
             for _ in range(num_layers)
         )
         self.ln_final = RMSNorm(d_model, device=device, dtype=dtype)
         self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
+
+    @classmethod
+    def from_config(cls, cfg: Any, device=None, kernels: str | None = None) -> TransformerLM:
+        """The model a config describes: an ``ExperimentConfig`` (or a checkpoint's config dict) with the
+        shape fields ``MODEL_FIELDS``; ``kernels`` defaults to the config's ``kernels``, else "fast"."""
+        get = cfg.get if isinstance(cfg, Mapping) else lambda name, default=None: getattr(cfg, name, default)
+        if kernels is None:
+            kernels = get("kernels", None) or fast.DEFAULT_KERNELS
+        return cls(*(get(name) for name in MODEL_FIELDS), device=device, kernels=kernels)
 
     def forward(self, token_ids: Tensor, token_positions: Tensor | None = None) -> Tensor:
         x = self.token_embeddings(token_ids)
