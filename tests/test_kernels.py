@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cs336_basics.basics import AdamW, TransformerLM, cross_entropy
-from cs336_basics.basics.kernels import fast_cross_entropy, loss_fn
+from cs336_basics.basics.kernels import fast_cross_entropy, loss_function
 from cs336_basics.errors import UserError
 
 SHAPE = dict(
@@ -58,7 +58,7 @@ def test_a_few_adamw_steps_stay_together():
     for step in range(5):
         x, y = _batch(seed=10 + step)
         for model, opt, kernels in ((ref, opts[0], "reference"), (fast, opts[1], "fast")):
-            loss_fn(kernels)(model(x), y).backward()
+            loss_function(kernels)(model(x), y).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
     for (name, p), q in zip(ref.named_parameters(), fast.parameters(), strict=True):
@@ -91,4 +91,4 @@ def test_from_config_reads_shape_and_kernels():
     assert model.lm_head.weight.shape == (SHAPE["vocab_size"], SHAPE["d_model"])
     with pytest.raises(UserError, match="--kernels must be one of"):
         TransformerLM.from_config(cfg, kernels="triton")
-    assert loss_fn("reference") is cross_entropy and loss_fn("fast") is fast_cross_entropy
+    assert loss_function("reference") is cross_entropy and loss_function("fast") is fast_cross_entropy

@@ -47,7 +47,7 @@ def fast_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).long())
 
 
-def loss_fn(kernels: str = DEFAULT_KERNELS) -> Callable[[Tensor, Tensor], Tensor]:
+def loss_function(kernels: str = DEFAULT_KERNELS) -> Callable[[Tensor, Tensor], Tensor]:
     """The training loss for ``kernels``: ``fast_cross_entropy``, or the from-scratch ``cross_entropy``."""
     from cs336_basics.basics.functional import cross_entropy
 
