@@ -1,0 +1,250 @@
+"""Weights & Biases mirror of a run directory: optional, never required, never able to stop training.
+
+The run directory stays the source of truth; W&B gets a copy of every metrics row (same step numbers), the
+summary, and for a sweep's analysis its plots and report. ``wandb`` is imported only when asked for
+(``uv sync --extra wandb``). The W&B run id is kept in ``<run_dir>/wandb_id``, so a resumed run continues the
+same W&B run. Any W&B failure (no login, outage, init timeout) prints one warning and turns the sink into a
+no-op; offline mode (``--wandb-mode offline``, synced later with ``wandb sync``) needs no login.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import secrets
+import string
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cs336_basics.atomic import atomic_write_text
+from cs336_basics.errors import UserError
+
+MODES = ("online", "offline", "disabled")
+ID_FILE = "wandb_id"
+INSTALL_HINT = (
+    "--wandb needs the optional wandb package: run `uv sync --extra wandb` once, "
+    "or use `uv run --extra wandb ...` (or drop --wandb)"
+)
+# Why not W&B's defaults: our own progress bar would be captured as console logs (console="off"); the local
+# files already hold the code and environment (no git/requirements/code capture). System stats stay on.
+_SETTINGS: dict[str, Any] = dict(
+    console="off",
+    save_code=False,
+    disable_git=True,
+    x_save_requirements=False,
+    init_timeout=60.0,
+)
+
+
+def default_mode() -> str:
+    mode = os.environ.get("WANDB_MODE", "online").strip().lower() or "online"
+    return {"dryrun": "offline", "run": "online"}.get(mode, mode)
+
+
+def add_wandb_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--wandb PROJECT``, ``--wandb-entity``, ``--wandb-mode`` (an argument group of ``parser``)."""
+    g = parser.add_argument_group("Weights & Biases (optional: uv sync --extra wandb)")
+    g.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        default=None,
+        help="also log each run to this W&B project (metrics rows, summary; the run dir stays the source of truth)",
+    )
+    g.add_argument("--wandb-entity", default=None, help="W&B team or user (default: your default entity)")
+    g.add_argument(
+        "--wandb-mode",
+        choices=MODES,
+        default=default_mode(),
+        help="online, offline (no login; `wandb sync` later) or disabled (default: $WANDB_MODE, else online)",
+    )
+
+
+def _import_wandb():
+    try:
+        import wandb
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    return wandb
+
+
+def _scalar(value: Any) -> Any:
+    """W&B-loggable form of a metrics value, or None to leave it out (empty CSV cells)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)  # numpy / torch scalars, numeric strings read back from the CSV
+    except (TypeError, ValueError):
+        return None
+
+
+class WandbSink:
+    """One W&B run mirroring one run directory. Use ``open``; a sink whose run failed does nothing."""
+
+    def __init__(self, run: Any, wandb_module: Any = None) -> None:
+        self.run, self._wandb = run, wandb_module
+        self.run_id: str | None = None if run is None else run.id
+        self._warned = False
+        self._last_step = -1  # the highest step W&B holds for this run
+
+    @classmethod
+    def open(
+        cls,
+        run_dir: str | os.PathLike,
+        project: str | None,
+        entity: str | None = None,
+        mode: str | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        tags: Iterable[str] = (),
+        config: dict | None = None,
+        *,
+        job_type: str | None = None,
+        settings: dict | None = None,
+    ) -> WandbSink | None:
+        """The sink for ``run_dir``, or None when W&B is not asked for (no project, or mode disabled).
+
+        Raises ``UserError`` only if wandb is not installed; every W&B failure after that is a warning and a
+        no-op sink. ``settings`` overrides entries of ``wandb.Settings`` (the tests use it to skip stats).
+        """
+        mode = mode or default_mode()
+        if mode not in MODES:
+            raise UserError(f"--wandb-mode must be one of {', '.join(MODES)}; got {mode!r}")
+        if not project or mode == "disabled":
+            return None
+        wandb = _import_wandb()
+        run_dir = Path(run_dir)
+        sink = cls(None, wandb)
+        try:
+            run_id = _run_id(run_dir)
+            run = wandb.init(
+                project=project,
+                entity=entity,
+                mode=mode,
+                id=run_id,
+                resume="allow",  # same id: a resumed run continues the same W&B run
+                reinit="create_new",  # sweep points in one process are separate runs
+                name=name or run_dir.name,
+                group=group,
+                tags=[str(t) for t in tags] or None,
+                job_type=job_type,
+                config=config or {},
+                dir=os.environ.get("WANDB_DIR") or str(run_dir),
+                settings=_settings(wandb, settings),
+            )
+        except Exception as err:  # no login, outage, init timeout, bad entity: never stop the run for it
+            sink._warn(err, "could not start the W&B run")
+            return sink
+        sink.run, sink.run_id = run, run.id
+        sink._last_step = int(getattr(run, "starting_step", 0) or 0) - 1
+        return sink
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None
+
+    def log_row(self, row: dict) -> None:
+        """One metrics.csv row at W&B step ``row["step"]`` (empty cells left out)."""
+        if self.run is None:
+            return
+        values = {k: v for k, v in ((k, _scalar(v)) for k, v in row.items() if k != "step") if v is not None}
+        step = int(row["step"])
+        # A resumed run replays from its checkpoint; W&B already holds those steps (and would refuse them).
+        if step <= self._last_step:
+            return
+        try:
+            self.run.log(values, step=step)
+            self._last_step = step
+        except Exception as err:
+            self._warn(err, "W&B log failed")
+
+    def log_summary(self, summary: dict) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.summary.update({k: _summary_value(v) for k, v in summary.items()})
+        except Exception as err:
+            self._warn(err, "W&B summary failed")
+
+    def attach_files(self, paths: Iterable[str | os.PathLike]) -> None:
+        """Upload files (report, CSV) with the run, under their own names."""
+        if self.run is None:
+            return
+        try:
+            for path in map(Path, paths):
+                if path.is_file():
+                    self.run.save(str(path.resolve()), base_path=str(path.resolve().parent), policy="now")
+        except Exception as err:
+            self._warn(err, "W&B file upload failed")
+
+    def log_images(self, images: dict[str, str | os.PathLike] | Iterable[str | os.PathLike]) -> None:
+        """Log PNGs as W&B images: ``{key: path}``, or paths (keyed by file stem)."""
+        if self.run is None:
+            return
+        items = images.items() if isinstance(images, dict) else ((Path(p).stem, p) for p in images)
+        try:
+            logged = {key: self._wandb.Image(str(path)) for key, path in items if Path(path).is_file()}
+            if logged:
+                self.run.log(logged)
+        except Exception as err:
+            self._warn(err, "W&B image upload failed")
+
+    def finish(self, exit_code: int = 0) -> None:
+        """End the W&B run (uploads pending data when online); safe to call twice."""
+        run, self.run = self.run, None
+        if run is None:
+            return
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as err:
+            self._warn(err, "W&B finish failed")
+
+    def _warn(self, err: BaseException, what: str) -> None:
+        """First failure: one warning, then the sink goes quiet (the run dir keeps everything)."""
+        self.run = None
+        if self._warned:
+            return
+        self._warned = True
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        print(
+            f"warning: {what} ({type(err).__name__}: {detail}); training goes on without W&B, "
+            "the run directory keeps every metric (try --wandb-mode offline, then `wandb sync`)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _run_id(run_dir: Path) -> str:
+    """The W&B id kept in ``run_dir/wandb_id``, created (atomically) on first use."""
+    path = run_dir / ID_FILE
+    if path.is_file():
+        text = path.read_text(encoding="utf-8").strip()
+        if text:
+            return text
+    # W&B's own id shape: 8 characters of [a-z0-9].
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    atomic_write_text(path, run_id + "\n")
+    return run_id
+
+
+def _settings(wandb: Any, overrides: dict | None) -> Any:
+    values = {**_SETTINGS, **(overrides or {})}
+    try:
+        return wandb.Settings(**values)
+    except Exception:  # a wandb release without one of the optional knobs: keep only the public ones
+        public = {k: v for k, v in values.items() if not k.startswith("x_")}
+        return wandb.Settings(**public)
+
+
+def _summary_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; W&B would reject the whole update
+    if isinstance(value, Path):
+        return str(value)
+    return value
