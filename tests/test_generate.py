@@ -102,7 +102,11 @@ def test_bad_input_is_one_line(problem, tmp_path, tmp_path_factory, capsys):
         ckpt.write_bytes(b"not a checkpoint at all")
     elif problem == "no-tokenizer":
         real = real_sweep_template(tmp_path_factory) / "lr_1e_03" / "checkpoints" / "final.pt"
-        write_checkpoint({**read_checkpoint(real), "tokenizer_path": str(tmp_path / "gone.json")}, ckpt)
+        saved = read_checkpoint(real)
+        gone = str(tmp_path / "gone.json")
+        write_checkpoint(
+            {**saved, "tokenizer_path": gone, "config": {**saved["config"], "tokenizer_path": gone}}, ckpt
+        )
     elif problem == "bad-top-p":
         ckpt = real_sweep_template(tmp_path_factory) / "lr_1e_03" / "checkpoints" / "final.pt"
         extra = ["--top-p", "0"]
@@ -112,3 +116,37 @@ def test_bad_input_is_one_line(problem, tmp_path, tmp_path_factory, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_finds_a_moved_runs_tokenizer_from_any_directory(tmp_path, tmp_path_factory, capsys, monkeypatch):
+    """Stored path gone (project moved): found relative to the run dir's parents, whatever the cwd."""
+    import shutil
+
+    from cs336_basics.basics.checkpoint import read_checkpoint, write_checkpoint
+
+    template = real_sweep_template(tmp_path_factory)
+    moved = tmp_path / "moved"
+    shutil.copytree(template / "lr_1e_03", moved / "runs" / "a")
+    shutil.copy(template.parent / "tokenizer.json", moved / "tokenizer.json")
+    ckpt = moved / "runs" / "a" / "checkpoints" / "final.pt"
+    saved = read_checkpoint(ckpt)
+    write_checkpoint({**saved, "tokenizer_path": "tokenizer.json", "config": {**saved["config"], "tokenizer_path": "tokenizer.json"}}, ckpt)  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["--checkpoint", str(ckpt), "--max-tokens", "5", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("Once upon a time")
+
+
+def test_refuses_a_tokenizer_of_another_vocab_size(tmp_path, tmp_path_factory, capsys):
+    from cs336_basics.data import EOT, generate_demo_corpus
+    from cs336_basics.data.train_tokenizer import train_from_documents
+
+    other = tmp_path / "t.json"
+    train_from_documents(generate_demo_corpus(0, 40).split(EOT), 290).save(other)
+    ckpt = real_sweep_template(tmp_path_factory) / "lr_1e_03" / "checkpoints" / "final.pt"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(ckpt), "--device", "cpu", "--tokenizer", str(other)])
+    assert "has 290 tokens but the model" in capsys.readouterr().err

@@ -3,8 +3,9 @@
     python -m cs336_basics.basics.generate --checkpoint runs/demo/checkpoints/best.pt \\
         --prompt "Once upon a time" --max-tokens 256 --temperature 0.8 --top-p 0.9
 
-The model shape comes from the checkpoint's ``config``; the tokenizer from ``--tokenizer`` or the checkpoint's
-``tokenizer_path``. Sampling stops at ``<|endoftext|>`` or after ``--max-tokens`` new tokens.
+The model shape comes from the checkpoint's ``config``; the tokenizer from ``--tokenizer``, else the one the
+run trained with (see ``find_tokenizer``), and its vocab size must be the model's. Sampling stops at
+``<|endoftext|>`` or after ``--max-tokens`` new tokens.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import torch
 from torch import Tensor
 
 from cs336_basics.basics.functional import softmax
-from cs336_basics.basics.model import TransformerLM
+from cs336_basics.basics.model import MODEL_FIELDS, TransformerLM
 from cs336_basics.errors import UserError, cli_entry
-
-MODEL_KEYS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta")
 
 
 def next_token_distribution(logits: Tensor, temperature: float, top_p: float) -> Tensor:
@@ -104,10 +103,10 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     config = ckpt.get("config") if isinstance(ckpt, dict) else None
     if not isinstance(config, dict) or "model" not in ckpt:
         raise UserError(f"{path} is not a training checkpoint of this project (no model config inside)")
-    missing = [k for k in MODEL_KEYS if k not in config]
+    missing = [k for k in MODEL_FIELDS if k not in config]
     if missing:
         raise UserError(f"{path}: checkpoint config lacks {', '.join(missing)}; cannot rebuild the model")
-    model = TransformerLM(*(config[k] for k in MODEL_KEYS))
+    model = TransformerLM.from_config(config)
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
     try:
         model.load_state_dict(state)
@@ -116,17 +115,54 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     return model.to(device), ckpt
 
 
-def load_tokenizer(path: str | Path | None, checkpoint: str | Path):
-    """The tokenizer at ``path`` (the checkpoint's ``tokenizer_path`` when the caller passes that)."""
+def find_tokenizer(checkpoint: str | Path, ckpt: dict) -> Path | None:
+    """The tokenizer a run trained with, from any working directory.
+
+    The trainer stores ``tokenizer_path`` absolute (checkpoint and config). If that file is gone (the
+    project moved, another machine) or the path is relative, look for it relative to the run directory
+    and its parents, then beside the run's token files, then in the run's data dir under the vocab size
+    (``<data_dir>/<dataset>/v<vocab>-<bpe>/tokenizer.json``).
+    """
+    config = ckpt.get("config") or {}
+    run_dir = Path(checkpoint).resolve().parent.parent  # <run>/checkpoints/best.pt
+    names: list[Path] = [Path(p) for p in (ckpt.get("tokenizer_path"), config.get("tokenizer_path")) if p]
+    names += [
+        Path(p).parent / "tokenizer.json" for p in (config.get("train_data"), config.get("val_data")) if p
+    ]
+    if config.get("dataset") and config.get("vocab_size"):
+        base = Path(config.get("data_dir") or "data")
+        stem = (
+            Path(config["dataset"]).stem
+            if config["dataset"] not in ("tinystories", "demo")
+            else config["dataset"]
+        )
+        names += [
+            base / stem / f"v{config['vocab_size']}-{bpe}" / "tokenizer.json" for bpe in ("cs336", "hf")
+        ]
+    for name in names:
+        roots = [Path()] if name.is_absolute() else [Path(), run_dir, *run_dir.parents[:3]]
+        for root in roots:
+            if (root / name).is_file():
+                return root / name
+    return None
+
+
+def load_tokenizer(path: str | Path | None, checkpoint: str | Path, ckpt: dict | None = None):
+    """The tokenizer at ``path``, or (``path`` None) the one ``find_tokenizer`` finds for the checkpoint."""
     from cs336_basics.data import Tokenizer
 
-    if not path:
+    if path:
+        if not Path(path).is_file():
+            raise UserError(f"tokenizer {path} not found; pass an existing --tokenizer PATH/tokenizer.json")
+        return Tokenizer.from_files(path)
+    found = find_tokenizer(checkpoint, ckpt or {})
+    if found is None:
+        named = (ckpt or {}).get("tokenizer_path")
+        where = f"it names {named}, which does not exist" if named else "it does not name its tokenizer"
         raise UserError(
-            f"checkpoint {checkpoint} does not name its tokenizer; pass --tokenizer PATH/tokenizer.json"
+            f"no tokenizer found for checkpoint {checkpoint} ({where}); pass --tokenizer PATH/tokenizer.json"
         )
-    if not Path(path).is_file():
-        raise UserError(f"tokenizer {path} not found (named by {checkpoint}); pass --tokenizer PATH")
-    return Tokenizer.from_files(path)
+    return Tokenizer.from_files(found)
 
 
 @dataclass
@@ -155,12 +191,12 @@ def sample_from_checkpoint(
 
     _check_sampling_args(max_new_tokens, temperature, top_p)
     model, ckpt = load_model(checkpoint, resolve_device(device))
-    tok = load_tokenizer(tokenizer or ckpt.get("tokenizer_path"), checkpoint)
-    if tok.vocab_size > model.lm_head.weight.shape[0]:
+    tok = load_tokenizer(tokenizer, checkpoint, ckpt)
+    model_vocab = model.lm_head.weight.shape[0]
+    if tok.vocab_size != model_vocab:
         raise UserError(
-            f"tokenizer {tok.path} has {tok.vocab_size} tokens but the model only "
-            f"{model.lm_head.weight.shape[0]}; "
-            f"pass the tokenizer the model was trained with (--tokenizer)"
+            f"tokenizer {tok.path} has {tok.vocab_size} tokens but the model in {checkpoint} was trained with "
+            f"{model_vocab}; pass the tokenizer the model was trained with (--tokenizer)"
         )
     eot = tok.eot_id
     prompt_ids = tok.encode(prompt) if prompt else []
