@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from cs336_basics.basics.checkpoint import (
 from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig
 from cs336_basics.basics.device import Runtime, setup_runtime
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
-from cs336_basics.basics.hardware import flops_per_token, peak_flops
+from cs336_basics.basics.hardware import flops_per_token, peak_flops, peak_precision
 from cs336_basics.basics.model import TransformerLM
 from cs336_basics.basics.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
 from cs336_basics.basics.provenance import provenance
@@ -266,6 +266,27 @@ def _duration(seconds: float) -> str:
     )
 
 
+@dataclass
+class Interval:
+    """The training time between two log steps (evaluation, checkpoints and logging fall outside)."""
+
+    start: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+    steps: int = 0
+    data_wait_s: float = 0.0  # time the loop waited for its batch: a data stall if it is a large share
+
+    def wait_for(self, get_batch, it: int):
+        start = time.perf_counter()
+        batch = get_batch(it)
+        self.data_wait_s += time.perf_counter() - start
+        return batch
+
+    def end(self) -> float:
+        now = time.perf_counter()
+        self.seconds = now - self.start
+        return now
+
+
 class Trainer:
     """One run: built from a resolved config and a run directory; ``run()`` trains (or resumes) it."""
 
@@ -295,9 +316,8 @@ class Trainer:
             k: getattr(cfg, k) for k in ("vocab_size", "context_length", "d_model", "num_layers", "d_ff")
         }
         self.flops_per_token = flops_per_token(**shape)
-        self.peak_flops = peak_flops(
-            runtime.device_name(), runtime.dtype
-        )  # None where the device has no known peak
+        # None where the device has no known peak (CPUs): the mfu column then stays empty.
+        self.peak_flops = peak_flops(runtime.device_name(), peak_precision(runtime.dtype, runtime.tf32))
         self.run_info = {
             **cfg.to_dict(),
             "runtime": runtime.as_dict(),
@@ -313,7 +333,7 @@ class Trainer:
             "parameters": self.model.num_parameters(exclude_embeddings=False),
             "non_embedding_parameters": self.model.num_parameters(),
         }
-        self.tracker = ExperimentTracker(self.run_info, out_dir, columns=("mfu",), sink=sink)
+        self.tracker = ExperimentTracker(self.run_info, out_dir, columns=("mfu", "data_wait_ms"), sink=sink)
         self.progress = Progress(out_dir.name, self.state, cfg.max_steps, progress)
 
     # ---- the parts ----------------------------------------------------------------------------------
@@ -359,11 +379,10 @@ class Trainer:
             obj["optimizer"] = self.optimizer.state_dict()
         self.writer.submit(obj, self.out_dir / "checkpoints" / f"{kind}.pt", background=background)
 
-    def log(
-        self, step: int, train_loss: float, grad_norm: float, lr: float, interval_s: float, steps: int
-    ) -> dict:
+    def log(self, step: int, train_loss: float, grad_norm: float, lr: float, interval: Interval) -> dict:
         """One metrics row: written to metrics.csv (and the sink), shown on the progress line."""
         cfg, state = self.cfg, self.state
+        steps, interval_s = interval.steps, max(interval.seconds, 1e-9)
         tokens_per_sec = steps * cfg.tokens_per_step / interval_s
         row = {
             "step": step,
@@ -376,6 +395,7 @@ class Trainer:
             "tokens_per_sec": tokens_per_sec,
             "ms_per_step": 1e3 * interval_s / steps,
             "mfu": tokens_per_sec * self.flops_per_token / self.peak_flops if self.peak_flops else None,
+            "data_wait_ms": 1e3 * interval.data_wait_s / steps,
         }
         self.tracker.log(row)
         self.tracker.set_status("running", step=step)
@@ -388,7 +408,7 @@ class Trainer:
         self._evaluated_at = None
         loss_sum = torch.tensor(state.loss_sum, device=self.runtime.device)
         clock_start = time.perf_counter() - state.wallclock_s
-        interval_start, interval_steps, final_state, reason = time.perf_counter(), 0, "finished", None
+        interval, final_state, reason = Interval(), "finished", None
         with StopRequest() as stop:
             for it in range(state.step, cfg.max_steps):
                 if stop.requested:
@@ -399,12 +419,13 @@ class Trainer:
                     self.checkpoint("latest", background=False)  # partial loss sums included: resume is exact
                     raise RunInterrupted
                 self.writer.raise_if_failed()  # a failed background write stops the run at the next step
-                loss, grad_norm, lr = self.step_fn(it, *self.loader.get(it))
+                batch = interval.wait_for(self.loader.get, it)
+                loss, grad_norm, lr = self.step_fn(it, *batch)
                 loss_sum += loss.detach().float()
-                state.step, state.loss_count, interval_steps = (
+                state.step, state.loss_count, interval.steps = (
                     it + 1,
                     state.loss_count + 1,
-                    interval_steps + 1,
+                    interval.steps + 1,
                 )
                 if state.initial_loss is None:
                     state.initial_loss = loss.item()  # one sync, on the first step only
@@ -416,7 +437,7 @@ class Trainer:
                     continue
                 # ---- log step: the only place the loop waits for the device; one transfer ----
                 loss_total, grad_norm = torch.stack([loss_sum, grad_norm.float()]).tolist()
-                now = time.perf_counter()  # after the sync, so the interval covers the device's work
+                now = interval.end()  # after the sync, so the interval covers the device's work
                 train_loss = state.train_loss = loss_total / state.loss_count
                 loss_sum.zero_()
                 state.loss_count = 0
@@ -430,8 +451,8 @@ class Trainer:
                     self.checkpoint("latest")
                 state.checkpoint_s += time.perf_counter() - checkpoint_start
                 state.wallclock_s = time.perf_counter() - clock_start
-                self.log(step, train_loss, grad_norm, lr, max(now - interval_start, 1e-9), interval_steps)
-                interval_start, interval_steps = time.perf_counter(), 0
+                self.log(step, train_loss, grad_norm, lr, interval)
+                interval = Interval()
                 if reason is not None:
                     final_state = "diverged"
                     self.progress.write(f"[{self.out_dir.name}] diverged: {reason}")

@@ -1,0 +1,209 @@
+"""The trainer core's promises: contiguous batch blocks, one device read per log step, provenance, plain log
+lines off a terminal, and filesystem failures (bad --out, a full disk, a killed write) as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from cs336_basics.basics.batching import BatchLoader, batch_starts
+from cs336_basics.basics.provenance import git_state
+from cs336_basics.basics.trainer import run_experiment
+from cs336_basics.data.token_file import write_sidecar
+from tests.conftest import pattern_tokens, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "cs336_basics.basics.run_experiment", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=300,
+    )
+
+
+TINY_FLAGS = [
+    "--preset", "demo", "--vocab-size", "64", "--context-length", "16", "--d-model", "32", "--d-ff", "64",
+    "--num-layers", "1", "--num-heads", "2", "--batch-size", "4", "--log-interval", "5", "--eval-interval", "10",
+    "--eval-batches", "2", "--checkpoint-interval", "10", "--device", "cpu", "--dtype", "fp32", "--compile", "off",
+]  # fmt: skip
+
+
+@pytest.fixture
+def token_files(tmp_path):
+    paths = []
+    for name, arr in (("train", pattern_tokens(20_000)), ("valid", pattern_tokens(4_000, seed=1))):
+        np.save(tmp_path / f"{name}.npy", arr)
+        write_sidecar(
+            tmp_path / f"{name}.npy",
+            dtype="uint16",
+            num_tokens=len(arr),
+            vocab_size=64,
+            tokenizer_sha256="t",
+            source={},
+        )
+        paths.append(str(tmp_path / f"{name}.npy"))
+    return paths
+
+
+def test_batch_block_is_contiguous_and_equals_a_naive_gather():
+    data = pattern_tokens(5_000)
+    loader = BatchLoader(data, 4, 16, seed=3, device=torch.device("cpu"))
+    try:
+        block = loader._host_batch(7)
+        assert block.is_contiguous() and block.shape == (4, 17)
+        starts = batch_starts(3, 7, len(data) - 16, 4)
+        naive = np.stack([data[s : s + 17] for s in starts]).astype(np.int64)
+        assert np.array_equal(block.numpy(), naive)
+        x, y = loader.get(7)
+        assert torch.equal(x, torch.from_numpy(naive[:, :-1])) and torch.equal(
+            y, torch.from_numpy(naive[:, 1:])
+        )
+    finally:
+        loader.close()
+
+
+class _DeviceReads(TorchFunctionMode):
+    """Counts tensor -> Python reads (item, tolist, float): on a GPU each is a host sync."""
+
+    READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS and not any(
+            f.filename.endswith("nn/init.py") for f in traceback.extract_stack()
+        ):
+            self.count += 1  # (weight initialisation's reads happen once, before training)
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_device_read_per_log_step(tmp_path):
+    """20 steps, log every 5, no evaluation or checkpoint inside: 1 read at step 1 (the initial loss) + 4 log
+    steps x 1 transfer + the final evaluation's 1 read."""
+    cfg = tiny_config(max_steps=20, log_interval=5, eval_interval=1000, checkpoint_interval=1000)
+    with _DeviceReads() as reads:
+        run_experiment(
+            cfg, pattern_tokens(20_000), pattern_tokens(4_000, seed=1), tmp_path / "r", progress=False
+        )
+    assert reads.count == 1 + 4 + 1
+
+
+def test_git_state_matches_git_in_a_test_repo(tmp_path):
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("1")
+    git("add", "a.txt")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    head = git("rev-parse", "HEAD").stdout.strip()
+    assert git_state(tmp_path) == {"commit": head, "dirty": False}
+    (tmp_path / "a.txt").write_text("2")
+    assert git_state(tmp_path) == {"commit": head, "dirty": True}
+    assert git_state(tmp_path / "..") is None or git_state(tmp_path / "..")["commit"] != head
+
+
+def test_provenance_and_plain_lines_off_a_terminal(tmp_path, token_files):
+    out = tmp_path / "run"
+    result = _train_cli(*TINY_FLAGS, "--max-steps", "20", "--train-data", token_files[0], "--val-data",
+                        token_files[1], "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout
+    step_lines = [line for line in result.stdout.splitlines() if " step " in line and "/20 | loss" in line]
+    assert [line.split(" step ")[1].split("/")[0] for line in step_lines] == ["5", "10", "15", "20"]
+    info = json.loads((out / "config.json").read_text())
+    prov = info["provenance"]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert prov["git"]["commit"] == head.stdout.strip()
+    assert prov["train_data"]["bytes"] == Path(token_files[0]).stat().st_size
+    assert prov["command"][-2:] == ["--out", str(out)]
+    assert prov["hostname"] and prov["torch"] == torch.__version__
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"mfu", "data_wait_ms"} <= set(header)
+
+
+@pytest.mark.parametrize("kind", ["file", "under_file", "too_long", "unwritable"])
+def test_bad_out_is_one_line(tmp_path, token_files, kind):
+    (tmp_path / "f").write_text("x")
+    target = {
+        "file": tmp_path / "f",
+        "under_file": tmp_path / "f" / "run",
+        "too_long": tmp_path / ("x" * 300),
+        "unwritable": tmp_path / "ro" / "run",
+    }[kind]
+    if kind == "unwritable":
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro").chmod(0o500)
+        if subprocess.run(["test", "-w", str(tmp_path / "ro")]).returncode == 0:
+            (tmp_path / "ro").chmod(0o700)
+            pytest.skip("running as root: permissions are not enforced")
+    result = _train_cli(*TINY_FLAGS, "--max-steps", "5", "--train-data", token_files[0], "--val-data",
+                        token_files[1], "--out", str(target))  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+
+
+def test_stale_temp_files_are_cleaned(tmp_path):
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    stale = run / "checkpoints" / ".latest.pt.abc123.tmp"
+    stale.write_bytes(b"")
+    run_experiment(
+        tiny_config(max_steps=5), pattern_tokens(20_000), pattern_tokens(4_000, seed=1), run, progress=False
+    )
+    assert not stale.exists()
+
+
+def _can_mount_tmpfs(path: Path) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True)
+    if ok.returncode == 0:
+        subprocess.run(["umount", str(path)])
+    return ok.returncode == 0
+
+
+@pytest.mark.parametrize("size_mb", [3, 20])
+def test_full_disk_stops_at_the_next_step_with_one_line(tmp_path, token_files, size_mb):
+    """The demo-size model's checkpoints (~11 MB with the optimizer) don't fit: the run stops at the step
+    after the failed write, status failed with a 'no space left' reason; after freeing space it resumes."""
+    mnt = tmp_path / "mnt"
+    if not _can_mount_tmpfs(mnt):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mnt)], check=True)
+    try:
+        out = mnt / "run"
+        flags = ["--preset", "demo", "--vocab-size", "64", "--context-length", "16", "--d-model", "128",
+                 "--d-ff", "384", "--num-layers", "4", "--num-heads", "4", "--batch-size", "4", "--device", "cpu",
+                 "--dtype", "fp32", "--compile", "off", "--log-interval", "5", "--eval-interval", "10",
+                 "--eval-batches", "1", "--checkpoint-interval", "10", "--max-steps", "80",
+                 "--train-data", token_files[0], "--val-data", token_files[1], "--out", str(out)]  # fmt: skip
+        result = _train_cli(*flags)
+        assert result.returncode == 2, result.stdout[-2000:] + result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert "no space left on device writing" in result.stderr and "free space and re-run" in result.stderr
+        status = json.loads((out / "status.json").read_text())
+        assert status["state"] == "failed" and "no space left" in status["reason"]
+        assert status["step"] < (15 if size_mb == 3 else 35)  # the write failed at step 10 or 20 / 30
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)  # "free space"
+        again = _train_cli(*flags)
+        assert again.returncode == 0, again.stderr
+        assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+        assert not list((out / "checkpoints").glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(mnt)])
