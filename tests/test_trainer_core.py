@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -18,6 +19,7 @@ from cs336_basics.basics.batching import BatchLoader, batch_starts
 from cs336_basics.basics.provenance import git_state
 from cs336_basics.basics.trainer import run_experiment
 from cs336_basics.data.token_file import write_sidecar
+from cs336_basics.experiment_log import load_experiment_log
 from tests.conftest import pattern_tokens, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,3 +209,32 @@ def test_full_disk_stops_at_the_next_step_with_one_line(tmp_path, token_files, s
         assert not list((out / "checkpoints").glob(".*.tmp"))
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_measurements_do_not_change_the_trajectory(tmp_path):
+    """Sharpness (every log step here) and signals on vs off: the same losses, bit for bit; sharpness.csv has
+    its columns and a ratio = sharpness / (38 / lr)."""
+    train, val = pattern_tokens(20_000), pattern_tokens(4_000, seed=1)
+    cols = ["step", "train_loss", "val_loss", "grad_norm"]
+    on = run_experiment(
+        tiny_config(max_steps=20, sharpness_share=0.99, signals=True),
+        train,
+        val,
+        tmp_path / "on",
+        progress=False,
+    )
+    off = run_experiment(
+        tiny_config(max_steps=20, sharpness_share=0.0, signals=False),
+        train,
+        val,
+        tmp_path / "off",
+        progress=False,
+    )
+    assert on["final_train_loss"] == off["final_train_loss"]
+    m_on, m_off = (load_experiment_log(tmp_path / d).metrics for d in ("on", "off"))
+    assert m_on[cols].equals(m_off[cols])
+    assert m_on["logz_mean"].notna().all() and "logz_mean" not in m_off.columns
+    sharp = pd.read_csv(tmp_path / "on" / "sharpness.csv")
+    assert len(sharp) >= 2 and np.allclose(sharp["threshold"], 38 / sharp["lr"])
+    assert np.allclose(sharp["ratio"], sharp["sharpness"] / sharp["threshold"])
+    assert len(pd.read_csv(tmp_path / "off" / "sharpness.csv")) == 0

@@ -35,13 +35,18 @@ from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig
 from cs336_basics.basics.device import Runtime, setup_runtime
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
 from cs336_basics.basics.hardware import flops_per_token, peak_flops, peak_precision
+from cs336_basics.basics.kernels import loss_function
 from cs336_basics.basics.model import TransformerLM
 from cs336_basics.basics.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
 from cs336_basics.basics.provenance import provenance
+from cs336_basics.basics.sharpness import measurement_model, preconditioned_sharpness, stability_threshold
+from cs336_basics.basics.signals import instability_signals, update_rms_ratio
 from cs336_basics.errors import UserError, describe_os_error
 from cs336_basics.experiment_log import ExperimentTracker, load_experiment_log
+from cs336_basics.experiment_log.reader import DONE_STATES
+from cs336_basics.experiment_log.tracker import print_summary
 
-# ---- INTEGRATION SHIMS (replaced when config/kernels/reader land) ----
+# ---- INTEGRATION SHIMS (until config.py lands its new fields and resume policy) ----
 try:
     from cs336_basics.basics.config import resume_differences
 except ImportError:
@@ -69,37 +74,22 @@ except ImportError:
         ]
 
 
-try:
-    from cs336_basics.basics.kernels import loss_function
-except ImportError:
-    from cs336_basics.basics.functional import cross_entropy
+for _name, _default in (
+    ("kernels", "fast"),
+    ("signals", True),
+    ("sharpness_share", 0.05),
+    ("sharpness_iters", 20),
+):
+    if not hasattr(ExperimentConfig, _name):
+        setattr(ExperimentConfig, _name, _default)
 
-    def loss_function(kernels):
-        return cross_entropy
+PROBE_WINDOWS = 8  # windows of the probe batch
 
 
-try:
-    from cs336_basics.experiment_log.reader import DONE_STATES
-except ImportError:
-    DONE_STATES = ("finished", "diverged")
-if not hasattr(TransformerLM, "from_config"):
-
-    def _from_config(cls, cfg, device=None, kernels=None):
-        return cls(
-            cfg.vocab_size,
-            cfg.context_length,
-            cfg.d_model,
-            cfg.num_layers,
-            cfg.num_heads,
-            cfg.d_ff,
-            cfg.rope_theta,
-            device=device,
-        )
-
-    TransformerLM.from_config = classmethod(_from_config)
-if not hasattr(ExperimentConfig, "kernels"):
-    ExperimentConfig.kernels = "fast"
-from cs336_basics.experiment_log.tracker import print_summary
+def signal_columns(num_layers: int) -> tuple[str, ...]:
+    """metrics.csv columns of the instability signals (see signals.py)."""
+    per_layer = tuple(f"max_attn_logit_l{i}" for i in range(num_layers))
+    return (*per_layer, "attn_entropy_min", "logz_mean", "logz_sq_mean", "update_rms_ratio")
 
 
 @dataclass
@@ -119,6 +109,7 @@ class TrainState:
     train_loss: float | None = None  # the last logged train loss
     eval_s: float = 0.0  # time spent evaluating and logging
     checkpoint_s: float = 0.0  # time the loop spent handing checkpoints to the writer
+    measure_s: float = 0.0  # time spent measuring sharpness and instability signals
 
 
 class StopRequest:
@@ -333,7 +324,11 @@ class Trainer:
             "parameters": self.model.num_parameters(exclude_embeddings=False),
             "non_embedding_parameters": self.model.num_parameters(),
         }
-        self.tracker = ExperimentTracker(self.run_info, out_dir, columns=("mfu", "data_wait_ms"), sink=sink)
+        # One small fixed probe batch, the same windows for every learning rate and step: sharpness and signals.
+        self.probe = tuple(t[:PROBE_WINDOWS] for t in self.val_set[0])
+        self.signal_columns = signal_columns(cfg.num_layers) if cfg.signals else ()
+        columns = ("mfu", "data_wait_ms", *self.signal_columns)
+        self.tracker = ExperimentTracker(self.run_info, out_dir, columns=columns, sink=sink)
         self.progress = Progress(out_dir.name, self.state, cfg.max_steps, progress)
 
     # ---- the parts ----------------------------------------------------------------------------------
@@ -379,7 +374,9 @@ class Trainer:
             obj["optimizer"] = self.optimizer.state_dict()
         self.writer.submit(obj, self.out_dir / "checkpoints" / f"{kind}.pt", background=background)
 
-    def log(self, step: int, train_loss: float, grad_norm: float, lr: float, interval: Interval) -> dict:
+    def log(
+        self, step: int, train_loss: float, grad_norm: float, lr: float, interval: Interval, signals=None
+    ) -> dict:
         """One metrics row: written to metrics.csv (and the sink), shown on the progress line."""
         cfg, state = self.cfg, self.state
         steps, interval_s = interval.steps, max(interval.seconds, 1e-9)
@@ -396,11 +393,57 @@ class Trainer:
             "ms_per_step": 1e3 * interval_s / steps,
             "mfu": tokens_per_sec * self.flops_per_token / self.peak_flops if self.peak_flops else None,
             "data_wait_ms": 1e3 * interval.data_wait_s / steps,
+            **(signals or {}),
         }
         self.tracker.log(row)
         self.tracker.set_status("running", step=step)
         self.progress.update(steps, row)
         return row
+
+    def measure(self, step: int, lr: float, weights_before) -> dict:
+        """Instability signals (every log step) and the preconditioned sharpness (while its share of the
+        wallclock stays under ``sharpness_share``) on the probe batch. Neither touches the model, the
+        optimizer or any random state of training, so the trajectory is the same with them on or off."""
+        cfg, state = self.cfg, self.state
+        start = time.perf_counter()
+        signals = {}
+        if self.signal_columns:
+            with torch.no_grad():
+                signals = instability_signals(self.model, self.probe[0])
+            signals["update_rms_ratio"] = update_rms_ratio(weights_before, self._weights())
+        if cfg.sharpness_share > 0 and state.measure_s <= cfg.sharpness_share * state.wallclock_s:
+            twin = measurement_model(self.model)
+            sharpness = preconditioned_sharpness(
+                twin,
+                self.optimizer,
+                *self.probe,
+                loss_fn=loss_function("reference"),
+                iters=cfg.sharpness_iters,
+            )
+            threshold = stability_threshold(lr, cfg.beta1)
+            self.tracker.log_sharpness(
+                {
+                    "step": step,
+                    "lr": lr,
+                    "sharpness": sharpness,
+                    "threshold": threshold,
+                    "ratio": sharpness / threshold,
+                }
+            )
+        state.measure_s += time.perf_counter() - start
+        return signals
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.model.parameters()]
+
+    def _is_log_step(self, step: int) -> bool:
+        cfg = self.cfg
+        return (
+            step % cfg.log_interval == 0
+            or step % cfg.eval_interval == 0
+            or step % cfg.checkpoint_interval == 0
+            or step == cfg.max_steps
+        )
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -420,6 +463,7 @@ class Trainer:
                     raise RunInterrupted
                 self.writer.raise_if_failed()  # a failed background write stops the run at the next step
                 batch = interval.wait_for(self.loader.get, it)
+                before = self._weights() if self.signal_columns and self._is_log_step(it + 1) else None
                 loss, grad_norm, lr = self.step_fn(it, *batch)
                 loss_sum += loss.detach().float()
                 state.step, state.loss_count, interval.steps = (
@@ -431,10 +475,10 @@ class Trainer:
                     state.initial_loss = loss.item()  # one sync, on the first step only
                     self._note_compile_fallback()
                 step = state.step
+                if not self._is_log_step(step):
+                    continue
                 is_eval = step % cfg.eval_interval == 0 or step == cfg.max_steps
                 is_ckpt = step % cfg.checkpoint_interval == 0 and step < cfg.max_steps
-                if not (step % cfg.log_interval == 0 or is_eval or is_ckpt or step == cfg.max_steps):
-                    continue
                 # ---- log step: the only place the loop waits for the device; one transfer ----
                 loss_total, grad_norm = torch.stack([loss_sum, grad_norm.float()]).tolist()
                 now = interval.end()  # after the sync, so the interval covers the device's work
@@ -442,16 +486,18 @@ class Trainer:
                 loss_sum.zero_()
                 state.loss_count = 0
                 reason = self._divergence(step, train_loss)
+                measured_before = state.measure_s
+                signals = self.measure(step, lr, before) if reason is None else {}
                 if is_eval and reason is None:
                     self._evaluate_and_keep_best(step)
                 checkpoint_start = time.perf_counter()
-                state.eval_s += checkpoint_start - now
+                state.eval_s += checkpoint_start - now - (state.measure_s - measured_before)
                 if is_ckpt and reason is None:
                     state.wallclock_s, state.loss_sum = checkpoint_start - clock_start, 0.0
                     self.checkpoint("latest")
                 state.checkpoint_s += time.perf_counter() - checkpoint_start
                 state.wallclock_s = time.perf_counter() - clock_start
-                self.log(step, train_loss, grad_norm, lr, interval)
+                self.log(step, train_loss, grad_norm, lr, interval, signals)
                 interval = Interval()
                 if reason is not None:
                     final_state = "diverged"
@@ -513,6 +559,7 @@ class Trainer:
             "steps": state.step,
             "eval_s": state.eval_s,
             "checkpoint_s": state.checkpoint_s,
+            "measure_s": state.measure_s,  # sharpness + signals, inside wallclock_s
             "initial_loss": state.initial_loss,
             "runtime": self.runtime.as_dict(),
         }

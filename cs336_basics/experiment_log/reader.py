@@ -31,6 +31,9 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "ms_per_step",
 )
 STATES: tuple[str, ...] = ("pending", "running", "finished", "diverged", "failed", "interrupted")
+DONE_STATES: tuple[str, ...] = ("finished", "diverged")  # terminal: a re-run does not train these again
+SHARPNESS_FILE = "sharpness.csv"
+SHARPNESS_COLUMNS: tuple[str, ...] = ("step", "lr", "sharpness", "threshold", "ratio")
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"

@@ -30,6 +30,8 @@ from cs336_basics.experiment_log.reader import (
     METRIC_COLUMNS,
     METRICS_FILE,
     PLOT_FILE,
+    SHARPNESS_COLUMNS,
+    SHARPNESS_FILE,
     STATES,
     STATUS_FILE,
     SUMMARY_FILE,
@@ -57,6 +59,43 @@ def _csv_line(values: list[str]) -> str:
     return buf.getvalue()
 
 
+class CsvLog:
+    """An append-only CSV of a run dir, flushed row by row; on resume it keeps the rows up to the resume step."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]):
+        self.path, self.columns = path, columns
+        self._file: io.TextIOBase | None = None
+
+    def start(self, resume_step: int | None) -> None:
+        kept = self._kept_lines(resume_step) if resume_step is not None else []
+        atomic_write_text(self.path, _csv_line(list(self.columns)) + "".join(kept))
+        self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (open for the run)
+
+    def append(self, row: dict) -> None:
+        self._file.write(_csv_line([_cell(c, row.get(c)) for c in self.columns]))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _kept_lines(self, resume_step: int) -> list[str]:
+        """Data lines with step <= resume_step, byte for byte (re-cut if an older version wrote other
+        columns); a half-written last line is dropped (the run resumes from a checkpoint at or before it)."""
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        text = text[: text.rfind("\n") + 1]
+        header, *lines = text.splitlines(keepends=True) or [""]
+        if header.strip() != ",".join(self.columns):
+            rows = csv.DictReader(io.StringIO(text))
+            lines = [_csv_line([r.get(c) or "" for c in self.columns]) for r in rows]
+        steps = [_finite(line.split(",", 1)[0]) for line in lines]
+        return [line for line, step in zip(lines, steps) if step is not None and step <= resume_step]
+
+
 class ExperimentTracker:
     """Records one run into ``log_dir``: ``start`` -> ``log`` per log step -> ``finish``.
 
@@ -68,7 +107,8 @@ class ExperimentTracker:
         self.run_info, self.log_dir = run_info, Path(log_dir)  # written at start(): later additions included
         self.columns = tuple(METRIC_COLUMNS) + tuple(c for c in columns if c not in METRIC_COLUMNS)
         self.sink = sink
-        self._file: io.TextIOBase | None = None
+        self.metrics = CsvLog(self.log_dir / METRICS_FILE, self.columns)
+        self.sharpness = CsvLog(self.log_dir / SHARPNESS_FILE, SHARPNESS_COLUMNS)
         self._status_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-writer")
         self._status_future: Future | None = None
 
@@ -79,10 +119,8 @@ class ExperimentTracker:
         atomic_write_json(self.log_dir / CONFIG_FILE, self.run_info)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_dir / SUMMARY_FILE)  # stale from an earlier attempt
-        metrics = self.log_dir / METRICS_FILE
-        kept = self._kept_lines(metrics, resume_step) if resume_step is not None else []
-        atomic_write_text(metrics, _csv_line(list(self.columns)) + "".join(kept))
-        self._file = open(metrics, "a", encoding="utf-8", newline="")  # noqa: SIM115 (open for the run)
+        self.metrics.start(resume_step)
+        self.sharpness.start(resume_step)
         self.set_status("running", step=resume_step or 0, background=False)
 
     def update_info(self, run_info: dict) -> None:
@@ -92,10 +130,15 @@ class ExperimentTracker:
 
     def log(self, row: dict) -> None:
         """Append one metrics row (missing columns stay empty) and mirror it to the sink."""
-        self._file.write(_csv_line([_cell(c, row.get(c)) for c in self.columns]))
-        self._file.flush()
+        self.metrics.append(row)
         if self.sink is not None:
             self.sink.log_row(row)
+
+    def log_sharpness(self, row: dict) -> None:
+        """Append one row of sharpness.csv (step, lr, sharpness, threshold, ratio)."""
+        self.sharpness.append(row)
+        if self.sink is not None:
+            self.sink.log_row({"step": row["step"], "sharpness": row["sharpness"], "sharpness_ratio": row["ratio"]})
 
     def set_status(self, state: str, *, step: int, reason: str | None = None, background=True) -> None:
         """Write status.json (on the background thread unless ``background=False``)."""
@@ -134,9 +177,8 @@ class ExperimentTracker:
         return summary
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self.metrics.close()
+        self.sharpness.close()
         self._wait_status()
 
     def _wait_status(self) -> None:
@@ -144,23 +186,6 @@ class ExperimentTracker:
         if self._status_future is not None:
             future, self._status_future = self._status_future, None
             future.result()
-
-    def _kept_lines(self, metrics: Path, resume_step: int) -> list[str]:
-        """Data lines of metrics.csv with step <= resume_step, byte for byte (re-cut if an older version
-        wrote other columns); a half-written last line is dropped (the run resumes from a checkpoint at or
-        before it)."""
-        try:
-            text = metrics.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return []
-        text = text[: text.rfind("\n") + 1]
-        header, *lines = text.splitlines(keepends=True) or [""]
-        same_columns = header.strip() == ",".join(self.columns)
-        if not same_columns:
-            rows = csv.DictReader(io.StringIO(text))
-            lines = [_csv_line([r.get(c) or "" for c in self.columns]) for r in rows]
-        steps = [_finite(line.split(",", 1)[0]) for line in lines]
-        return [line for line, step in zip(lines, steps) if step is not None and step <= resume_step]
 
 
 def print_summary(summary: dict, log_dir: Path) -> None:
