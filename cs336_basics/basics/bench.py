@@ -1,22 +1,22 @@
-"""Training throughput: tokens/s of real optimizer steps, the same code path as ``run_experiment``.
+"""cs336-bench: training throughput of the package's own step against an independent plain-PyTorch loop.
 
-    python -m cs336_basics.basics.bench                              # default preset for this device
-    python -m cs336_basics.basics.bench --variants fp32,bf16+compile --steps 10 --json bench.json
-    python -m cs336_basics.basics.bench --list-variants
+    cs336-bench                                          # the preset's run_experiment choices vs the plain loop
+    cs336-bench --preset demo --precision fp32 --compile off,on --rounds 3
+    cs336-bench --kernels fast,reference --batch-size 16,32 --memory --run 100 --json bench.json
 
-The first variant, ``auto``, is what ``run_experiment`` itself runs on this device: the runtime from
-``setup_runtime`` with the config's automatic choices, ``TrainStep`` and ``BatchLoader`` (on random tokens of
-the config's vocabulary). The other variants change one thing (precision, compile, attention, optimizer) or
-are the minimal plain-PyTorch loop (``plain``: same model, batch and precision; torch.optim.AdamW,
-F.cross_entropy, clip_grad_norm_, one fixed random batch), so the table says what each choice is worth here.
+Each variant is one point of precision x compile x batch size (x kernels for the package). ``package`` rows
+run the trainer's own parts in ``Trainer.run``'s order: ``Interval.wait_for(BatchLoader.get)``, ``TrainStep``,
+the device-side loss sum, and at the end of a round the log step's one transfer and ``Trainer.log``, whose
+metrics row gives tokens/s, ms/step, MFU and the data wait. ``plain`` rows are the baseline: a minimal
+hand-written loop with no nn.Module and no package code (F.scaled_dot_product_attention, F.rms_norm,
+F.cross_entropy, clip_grad_norm_, torch.optim.AdamW fused where supported) on the same shapes.
 
-Timing: ``--warmup`` steps (compile happens here; reported as startup), then ``--steps`` timed steps with a
-device synchronisation only before and after the timed region (``--rounds R`` repeats the timed region,
-round-robin over the variants, and reports the median: useful on a noisy machine). A separate, clearly
-labelled instrumented pass then synchronises between phases to split a step into data wait, forward,
-backward and optimizer. ``--overhead`` measures one evaluation, checkpoint and log step and computes their
-share of a run at the preset's intervals; ``--overhead-run N`` trains N steps through ``run_experiment``
-itself and measures it. ``--sync-check`` (CUDA) reports host synchronisations inside the hot loop.
+All variants are built and warmed up first; then ``--rounds`` rounds of ``--steps`` steps each run every
+variant back to back (the order rotates), so ``vs plain`` (the median of the per-round ratios) compares
+numbers measured side by side on a noisy machine. Memory: CUDA peak allocated during a round over what was
+allocated before it; on CPU (``--memory``) a fresh process per variant, peak RSS (VmHWM) over RSS after one
+warm-up step. ``--run N`` trains N steps through ``run_experiment`` at the preset's intervals and reports
+the evaluation / checkpoint / log share of its wallclock from summary.json.
 """
 
 from __future__ import annotations
@@ -24,176 +24,38 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
-import math
+import io
+import itertools
+import multiprocessing
 import os
-import platform
-import resource
+import shutil
 import statistics
 import sys
 import tempfile
 import time
-import traceback
-import types
 import warnings
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cs336_basics.basics import functional as basics_functional
-from cs336_basics.basics import model as model_module
-from cs336_basics.basics.batching import BatchLoader, eval_batches
-from cs336_basics.basics.config import PRESETS, ExperimentConfig, add_config_arguments, config_overrides
-from cs336_basics.basics.config import create_experiment_config as _create_config
+from cs336_basics.basics.config import (
+    PRESETS,
+    add_config_arguments,
+    config_overrides,
+    create_experiment_config,
+)
 from cs336_basics.basics.device import Runtime, _cpu_model, resolve_device, setup_runtime
-from cs336_basics.basics.model import TransformerLM
-from cs336_basics.basics.optim import get_lr_cosine_schedule, gradient_clipping
-from cs336_basics.basics.trainer import TrainStep
+from cs336_basics.basics.hardware import flops_per_token, model_flops_utilization, peak_flops, peak_precision
+from cs336_basics.basics.trainer import Interval, Trainer, run_experiment
 from cs336_basics.errors import UserError, cli_entry
 
-PRECISIONS = ("fp32", "tf32", "bf16")
-
-
-# ---- variants -----------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """One row of the table. ``None`` fields follow the ``auto`` runtime (run_experiment's choices)."""
-
-    name: str
-    loop: str = "package"  # package (TrainStep + BatchLoader) | plain (minimal loop, fixed batch)
-    precision: str | None = None  # fp32 | tf32 | bf16
-    compile: bool | None = None
-    attention: str = "fused"  # fused: F.scaled_dot_product_attention(is_causal) | naive: softmax + mask
-    optimizer: str = "package"  # package | torch-foreach | torch-loop | torch-fused | compiled
-    description: str = ""
-
-
-def _precision_variants() -> list[Variant]:
-    out = []
-    for loop in ("package", "plain"):
-        for p in PRECISIONS:
-            for c in (False, True):
-                name = f"{'plain-' if loop == 'plain' else ''}{p}{'+compile' if c else ''}"
-                what = "minimal plain loop" if loop == "plain" else "TrainStep"
-                out.append(
-                    Variant(name, loop, p, c, description=f"{what}, {p}, compile {'on' if c else 'off'}")
-                )
-    return out
-
-
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in [
-        Variant(
-            "auto",
-            description="run_experiment's own path: setup_runtime auto choices, TrainStep, BatchLoader",
-        ),
-        Variant(
-            "plain", loop="plain", description="minimal plain-PyTorch loop, auto's precision and compile"
-        ),
-        *_precision_variants(),
-        Variant(
-            "naive-attention",
-            attention="naive",
-            description="auto, with functional.scaled_dot_product_attention (softmax + causal mask)",
-        ),
-        Variant(
-            "torch-adamw-foreach",
-            optimizer="torch-foreach",
-            description="auto, with torch.optim.AdamW(foreach=True)",
-        ),
-        Variant(
-            "torch-adamw-loop",
-            optimizer="torch-loop",
-            description="auto, with torch.optim.AdamW(foreach=False) (per-parameter loop)",
-        ),
-        Variant(
-            "torch-adamw-fused",
-            optimizer="torch-fused",
-            description="auto, with torch.optim.AdamW(fused=True)",
-        ),
-        Variant(
-            "compiled-optimizer",
-            optimizer="compiled",
-            description="auto, with clipping + torch AdamW(tensor lr) step under torch.compile",
-        ),
-    ]
-}
-
-DEFAULT_VARIANTS = {
-    "cuda": "auto,plain,fp32,tf32,bf16,tf32+compile,bf16+compile,plain-bf16,naive-attention,"
-    "torch-adamw-fused,compiled-optimizer",
-    "cpu": "auto,plain,fp32,fp32+compile,plain-fp32,bf16,bf16+compile,naive-attention,"
-    "torch-adamw-loop,compiled-optimizer",
-    "mps": "auto,plain,fp32,bf16,naive-attention,torch-adamw-foreach",
-}
-
-
-def variant_settings(v: Variant, auto: Runtime) -> tuple[str, bool]:
-    """(precision, compile) of a variant: its own, or the auto runtime's where it has none."""
-    if v.precision is not None:
-        precision = v.precision
-    elif auto.dtype == "fp32":
-        precision = "tf32" if auto.tf32 else "fp32"
-    else:
-        precision = auto.dtype
-    return precision, auto.compile if v.compile is None else v.compile
-
-
-def skip_reason(v: Variant, device: torch.device) -> str | None:
-    """Why a variant makes no sense on this device (None = run it)."""
-    if v.precision == "tf32" and device.type != "cuda":
-        return "TF32 is a CUDA tensor-core mode; there is no TF32 on this device"
-    if v.optimizer == "torch-fused" and not _fused_adamw_supported(device):
-        return f"torch.optim.AdamW(fused=True) is not supported on {device.type} in torch {torch.__version__}"
-    if v.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return "this GPU has no bf16"
-    return None
-
-
-def _fused_adamw_supported(device: torch.device) -> bool:
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        return device.type in _get_fused_kernels_supported_devices()
-    except ImportError:  # pragma: no cover - older torch
-        return device.type == "cuda"
-
-
-def parse_variants(text: str | None, device: torch.device) -> list[str]:
-    """Variant names to run, ``auto`` first (always: it is the reference for the table and the JSON)."""
-    names = [
-        n.strip() for n in (text or DEFAULT_VARIANTS.get(device.type, "auto,plain")).split(",") if n.strip()
-    ]
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise UserError(
-            f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)} (see --list-variants)"
-        )
-    return ["auto", *dict.fromkeys(n for n in names if n != "auto")]
-
-
-# ---- precision / runtime helpers ---------------------------------------------------------------
-def variant_runtime(v: Variant, auto: Runtime, cfg: ExperimentConfig) -> Runtime:
-    if v.precision is None and v.compile is None:
-        return auto
-    precision, compile_on = variant_settings(v, auto)
-    # bf16 keeps run_experiment's TF32 setting (it only touches fp32 matmuls outside autocast).
-    dtype, tf32 = ("fp32", True) if precision == "tf32" else (precision, precision != "fp32" and auto.tf32)
-    return setup_runtime(
-        str(auto.device), dtype, "on" if compile_on else "off", tf32, run_tokens=cfg.total_tokens
-    )
-
-
-def apply_tf32(runtime: Runtime) -> None:
-    """Re-apply a runtime's TF32 switches (they are process-global; variants run interleaved)."""
-    if runtime.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = runtime.tf32
-        torch.backends.cudnn.allow_tf32 = runtime.tf32
-        torch.set_float32_matmul_precision("high" if runtime.tf32 else "highest")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+COMPILE = ("auto", "on", "off")
+KERNELS = ("fast", "reference")
 
 
 def synchronize(device: torch.device) -> None:
@@ -203,979 +65,575 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def random_tokens(cfg: ExperimentConfig, seed: int = 0, windows: int = 64) -> np.ndarray:
-    """Uniform random token ids of the config's vocabulary, enough for many distinct windows."""
-    n = max(cfg.batch_size * windows * (cfg.context_length + 1), 1 << 20)
-    dtype = np.uint16 if cfg.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
-    return np.random.default_rng(seed).integers(0, cfg.vocab_size, size=n).astype(dtype)
+def random_tokens(vocab_size: int, n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab_size, size=n).astype(np.uint16)
 
 
-# ---- naive attention ----------------------------------------------------------------------------
-def naive_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
-    """F.scaled_dot_product_attention's signature on top of the package's naive softmax attention."""
-    if is_causal:
-        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        attn_mask = mask if attn_mask is None else attn_mask & mask
-    return basics_functional.scaled_dot_product_attention(q, k, v, attn_mask)
+# ---- the independent baseline ---------------------------------------------------------------------------
+def plain_params(cfg, device: torch.device) -> dict[str, torch.Tensor]:
+    """The model's weights as plain tensors (q, k, v as one (3d, d) matrix, as a hand-written loop has it)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    d, f, v = cfg.d_model, cfg.d_ff, cfg.vocab_size
+    shapes = {"emb": (v, d), "ln_f": (d,), "head": (v, d)}
+    for i in range(cfg.num_layers):
+        shapes |= {f"{i}.ln1": (d,), f"{i}.qkv": (3 * d, d), f"{i}.o": (d, d), f"{i}.ln2": (d,)}
+        shapes |= {f"{i}.w1": (f, d), f"{i}.w3": (f, d), f"{i}.w2": (d, f)}
+    params = {}
+    for name, shape in shapes.items():
+        std = 1.0 if name == "emb" else (2 / sum(shape)) ** 0.5
+        t = torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=gen) * std
+        params[name] = t.to(device).requires_grad_()
+    return params
 
 
-def _naive_functional() -> types.ModuleType:
-    shim = types.ModuleType("torch.nn.functional_naive_attention")
-    shim.__dict__.update({k: v for k, v in vars(F).items() if not k.startswith("__")})
-    shim.scaled_dot_product_attention = naive_sdpa
-    return shim
+def plain_loss(
+    p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, num_heads: int, rope_theta: float
+):
+    """Mean next-token cross-entropy of the pre-norm RoPE/SwiGLU Transformer, from torch primitives."""
+    (b, t), d = x.shape, p["emb"].shape[1]
+    dh = d // num_heads
+    inv_freq = rope_theta ** (-torch.arange(0, dh, 2, device=x.device) / dh)
+    angles = torch.arange(t, device=x.device)[:, None] * inv_freq
+    cos, sin = angles.cos(), angles.sin()
+
+    def rope(u):  # rotate the pairs (u[2k], u[2k+1])
+        even, odd = u[..., 0::2], u[..., 1::2]
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), -1).flatten(-2).to(u.dtype)
+
+    h = F.embedding(x, p["emb"])
+    for i in range(sum(k.endswith(".qkv") for k in p)):
+        a = F.rms_norm(h, (d,), p[f"{i}.ln1"], eps=1e-5)
+        q, k, v = F.linear(a, p[f"{i}.qkv"]).view(b, t, 3, num_heads, dh).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
+        h = h + F.linear(a.transpose(1, 2).reshape(b, t, d), p[f"{i}.o"])
+        a = F.rms_norm(h, (d,), p[f"{i}.ln2"], eps=1e-5)
+        h = h + F.linear(F.silu(F.linear(a, p[f"{i}.w1"])) * F.linear(a, p[f"{i}.w3"]), p[f"{i}.w2"])
+    logits = F.linear(F.rms_norm(h, (d,), p["ln_f"], eps=1e-5), p["head"])
+    return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), y.reshape(-1))
 
 
-_NAIVE_F = _naive_functional()
-
-
-@contextlib.contextmanager
-def attention_impl(kind: str):
-    """Swap the model's attention kernel for the duration (model.py calls ``F.scaled_dot_product_attention``)."""
-    if kind == "fused":
-        yield
-        return
-    saved = model_module.F
-    model_module.F = _NAIVE_F
-    try:
-        yield
-    finally:
-        model_module.F = saved
-
-
-# ---- the minimal plain loop ---------------------------------------------------------------------
 class PlainLoop:
-    """The baseline: what a minimal hand-written PyTorch training loop does with the same model and batch.
+    """A minimal training loop: random windows, forward + loss (compiled together if asked), backward,
+    clip_grad_norm_, AdamW at a constant learning rate. Reads nothing back until ``finish``."""
 
-    Same init (seed, TransformerLM), same learning-rate schedule and hyper-parameters; torch.optim.AdamW with
-    its defaults, F.cross_entropy, torch.nn.utils.clip_grad_norm_; ``torch.compile(model)`` when compiling.
-    """
+    def __init__(self, cfg, runtime: Runtime, tokens: np.ndarray):
+        self.cfg, self.runtime, self.device = cfg, runtime, runtime.device
+        self.params = plain_params(cfg, self.device)
+        kw = dict(lr=cfg.max_lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        try:
+            self.optimizer = torch.optim.AdamW(self.params.values(), fused=True, **kw)
+        except RuntimeError:  # no fused kernel on this device
+            self.optimizer = torch.optim.AdamW(self.params.values(), foreach=True, **kw)
+        self.loss_fn = torch.compile(plain_loss) if runtime.compile else plain_loss
+        self.tokens = torch.from_numpy(tokens.astype(np.int64))
+        self.offsets = torch.arange(cfg.context_length + 1)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
 
-    def __init__(
-        self, cfg: ExperimentConfig, device: torch.device, dtype: str = "fp32", compile: bool = False
-    ):
-        self.cfg = cfg
-        torch.manual_seed(cfg.seed)
-        self.model = TransformerLM(
-            cfg.vocab_size,
-            cfg.context_length,
-            cfg.d_model,
-            cfg.num_layers,
-            cfg.num_heads,
-            cfg.d_ff,
-            cfg.rope_theta,
-            device=device,
-        )
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=cfg.max_lr,
-            betas=(cfg.beta1, cfg.beta2),
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-        )
-        self.forward = torch.compile(self.model) if compile else self.model
-        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
-        self.autocast = (
-            (lambda: torch.autocast(device.type, dtype=autocast_dtype))
-            if autocast_dtype
-            else contextlib.nullcontext
-        )
+    def start(self) -> None:
+        self.t0, self.steps = time.perf_counter(), 0
 
-    def step(self, it: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(self, it: int) -> None:
         cfg = self.cfg
-        lr = get_lr_cosine_schedule(it, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.cosine_cycle_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with self.autocast():
-            logits = self.forward(x)
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), y.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        starts = torch.randint(
+            len(self.tokens) - cfg.context_length - 1, (cfg.batch_size, 1), generator=self.gen
+        )
+        block = self.tokens[starts + self.offsets]
+        if self.device.type == "cuda":
+            block = block.pin_memory()
+        block = block.to(self.device, non_blocking=True)
+        with self.runtime.autocast():
+            self.loss = self.loss_fn(self.params, block[:, :-1], block[:, 1:], cfg.num_heads, cfg.rope_theta)
+        self.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params.values(), cfg.grad_clip, foreach=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss
+        self.steps += 1
+
+    def finish(self, step: int) -> dict:
+        self.loss.item()  # the one read-back, as a loop's log line would do
+        seconds = time.perf_counter() - self.t0
+        return throughput_row(self.cfg, self.runtime, self.steps, seconds)
 
 
-# ---- runners: one per variant -------------------------------------------------------------------
-class Runner:
-    """Builds one variant and runs its steps; ``run(start, n)`` enqueues n steps, ``finish()`` syncs."""
+def throughput_row(cfg, runtime: Runtime, steps: int, seconds: float) -> dict:
+    """The trainer's metrics arithmetic (tokens/s, ms/step, MFU against the dense peak) for the plain loop."""
+    tokens_per_sec = steps * cfg.tokens_per_step / seconds
+    shape = {k: getattr(cfg, k) for k in ("vocab_size", "context_length", "d_model", "num_layers", "d_ff")}
+    peak = peak_flops(runtime.device_name(), peak_precision(runtime.dtype, runtime.tf32))
+    mfu = model_flops_utilization(tokens_per_sec, flops_per_token(**shape), peak) if peak else None
+    return {"tokens_per_sec": tokens_per_sec, "ms_per_step": 1e3 * seconds / steps, "mfu": mfu}
 
-    def __init__(self, variant: Variant, cfg: ExperimentConfig, auto: Runtime, tokens: np.ndarray):
-        self.variant, self.cfg, self.device = variant, cfg, auto.device
-        self.precision, self.compile = variant_settings(variant, auto)
-        self.runtime = variant_runtime(variant, auto, cfg)
-        self.loader: BatchLoader | None = None
-        with self.active():
-            if variant.loop == "plain":
-                self.plain = PlainLoop(cfg, self.device, self.runtime.dtype, self.compile)
-                gen = torch.Generator().manual_seed(cfg.seed)
-                shape = (cfg.batch_size, cfg.context_length)
-                self.x = torch.randint(0, cfg.vocab_size, shape, generator=gen).to(self.device)
-                self.y = torch.randint(0, cfg.vocab_size, shape, generator=gen).to(self.device)
-                self.model = self.plain.model
-                self.loss_sum = None
-            else:
-                self.step_fn = TrainStep(cfg, self.runtime)
-                self.model = self.step_fn.model
-                self._set_optimizer(variant.optimizer)
-                self.loader = BatchLoader(tokens, cfg.batch_size, cfg.context_length, cfg.seed, self.device)
-                self.loss_sum = torch.zeros((), device=self.device)
 
-    def _set_optimizer(self, kind: str) -> None:
-        cfg, params = self.cfg, list(self.model.parameters())
-        kwargs = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
-        if kind == "package":
-            return
-        if kind == "compiled":
-            # A tensor lr lets the compiled step see a new lr every step without recompiling (torch allows it
-            # with foreach=False; under compile the per-parameter loop is fused by inductor anyway).
-            opt = torch.optim.AdamW(params, lr=torch.tensor(cfg.max_lr), foreach=False, **kwargs)
-            self.step_fn.optimizer = opt
+# ---- the package -----------------------------------------------------------------------------------------
+class PackageLoop:
+    """A ``Trainer`` (random tokens, a throw-away run directory) driven as ``Trainer.run`` drives it."""
 
-            @torch.compile
-            def clip_and_step():
-                gradient_clipping(params, cfg.grad_clip)
-                opt.step()
+    def __init__(self, cfg, runtime: Runtime, tokens: np.ndarray, out_dir: Path):
+        self.device = runtime.device
+        val = random_tokens(cfg.vocab_size, cfg.batch_size * cfg.eval_batches * (cfg.context_length + 2), 1)
+        self.trainer = Trainer(cfg, out_dir, runtime, (tokens, val, None), progress=False)
+        self.trainer.tracker.start()
+        self.trainer._evaluated_at = None  # set by Trainer.run; Trainer.log reads it
+        self.loss_sum = torch.zeros((), device=self.device)
 
-            self.compiled_opt_step = clip_and_step
-            return
-        extra = {
-            "torch-foreach": dict(foreach=True),
-            "torch-loop": dict(foreach=False),
-            "torch-fused": dict(fused=True),
-        }
-        self.step_fn.optimizer = torch.optim.AdamW(params, lr=cfg.max_lr, **extra[kind], **kwargs)
+    def start(self) -> None:
+        self.interval = Interval()
 
-    @contextlib.contextmanager
-    def active(self):
-        apply_tf32(self.runtime)
-        with attention_impl(self.variant.attention):
-            yield
+    def step(self, it: int) -> None:
+        t = self.trainer
+        loss, self.grad_norm, self.lr = t.step_fn(it, *self.interval.wait_for(t.loader.get, it))
+        self.loss_sum += loss.detach().float()
+        self.interval.steps += 1
 
-    def one_step(self, it: int) -> None:
-        if self.variant.loop == "plain":
-            self.plain.step(it, self.x, self.y)
-            return
-        x, y = self.loader.get(it)
-        if self.variant.optimizer == "compiled":
-            loss = self._compiled_opt_train_step(it, x, y)
-        else:
-            loss, _grad_norm, _lr = self.step_fn(it, x, y)
-        self.loss_sum += loss.detach().float()  # as run_experiment does every step
-
-    def _compiled_opt_train_step(self, it, x, y):
-        cfg, step_fn = self.cfg, self.step_fn
-        lr = get_lr_cosine_schedule(it, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.cosine_cycle_steps)
-        for group in step_fn.optimizer.param_groups:
-            group["lr"].fill_(lr)
-        with self.runtime.autocast():
-            loss = step_fn.loss_fn(x, y)
-        loss.backward()
-        self.compiled_opt_step()
-        step_fn.optimizer.zero_grad(set_to_none=True)
-        return loss
-
-    def run(self, start: int, n: int) -> None:
-        with self.active():
-            for it in range(start, start + n):
-                self.one_step(it)
-
-    def finish(self) -> None:
-        """The log step's read-back (package) or a plain synchronisation."""
-        synchronize(self.device)
-        if self.loss_sum is not None:
-            self.loss_sum.item()
-
-    def instrumented(self, start: int, n: int) -> dict[str, float]:
-        """ms per phase, with a synchronisation after each phase: mirrors TrainStep.__call__ step by step."""
-        if self.variant.loop != "package" or self.variant.optimizer == "compiled":
-            return {}
-        cfg, fn, dev = self.cfg, self.step_fn, self.device
-        phases = {"data_wait": [], "forward": [], "backward": [], "optimizer": []}
-        with self.active():
-            for it in range(start, start + n):
-                synchronize(dev)
-                t0 = time.perf_counter()
-                x, y = self.loader.get(it)
-                synchronize(dev)
-                t1 = time.perf_counter()
-                lr = get_lr_cosine_schedule(
-                    it, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.cosine_cycle_steps
-                )
-                for group in fn.optimizer.param_groups:
-                    group["lr"] = lr
-                with fn.runtime.autocast():
-                    loss = fn.loss_fn(x, y)
-                synchronize(dev)
-                t2 = time.perf_counter()
-                loss.backward()
-                synchronize(dev)
-                t3 = time.perf_counter()
-                gradient_clipping(fn.model.parameters(), cfg.grad_clip)
-                fn.optimizer.step()
-                fn.optimizer.zero_grad(set_to_none=True)
-                self.loss_sum += loss.detach().float()
-                synchronize(dev)
-                t4 = time.perf_counter()
-                for key, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                    phases[key].append(dt * 1e3)
-        out = {k: statistics.median(v) for k, v in phases.items()}
-        out["forward_backward"] = out["forward"] + out["backward"]
-        out["total"] = sum(out[k] for k in ("data_wait", "forward", "backward", "optimizer"))
-        return out
+    def finish(self, step: int) -> dict:
+        """The log step: one transfer, then the trainer's own metrics row."""
+        loss_total, grad_norm = torch.stack([self.loss_sum, self.grad_norm.float()]).tolist()
+        self.interval.end()
+        self.loss_sum.zero_()
+        with contextlib.redirect_stdout(io.StringIO()):  # the run's progress line
+            return self.trainer.log(step, loss_total / self.interval.steps, grad_norm, self.lr, self.interval)
 
     def close(self) -> None:
-        if self.loader is not None:
-            self.loader.close()
+        self.trainer.close()
+        self.trainer.tracker.close()
 
 
-# ---- memory --------------------------------------------------------------------------------------
-def _reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        with contextlib.suppress(OSError):  # Linux: "5" resets the process's peak RSS (VmHWM)
-            Path("/proc/self/clear_refs").write_text("5")
+# ---- variants ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    loop: str  # package | plain
+    precision: str  # as asked: auto | fp32 | tf32 | bf16
+    compile: str  # auto | on | off
+    batch_size: int
+    kernels: str = "-"  # package only: fast | reference
 
 
-def _peak_memory(device: torch.device) -> tuple[int | None, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated"
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024, "process peak RSS (VmHWM, reset per variant)"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss * (1 if sys.platform == "darwin" else 1024), "process max RSS so far"
+def variant_config(base, v: Variant):
+    """The resolved config of a variant (``base`` unresolved, so derived fields follow its max_steps)."""
+    cfg = dataclasses.replace(base, batch_size=v.batch_size).resolved()
+    cfg.kernels = v.kernels if v.loop == "package" else "fast"  # a config field once kernels.py's lands
+    return cfg
 
 
-# ---- peak FLOP/s and MFU -------------------------------------------------------------------------
-def measure_peak_flops(device: torch.device, precision: str, seconds: float = 1.0) -> float:
-    """FLOP/s of a large square matmul in ``precision`` on ``device``, timed on the spot (best of repeats)."""
-    n = 8192 if device.type == "cuda" else 2048
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision())
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
-    try:
-        gen = torch.Generator(device=device).manual_seed(0)
-        a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-        b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-        torch.mm(a, b)
-        synchronize(device)
-        best, spent, reps = math.inf, 0.0, 0
-        while (spent < seconds or reps < 3) and reps < 50:
-            inner = 10 if device.type == "cuda" else 1
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                torch.mm(a, b)
-            synchronize(device)
-            dt = (time.perf_counter() - t0) / inner
-            best, spent, reps = min(best, dt), spent + dt * inner, reps + 1
-        return 2 * n**3 / best
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved[0]
-        torch.set_float32_matmul_precision(saved[1])
+def variant_runtime(cfg, v: Variant) -> Runtime:
+    dtype = {"auto": cfg.dtype, "bf16": "bf16"}.get(v.precision, "fp32")
+    tf32 = {"fp32": False, "tf32": True}.get(v.precision, cfg.tf32)
+    return setup_runtime(cfg.device, dtype, v.compile, tf32, run_tokens=cfg.total_tokens)
 
 
-def config_flops_per_token(cfg: ExperimentConfig) -> float:
-    from cs336_basics.basics.hardware import flops_per_token
-
-    return flops_per_token(
-        vocab_size=cfg.vocab_size,
-        context_length=cfg.context_length,
-        d_model=cfg.d_model,
-        num_layers=cfg.num_layers,
-        d_ff=cfg.d_ff,
-        training=True,
-    )
+def apply_tf32(runtime: Runtime) -> None:
+    """TF32 is a process-wide switch: set each variant's before its steps."""
+    if runtime.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = runtime.tf32
+        torch.set_float32_matmul_precision("high" if runtime.tf32 else "highest")
 
 
-def mfu(tokens_per_sec: float, flops_per_token: float, peak_flops: float | None) -> float | None:
-    """Model FLOPs utilisation: achieved model FLOP/s over the stated peak (None without a peak)."""
-    if not peak_flops:
-        return None
-    from cs336_basics.basics.hardware import model_flops_utilization
-
-    return model_flops_utilization(tokens_per_sec, flops_per_token, peak_flops)
+def build(cfg, runtime: Runtime, v: Variant, tokens: np.ndarray, out_dir: Path):
+    apply_tf32(runtime)
+    if v.loop == "plain":
+        return PlainLoop(cfg, runtime, tokens)
+    return PackageLoop(cfg, runtime, tokens, out_dir)
 
 
-class Peaks:
-    """Peak FLOP/s per precision: hardware.py's table for a known GPU, else (or with --measure-peak) timed."""
-
-    def __init__(self, runtime: Runtime, measure: bool):
-        self.device, self.name, self.measure = runtime.device, runtime.device_name(), measure
-        self._cache: dict[str, tuple[float | None, str]] = {}
-
-    def get(self, precision: str) -> tuple[float | None, str]:
-        if precision not in self._cache:
-            self._cache[precision] = self._lookup(precision)
-        return self._cache[precision]
-
-    def _lookup(self, precision: str) -> tuple[float | None, str]:
-        if not self.measure and self.device.type == "cuda":
-            from cs336_basics.basics.hardware import peak_flops
-
-            value = peak_flops(self.name, precision)
-            if value:
-                return float(value), f"hardware.py table: {self.name}, dense {precision}"
-        if not self.measure:
-            return None, f"no table peak for {self.name}; pass --measure-peak"
-        value = measure_peak_flops(self.device, precision)
-        return value, f"measured: {precision} matmul on {self.name}"
-
-    def remeasure(self, rows: list[dict], fpt: float) -> None:
-        """Time the measured peaks again and keep the higher (a busy shared machine only ever lowers a
-        measurement), then recompute the rows' MFU against the final peaks."""
-        if not self.measure:
-            return
-        for precision, (value, source) in list(self._cache.items()):
-            again = measure_peak_flops(self.device, precision)
-            self._cache[precision] = (max(value or 0.0, again), f"{source} (best of two timings)")
-        for r in rows:
-            r["peak_flops"], r["peak_source"] = self.get(r["precision"])
-            r["mfu"] = mfu(r["tokens_per_sec"], fpt, r["peak_flops"])
-
-
-# ---- timing ----------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Measurement:
-    runner: Runner
-    warmup_s: float = 0.0
-    round_s: list[float] = dataclasses.field(default_factory=list)
-    peak_memory: int | None = None
-    memory_kind: str = ""
-    next_it: int = 0
-
-
-def warm_up(runner: Runner, warmup: int) -> Measurement:
-    m = Measurement(runner)
-    synchronize(runner.device)
-    t0 = time.perf_counter()
-    runner.run(0, warmup)
-    runner.finish()
-    m.warmup_s = time.perf_counter() - t0
-    m.next_it = warmup
-    return m
-
-
-def timed_round(m: Measurement, steps: int) -> None:
-    dev = m.runner.device
-    synchronize(dev)
-    _reset_peak_memory(dev)
-    t0 = time.perf_counter()
-    m.runner.run(m.next_it, steps)
-    m.runner.finish()  # the only synchronisation: after the timed region
-    m.round_s.append(time.perf_counter() - t0)
-    peak, m.memory_kind = _peak_memory(dev)
-    m.peak_memory = max(m.peak_memory or 0, peak or 0) or None
-    m.next_it += steps
-
-
-def result_row(
-    m: Measurement, cfg: ExperimentConfig, steps: int, warmup: int, peaks: Peaks, fpt: float
-) -> dict:
-    v, runner = m.runner.variant, m.runner
-    seconds = statistics.median(m.round_s)
-    tokens_per_sec = steps * cfg.tokens_per_step / seconds
-    peak, peak_source = peaks.get(runner.precision)
+def label(v: Variant, runtime: Runtime) -> dict:
+    """What a variant ran as (auto choices resolved): the table's columns and the pairing key."""
     return {
-        "variant": v.name,
-        "tokens_per_sec": tokens_per_sec,
-        "ms_per_step": 1e3 * seconds / steps,
-        "mfu": mfu(tokens_per_sec, fpt, peak),
-        "precision": runner.precision,
-        "compile": runner.compile,
         "loop": v.loop,
-        "attention": v.attention,
-        "optimizer": v.optimizer,
-        "description": v.description,
-        "peak_flops": peak,
-        "peak_source": peak_source,
-        "peak_memory_bytes": m.peak_memory,
-        "peak_memory_kind": m.memory_kind,
-        "startup_s": max(m.warmup_s - warmup * seconds / steps, 0.0),
-        "warmup_s": m.warmup_s,
-        "rounds_tokens_per_sec": [steps * cfg.tokens_per_step / s for s in m.round_s],
+        "precision": peak_precision(runtime.dtype, runtime.tf32),
+        "compile": runtime.compile,
+        "batch_size": v.batch_size,
+        "kernels": v.kernels,
     }
 
 
-def add_plain_ratios(rows: list[dict]) -> None:
-    """vs_plain: tokens/s over the plain loop's with the same precision and compile setting (if measured)."""
-    plain = {(r["precision"], r["compile"]): r for r in rows if r["loop"] == "plain"}
-    for r in rows:
-        ref = plain.get((r["precision"], r["compile"]))
-        if ref is None or r["loop"] != "package":
-            r["vs_plain"] = r["plain_reference"] = r["vs_plain_paired"] = None
-            continue
-        r["vs_plain"] = r["tokens_per_sec"] / ref["tokens_per_sec"]
-        r["plain_reference"] = ref["variant"]
-        # With --rounds, round i of every variant ran back to back: the median of the per-round ratios is
-        # less exposed to a shared machine's drifting speed than the ratio of the medians.
-        a, b = r["rounds_tokens_per_sec"], ref["rounds_tokens_per_sec"]
-        r["vs_plain_paired"] = statistics.median(x / y for x, y in zip(a, b)) if len(a) == len(b) else None
+# ---- measurement -------------------------------------------------------------------------------------------
+def timed_round(loop, runtime: Runtime, start: int, steps: int) -> tuple[dict, int | None]:
+    """``steps`` steps from ``start``, then the log step; (metrics row, CUDA peak bytes over the start)."""
+    apply_tf32(runtime)
+    dev = runtime.device
+    synchronize(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        resident = torch.cuda.memory_allocated(dev)
+    loop.start()
+    for it in range(start, start + steps):
+        loop.step(it)
+    row = loop.finish(start + steps)
+    peak = torch.cuda.max_memory_allocated(dev) - resident if dev.type == "cuda" else None
+    return row, peak
 
 
-def same_as(v: Variant, measured: dict[str, Variant], auto: Runtime) -> str | None:
-    """A measured variant with identical settings (e.g. fp32+compile = auto on a CPU), to alias not re-run."""
-    key = (v.loop, *variant_settings(v, auto), v.attention, v.optimizer)
-    for name, other in measured.items():
-        if (other.loop, *variant_settings(other, auto), other.attention, other.optimizer) == key:
-            return name
-    return None
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[i] / b[i] (round i of both ran back to back)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
-def _cache_counters() -> dict[str, int]:
-    """Inductor FX-graph and AOTAutograd cache hit/miss counters (process totals)."""
-    if "torch._dynamo" not in sys.modules:  # nothing compiled yet (and importing dynamo takes seconds)
-        return {}
-    from torch._dynamo.utils import counters
+def sync_check(loop, runtime: Runtime, start: int, steps: int) -> dict | str:
+    """Host synchronisations inside ``steps`` non-log steps (torch.cuda.set_sync_debug_mode("warn"))."""
+    if runtime.device.type != "cuda":
+        return "n/a (no CUDA device: there is no device->host sync to catch)"
+    synchronize(runtime.device)
+    loop.start()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for it in range(start, start + steps):
+                loop.step(it)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    loop.finish(start + steps)  # the log step's transfer, outside the checked region
+    sites = Counter(f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0][:120]}" for w in caught)
+    return {"steps": steps, "host_syncs": sum(sites.values()), "sites": dict(sites)}
 
+
+def breakdown(loop: PackageLoop, runtime: Runtime, start: int, steps: int) -> dict[str, float]:
+    """ms per phase of ``TrainStep.__call__`` itself, synchronised at each phase boundary (so its total is
+    above the timed ms/step): its loss function and ``optimizer.step`` are wrapped for the duration."""
+    fn, dev, marks = loop.trainer.step_fn, runtime.device, {}
+    loss_fn, optimizer_step = fn.loss_fn, fn.optimizer.step
+
+    def mark(name):
+        synchronize(dev)
+        marks[name] = time.perf_counter()
+
+    def forward(x, y):
+        mark("forward")
+        out = loss_fn(x, y)
+        mark("backward")
+        return out
+
+    def optimizer(*args, **kwargs):
+        mark("optimizer")
+        return optimizer_step(*args, **kwargs)
+
+    fn.loss_fn, fn.optimizer.step = forward, optimizer
+    phases = defaultdict(list)
+    try:
+        apply_tf32(runtime)
+        for it in range(start, start + steps):
+            mark("data_wait")
+            fn(it, *loop.trainer.loader.get(it))
+            mark("end")
+            names = ["data_wait", "forward", "backward", "optimizer", "end"]
+            for a, b in itertools.pairwise(names):
+                phases[a].append(1e3 * (marks[b] - marks[a]))
+    finally:
+        fn.loss_fn = loss_fn
+        del fn.optimizer.step  # the instance attribute; the method shows through again
+    return {("backward+clip" if k == "backward" else k): statistics.median(v) for k, v in phases.items()}
+
+
+def _rss(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _memory_child(base, v: Variant, steps: int) -> dict:
+    torch.set_num_threads(int(os.environ.get("CS336_BENCH_THREADS", torch.get_num_threads())))
+    cfg = variant_config(base, v)
+    runtime = variant_runtime(cfg, v)
+    tokens = random_tokens(cfg.vocab_size, 1 << 20, cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="cs336-bench-") as tmp:
+        loop = build(cfg, runtime, v, tokens, Path(tmp) / "run")
+        timed_round(loop, runtime, 0, 1)  # allocates the optimizer state (and compiles)
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        resident = _rss("VmRSS")
+        timed_round(loop, runtime, 1, steps)
+        peak = _rss("VmHWM")
+        if isinstance(loop, PackageLoop):
+            loop.close()
+        return {"peak_rss": peak, "step_bytes": peak - resident}
+
+
+def cpu_step_memory(base, v: Variant, steps: int) -> dict:
+    """Peak RSS of a training step in a fresh process (spawned, so nothing of this one is in its RSS)."""
+    os.environ["CS336_BENCH_THREADS"] = str(torch.get_num_threads())
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_memory_child, base, v, steps).result()
+
+
+def run_share(base, steps: int, tokens: np.ndarray) -> dict:
+    """Train ``steps`` steps through run_experiment (random tokens, the preset's intervals, divergence rule
+    off: random tokens cannot be learned) and read the eval/checkpoint/log share from its summary."""
+    never = dict.fromkeys(
+        ("divergence_explode_factor", "divergence_rebound_margin", "divergence_stall_fraction"), 1e9
+    )
+    cfg = dataclasses.replace(
+        base, max_steps=steps, target_val_loss=None, divergence_stall_margin=1e9, **never
+    )
+    val = random_tokens(cfg.vocab_size, cfg.batch_size * cfg.eval_batches * (cfg.context_length + 2), 1)
+    with (
+        tempfile.TemporaryDirectory(prefix="cs336-bench-run-") as tmp,
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        s = run_experiment(cfg, tokens, val, Path(tmp) / "run", resume="never", progress=False)
+    share = (s["eval_s"] + s["checkpoint_s"]) / s["wallclock_s"]
+    keys = ("steps", "wallclock_s", "eval_s", "checkpoint_s", "tokens_per_sec")
     return {
-        f"{group}.{k}": int(v)
-        for group in ("inductor", "aot_autograd")
-        for k, v in counters[group].items()
-        if "cache" in k and ("hit" in k or "miss" in k or "bypass" in k)
+        **{k: s[k] for k in keys},
+        "share": share,
+        "intervals": [cfg.eval_interval, cfg.checkpoint_interval],
     }
-
-
-def _dynamo_reset() -> None:
-    if "torch._dynamo" in sys.modules:
-        torch._dynamo.reset()
 
 
 def benchmark(
-    cfg: ExperimentConfig,
-    auto: Runtime,
-    names: list[str],
-    *,
-    steps: int,
-    warmup: int,
-    rounds: int,
-    peaks: Peaks,
-    breakdown_steps: int,
-    on_row: Callable[[list[dict], list[dict]], None] | None = None,
-    after_first: Callable[[Runner, dict], None] | None = None,
-    log: Callable[[str], None] = print,
-) -> tuple[list[dict], list[dict], dict]:
-    """Warm up and time each variant; returns (rows, skipped, instrumented breakdown of the first).
+    base, variants: list[Variant], *, steps: int, warmup: int, rounds: int, memory: bool, log=print
+):
+    """Build and warm up every variant, then time them in alternating rounds; one result row per variant."""
+    if any(v.compile != "off" for v in variants):
+        import torch._dynamo
 
-    ``after_first(runner, row)`` runs on the warm ``auto`` runner before any other variant resets dynamo.
-    """
-    tokens = random_tokens(cfg, cfg.seed)
-    fpt = config_flops_per_token(cfg)
-    rows: list[dict] = []
-    skipped: list[dict] = []
-    breakdown: dict = {}
-    measured: dict[str, Variant] = {}
-    live: list[Measurement] = []
-    interleave = rounds > 1
-    if interleave:  # all variants stay alive; compiled ones share dynamo's per-code-object cache
-        limit = max(torch._dynamo.config.cache_size_limit, 8 * len(names))
-        torch._dynamo.config.cache_size_limit = limit
+        # Every variant keeps its compiled graphs alive (same code objects, other shapes): compile each one
+        # static, as a run of one shape is, instead of letting dynamo switch to dynamic shapes.
+        torch._dynamo.config.automatic_dynamic_shapes = False
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         torch._dynamo.config.accumulated_cache_size_limit = max(
-            torch._dynamo.config.accumulated_cache_size_limit, limit
+            torch._dynamo.config.accumulated_cache_size_limit, 512
         )
-
-    def emit(m: Measurement, cache: dict) -> None:
-        rows.append({**result_row(m, cfg, steps, warmup, peaks, fpt), "compile_cache": cache})
-        add_plain_ratios(rows)
-        r = rows[-1]
+    tmp = Path(tempfile.mkdtemp(prefix="cs336-bench-"))
+    live, seen, skipped, extras = [], set(), [], {}
+    for i, v in enumerate(variants):
+        cfg = variant_config(base, v)
+        runtime = variant_runtime(cfg, v)
+        row = label(v, runtime)
+        key = tuple(row.values())
+        if v.precision == "tf32" and runtime.device.type != "cuda":
+            skipped.append(f"{v}: tf32 is a CUDA tensor-core mode")
+            continue
+        if key in seen:
+            skipped.append(f"{v}: same settings as an earlier variant")
+            continue
+        seen.add(key)
+        tokens = random_tokens(cfg.vocab_size, max(1 << 20, 64 * cfg.tokens_per_step), cfg.seed)
+        log(f"  building {row} and warming up ({warmup} step(s))...")
+        t0 = time.perf_counter()
+        loop = build(cfg, runtime, v, tokens, tmp / f"v{i}")
+        if warmup:
+            timed_round(loop, runtime, 0, warmup)
+        live.append(
+            dict(row=row, v=v, cfg=cfg, runtime=runtime, loop=loop, warmup_s=time.perf_counter() - t0)
+        )
+    for r in range(rounds):
+        for m in live[r % len(live) :] + live[: r % len(live)]:
+            start = warmup + r * steps
+            metrics, peak = timed_round(m["loop"], m["runtime"], start, steps)
+            m.setdefault("rounds", []).append(metrics)
+            m["peak"] = max(m.get("peak") or 0, peak or 0) or None
         log(
-            f"  {r['variant']:<22} {r['tokens_per_sec']:>12,.0f} tok/s {r['ms_per_step']:>10.1f} ms/step"
-            f"  startup {r['startup_s']:.1f} s"
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(f"{m['rounds'][-1]['tokens_per_sec']:,.0f}" for m in live)
+            + " tok/s"
         )
-        if on_row:
-            on_row(rows, skipped)
-
-    caches: dict[str, dict] = {}
-    for name in names:
-        v = VARIANTS[name]
-        reason = skip_reason(v, auto.device)
-        alias = same_as(v, measured, auto) if name != "auto" else None
-        if reason or alias:
-            skipped.append(
-                {"variant": name, "reason": reason or f"same settings as '{alias}' (not re-measured)"}
-            )
-            log(f"  {name:<22} skipped: {skipped[-1]['reason']}")
-            continue
-        if not interleave:
-            _dynamo_reset()  # fresh dynamo caches per variant (recompile limits, guard overhead)
-        log(f"  {name:<22} building and warming up ({warmup} step(s))...")
-        before = _cache_counters()
-        runner = Runner(v, cfg, auto, tokens)
-        m = warm_up(runner, warmup)
-        after = _cache_counters()
-        caches[name] = {k: n - before.get(k, 0) for k, n in after.items() if n - before.get(k, 0)}
-        measured[name] = v
-        if interleave:
-            live.append(m)
-            continue
-        for _ in range(rounds):
-            timed_round(m, steps)
-        if name == "auto" and breakdown_steps > 0:
-            breakdown = runner.instrumented(m.next_it, breakdown_steps)
-            m.next_it += breakdown_steps
-        emit(m, caches[name])
-        if name == "auto" and after_first is not None:
-            after_first(runner, rows[0])
-        runner.close()
-        del runner, m
-    if interleave:
-        for r in range(rounds):
-            log(f"  round {r + 1}/{rounds}")
-            k = r % len(live)  # rotate the order, so no variant always runs first (or last) in a round
-            for m in live[k:] + live[:k]:
-                timed_round(m, steps)
-        for m in live:
-            emit(m, caches[m.runner.variant.name])
-        first = live[0]
-        if breakdown_steps > 0:
-            breakdown = first.runner.instrumented(first.next_it, breakdown_steps)
-        if after_first is not None:
-            after_first(first.runner, rows[0])
-        for m in live:
-            m.runner.close()
-    return rows, skipped, breakdown
+    first_package = next((m for m in live if m["v"].loop == "package"), None)
+    if first_package is not None:
+        start = warmup + rounds * steps
+        extras["sync_check"] = sync_check(first_package["loop"], first_package["runtime"], start, steps)
+        extras["breakdown_ms"] = breakdown(
+            first_package["loop"], first_package["runtime"], start + steps, max(1, min(steps, 3))
+        )
+    rows = []
+    for m in live:
+        tps = [x["tokens_per_sec"] for x in m["rounds"]]
+        mfus = [x["mfu"] for x in m["rounds"] if x.get("mfu") is not None]  # proportional to tokens/s
+        ms = 1e3 * m["cfg"].tokens_per_step / statistics.median(tps)
+        row = {
+            **m["row"],
+            "tokens_per_sec": statistics.median(tps),
+            "ms_per_step": ms,
+            "rounds_tokens_per_sec": tps,
+        }
+        row["mfu"] = statistics.median(mfus) if mfus else None
+        row["data_wait_ms"] = statistics.median(x.get("data_wait_ms", 0.0) for x in m["rounds"])
+        row["startup_s"] = max(m["warmup_s"] - warmup * ms / 1e3, 0.0)
+        row["memory_bytes"] = m.get("peak")
+        if memory and m["runtime"].device.type == "cpu":
+            log(f"  memory of {m['row']} in a fresh process...")
+            row["memory_bytes"] = cpu_step_memory(base, m["v"], steps)["step_bytes"]
+        rows.append(row)
+        if isinstance(m["loop"], PackageLoop):
+            m["loop"].close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    add_plain_ratios(rows)
+    return rows, skipped, extras
 
 
-# ---- sync check (CUDA) -------------------------------------------------------------------------------
-def sync_check(runner: Runner, start: int, steps: int) -> dict:
-    """Run ``steps`` hot-loop steps under torch.cuda.set_sync_debug_mode("warn") and list every host sync.
-
-    The log step's read-back (``loss_sum.item()`` every log_interval steps) is outside the checked region.
-    """
-    if runner.device.type != "cuda":
-        return {"ran": False, "note": "--sync-check needs CUDA (torch.cuda.set_sync_debug_mode)"}
-    sites: dict[tuple[str, str], int] = {}
-    root = str(Path(__file__).resolve().parents[1])
-
-    def record(message, category, filename, lineno, file=None, line=None):
-        frames = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(root)]
-        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else f"{filename}:{lineno}"
-        key = (str(message).splitlines()[0][:200], where)
-        sites[key] = sites.get(key, 0) + 1
-
-    synchronize(runner.device)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = record
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            with runner.active():
-                for it in range(start, start + steps):
-                    runner.one_step(it)
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-    runner.finish()
-    found = [
-        {"message": m, "where": w, "count": c} for (m, w), c in sorted(sites.items(), key=lambda kv: -kv[1])
-    ]
-    return {"ran": True, "steps": steps, "host_syncs": sum(sites.values()), "sites": found}
+def add_plain_ratios(rows: list[dict]) -> None:
+    """vs_plain: package tokens/s over the plain loop's with the same precision, compile and batch size."""
+    plain = {(r["precision"], r["compile"], r["batch_size"]): r for r in rows if r["loop"] == "plain"}
+    for r in rows:
+        ref = plain.get((r["precision"], r["compile"], r["batch_size"])) if r["loop"] == "package" else None
+        r["vs_plain"] = (
+            paired_ratio(r["rounds_tokens_per_sec"], ref["rounds_tokens_per_sec"]) if ref else None
+        )
 
 
-# ---- evaluation / checkpoint / logging overhead --------------------------------------------------------
-def measure_overhead(runner: Runner, cfg: ExperimentConfig, ms_per_step: float, log=print) -> dict:
-    """Cost of one evaluation, checkpoint and log step, measured with the run's own pieces, and their share of
-    a run's wallclock at the preset's intervals (computed; see the README for the method).
-
-    Evaluation mirrors run_experiment's ``evaluate()`` (the fixed validation windows, no_grad, autocast, the
-    same compiled loss); the first call (which compiles the inference graph) is reported as startup.
-    Checkpoints go through CheckpointWriter (foreground snapshot; the write runs on a background thread).
-    """
-    from cs336_basics.basics.checkpoint import CheckpointWriter
-    from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
-    from cs336_basics.experiment_log import ExperimentTracker
-
-    fn, dev, runtime = runner.step_fn, runner.device, runner.runtime
-    model, optimizer = fn.model, fn.optimizer
-    val = random_tokens(cfg, cfg.seed + 1, windows=cfg.eval_batches + 4)
-    val_set = eval_batches(val, cfg.batch_size, cfg.context_length, cfg.eval_batches, dev)
-
-    @torch.no_grad()
-    def evaluate() -> float:
-        model.eval()
-        total = torch.zeros((), device=dev)
-        for x, y in val_set:
-            with runtime.autocast():
-                total += fn.loss_fn(x, y).float()
-        model.train()
-        return (total / len(val_set)).item()
-
-    def timed(f, repeats=1):
-        times = []
-        for _ in range(repeats):
-            synchronize(dev)
-            t0 = time.perf_counter()
-            f()
-            synchronize(dev)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    # Training steps timed right before and after the evaluation: the share compares costs measured under the
-    # same conditions (a shared CPU's speed drifts between the benchmark's timed region and this point).
-    n_adjacent, next_it = (2 if dev.type == "cpu" else 20), [2 * 10**6]
-
-    def train_steps():
-        runner.run(next_it[0], n_adjacent)
-        runner.finish()
-        next_it[0] += n_adjacent
-
-    with runner.active():
-        log("  overhead: first evaluation (compiles the inference graph if compiling)...")
-        first_eval_s = timed(evaluate)
-        before_s = timed(train_steps)
-        eval_s = timed(evaluate, 1 if dev.type == "cpu" else 3)
-        after_s = timed(train_steps)
-    adjacent_ms = 1e3 * (before_s + after_s) / (2 * n_adjacent)
-    out: dict = {
-        "eval_first_s": first_eval_s,
-        "eval_s": eval_s,
-        "eval_startup_s": max(first_eval_s - eval_s, 0.0),
-        "ms_per_step_adjacent": adjacent_ms,
-        "ms_per_step_benchmark": ms_per_step,
-    }
-
-    with tempfile.TemporaryDirectory(prefix="cs336-bench-") as tmp:
-        tmp = Path(tmp)
-        writer = CheckpointWriter()
-
-        def ckpt_obj(kind):
-            obj = {"model": model.state_dict(), "iteration": 1, "config": cfg.to_dict(), "kind": kind}
-            if kind != "best":
-                obj["optimizer"] = optimizer.state_dict()
-            return obj
-
-        for kind in ("latest", "best"):
-            t0 = time.perf_counter()
-            writer.submit(ckpt_obj(kind), tmp / f"{kind}.pt")
-            fg = time.perf_counter() - t0
-            writer.wait()
-            out[f"ckpt_{kind}_foreground_s"] = fg
-            out[f"ckpt_{kind}_background_s"] = time.perf_counter() - t0 - fg
-        out["checkpoint_bytes"] = (tmp / "latest.pt").stat().st_size
-        t0 = time.perf_counter()
-        writer.submit(ckpt_obj("final"), tmp / "final.pt", background=False)
-        out["ckpt_final_s"] = time.perf_counter() - t0
-
-        tracker = ExperimentTracker({**cfg.to_dict()}, tmp / "run", max_steps=cfg.max_steps)
-        tracker.start()
-        rule = DivergenceRule.from_config(cfg)
-        loss_sum, smoothed = torch.zeros((), device=dev) + 3.0, None
-        grad_norm = torch.ones((), device=dev)
-        n_log = 200
-        t0 = time.perf_counter()
-        for i in range(n_log):  # a log step: read-back, divergence rule, metrics row
-            step = (i + 1) * cfg.log_interval
-            train_loss = loss_sum.item() / cfg.log_interval
-            smoothed = smooth(smoothed, train_loss)
-            divergence_reason(
-                rule,
-                step=step,
-                max_steps=cfg.max_steps,
-                loss=train_loss,
-                smoothed_loss=smoothed,
-                initial_loss=10.0,
-                min_smoothed_loss=smoothed,
-                reference_loss=None,
-            )
-            tracker.log_metrics(
-                step, train_loss, 1e-3, 1.0, 1.0, tokens=step, wallclock_s=1.0, grad_norm=float(grad_norm)
-            )
-        out["log_step_s"] = (time.perf_counter() - t0) / n_log
-        t0 = time.perf_counter()
-        for _ in range(20):
-            tracker.set_status("running")
-        out["status_write_s"] = (time.perf_counter() - t0) / 20
-        t0 = time.perf_counter()
-        tracker.finish(3.0, 3.0)
-        out["finish_s"] = time.perf_counter() - t0
-    out.update(overhead_share(cfg, adjacent_ms, out))
-    out["share_at_benchmark_rate"] = overhead_share(cfg, ms_per_step, out)["share"]
-    return out
+# ---- output and command line ------------------------------------------------------------------------------
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:,.0f} MiB"
 
 
-def overhead_share(cfg: ExperimentConfig, ms_per_step: float, c: dict) -> dict:
-    """Share of a run's wallclock spent on evaluation, checkpoints and logging, from per-event costs ``c``."""
-    n = cfg.max_steps
-    n_eval = n // cfg.eval_interval + (1 if n % cfg.eval_interval else 0)
-    n_latest = (n - 1) // cfg.checkpoint_interval
-    n_log = len({s for s in range(cfg.log_interval, n + 1, cfg.log_interval)} | {n})
-    train_s = n * ms_per_step / 1e3
-    status_writes = train_s / 5.0  # ExperimentTracker's status_interval_s
-    parts = {
-        "eval": n_eval * c["eval_s"],
-        "best_checkpoint": n_eval * c["ckpt_best_foreground_s"],  # upper bound: every eval improves
-        "latest_checkpoint": n_latest * c["ckpt_latest_foreground_s"],
-        "log": n_log * c["log_step_s"] + status_writes * c["status_write_s"],
-        "end_of_run": c["ckpt_final_s"] + c["finish_s"],
-    }
-    background = n_eval * c["ckpt_best_background_s"] + n_latest * c["ckpt_latest_background_s"]
-    overhead = sum(parts.values())
-    return {
-        "counts": {"steps": n, "evals": n_eval, "latest_checkpoints": n_latest, "log_steps": n_log},
-        "train_s": train_s,
-        "overhead_parts_s": parts,
-        "share": overhead / (train_s + overhead),
-        "share_with_background_writes": (overhead + background) / (train_s + overhead + background),
-    }
-
-
-def overhead_run(cfg: ExperimentConfig, steps: int, ms_per_step: float, log=print) -> dict:
-    """Train ``steps`` steps through run_experiment itself (random tokens, the config's intervals) and split
-    its wallclock into training (steps x the benchmark's ms/step), startup and overhead."""
-    from cs336_basics.basics.trainer import run_experiment
-
-    # Random tokens cannot be learned: switch the divergence rule off (a "stall" would stop the run early).
-    never = {
-        "divergence_explode_factor": 1e9,
-        "divergence_rebound_margin": 1e9,
-        "divergence_stall_fraction": 1e9,
-        "divergence_stall_margin": 1e9,
-    }
-    never = {k: v for k, v in never.items() if hasattr(cfg, k)}
-    run_cfg = dataclasses.replace(cfg, max_steps=steps, target_val_loss=None, **never)
-    train, val = random_tokens(cfg, cfg.seed), random_tokens(cfg, cfg.seed + 1, windows=cfg.eval_batches + 4)
-    with tempfile.TemporaryDirectory(prefix="cs336-bench-run-") as tmp:
-        log(f"  overhead run: run_experiment for {steps} steps into a temporary directory...")
-        t0 = time.perf_counter()
-        summary = run_experiment(run_cfg, train, val, Path(tmp) / "run", resume="never", progress=False)
-        total_s = time.perf_counter() - t0
-        import csv
-
-        with open(Path(tmp) / "run" / "metrics.csv") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("ms_per_step")]
-    loop_s = float(rows[-1]["wallclock_s"])
-    first = rows[0]
-    first_steps = int(first["step"])
-    train_startup_s = max(first_steps * (float(first["ms_per_step"]) - ms_per_step) / 1e3, 0.0)
-    train_s = steps * ms_per_step / 1e3
-    overhead_s = max(loop_s - train_s - train_startup_s, 0.0)
-    return {
-        "steps": steps,
-        "intervals": {k: getattr(cfg, k) for k in ("log_interval", "eval_interval", "checkpoint_interval")},
-        "call_s": total_s,
-        "loop_wallclock_s": loop_s,
-        "train_s_at_benchmark_rate": train_s,
-        "train_startup_s": train_startup_s,
-        "overhead_s": overhead_s,
-        "share_incl_eval_compile": overhead_s / max(loop_s - train_startup_s, 1e-9),
-        "status": summary.get("status"),
-        "summary_eval_s": summary.get("eval_s"),
-        "summary_checkpoint_s": summary.get("checkpoint_s"),
-        "logged_tokens_per_sec_median": statistics.median(
-            float(r["tokens_per_sec"]) for r in rows[1:] or rows
-        ),
-    }
-
-
-# ---- output --------------------------------------------------------------------------------------------
-def compile_cache_info() -> dict:
-    info: dict = {}
-    with contextlib.suppress(Exception):
-        import torch._inductor.config as inductor_config
-        from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-        info["fx_graph_cache"] = inductor_config.fx_graph_cache
-        info["cache_dir"] = cache_dir()
-    with contextlib.suppress(Exception):
-        import torch._functorch.config as functorch_config
-
-        info["autograd_cache"] = functorch_config.enable_autograd_cache
-    return info
-
-
-def _fmt_bytes(n: int | None) -> str:
-    return "-" if not n else f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
-def format_table(rows: list[dict], skipped: list[dict]) -> str:
-    head = f"{'variant':<22} {'precision':<9} {'compile':<7} {'tokens/s':>11} {'ms/step':>9} {'MFU':>7} {'peak mem':>10} {'vs plain':>9} {'startup':>8}"
+def format_table(rows: list[dict]) -> str:
+    head = f"{'loop':<8} {'precision':<9} {'compile':<7} {'batch':>5} {'kernels':<9} {'tokens/s':>10} {'ms/step':>9} {'MFU':>6} {'step mem':>10} {'vs plain':>8} {'startup':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        mfu_s = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-        ratio = "-" if r.get("vs_plain") is None else f"{r['vs_plain']:.3f}x"
+        mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        ratio = "-" if r["vs_plain"] is None else f"{r['vs_plain']:.3f}x"
         lines.append(
-            f"{r['variant']:<22} {r['precision']:<9} {'on' if r['compile'] else 'off':<7} {r['tokens_per_sec']:>11,.0f}"
-            f" {r['ms_per_step']:>9.1f} {mfu_s:>7} {_fmt_bytes(r['peak_memory_bytes']):>10} {ratio:>9} {r['startup_s']:>7.1f}s"
+            f"{r['loop']:<8} {r['precision']:<9} {'on' if r['compile'] else 'off':<7} {r['batch_size']:>5} {r['kernels']:<9} "
+            f"{r['tokens_per_sec']:>10,.0f} {r['ms_per_step']:>9.1f} {mfu:>6} {_mib(r['memory_bytes']):>10} {ratio:>8} {r['startup_s']:>7.1f}s"
         )
-    for s in skipped:
-        lines.append(f"{s['variant']:<22} skipped: {s['reason']}")
     return "\n".join(lines)
 
 
+def _choices(kind, allowed=None):
+    def parse(text: str) -> list:
+        values = [kind(s.strip()) for s in text.split(",") if s.strip()]
+        bad = [x for x in values if allowed and x not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected a comma-separated list of {', '.join(allowed or ['integers'])}"
+            )
+        return values
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(
         prog="cs336-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
+    p.add_argument(
         "--preset", default=None, choices=list(PRESETS), help="default: full on CUDA, low-resource elsewhere"
     )
-    parser.add_argument(
-        "--steps", type=int, default=None, help="timed steps per round (default 20 CUDA, 3 CPU)"
+    p.add_argument(
+        "--precision",
+        dest="precisions",
+        type=_choices(str, PRECISIONS),
+        default=["auto"],
+        help="comma list of auto (run_experiment's choice), fp32, tf32 (CUDA), bf16; default auto",
     )
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5 CUDA, 2 CPU)")
-    parser.add_argument(
-        "--rounds", type=int, default=1, help="timed rounds, round-robin over variants; median"
+    p.add_argument(
+        "--compile",
+        dest="compiles",
+        type=_choices(str, COMPILE),
+        default=["auto"],
+        help="comma list of auto, on, off; default auto",
     )
-    parser.add_argument("--variants", default=None, help="comma-separated subset (auto always runs first)")
-    parser.add_argument("--list-variants", action="store_true", help="list the variants and exit")
-    parser.add_argument("--measure-peak", action="store_true", help="time a large matmul for the MFU peak")
-    parser.add_argument("--breakdown-steps", type=int, default=None, help="instrumented steps (0 = none)")
-    parser.add_argument("--sync-check", action="store_true", help="CUDA: report host syncs in the hot loop")
-    parser.add_argument("--overhead", action="store_true", help="measure eval/checkpoint/log cost and share")
-    parser.add_argument("--overhead-run", type=int, default=0, metavar="N", help="run_experiment for N steps")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here (atomically)")
-    add_config_arguments(parser)
-    return parser
+    p.add_argument(
+        "--batch-size",
+        dest="batch_sizes",
+        type=_choices(int),
+        default=None,
+        help="comma list of batch sizes; default the preset's",
+    )
+    p.add_argument(
+        "--kernels",
+        dest="kernel_list",
+        type=_choices(str, KERNELS),
+        default=None,
+        help="package kernels, comma list of fast, reference; default the config's",
+    )
+    p.add_argument("--no-plain", action="store_true", help="skip the plain-PyTorch baseline")
+    p.add_argument(
+        "--steps", type=int, default=None, help="timed steps per round (default 20 on CUDA, 3 elsewhere)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="warm-up steps per variant, compile included (default 5 CUDA, 2 elsewhere)",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="alternating timed rounds; rows report medians (default 3)"
+    )
+    p.add_argument(
+        "--memory", action="store_true", help="CPU: a step's peak RSS per variant, each in a fresh process"
+    )
+    p.add_argument(
+        "--run",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also train N steps through run_experiment: eval/checkpoint/log share",
+    )
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    add_config_arguments(p, skip=("dtype", "tf32", "compile", "batch_size", "kernels"))
+    return p
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.list_variants:
-        for v in VARIANTS.values():
-            print(f"{v.name:<22} {v.description}")
-        return 0
     overrides = config_overrides(args)
     device = resolve_device(overrides.get("device", "auto"))
-    preset = args.preset or ("full" if device.type == "cuda" else "low-resource")
-    cfg = _create_config(preset, **overrides).resolved()
     cuda = device.type == "cuda"
+    base = create_experiment_config(args.preset or ("full" if cuda else "low-resource"), **overrides)
+    base.resolved()  # validates
     steps = args.steps if args.steps is not None else (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
-    breakdown_steps = (
-        args.breakdown_steps if args.breakdown_steps is not None else min(steps, 5 if cuda else 1)
-    )
-    for flag, value, low in (("--steps", steps, 1), ("--warmup", warmup, 0), ("--rounds", args.rounds, 1)):
+    for flag, value, low in (
+        ("--steps", steps, 1),
+        ("--warmup", warmup, 0),
+        ("--rounds", args.rounds, 1),
+        ("--run", args.run, 0),
+    ):
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
-    names = parse_variants(args.variants, device)
-
-    # What run_experiment would choose for this config and device (device, precision, compile, TF32).
-    auto = setup_runtime(cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens)
-    peaks = Peaks(auto, args.measure_peak)
+    kernels = args.kernel_list or [getattr(base, "kernels", "fast")]
+    points = list(itertools.product(args.precisions, args.compiles, args.batch_sizes or [base.batch_size]))
+    variants = [Variant("package", p, c, b, k) for p, c, b in points for k in kernels]
+    variants += [] if args.no_plain else [Variant("plain", p, c, b) for p, c, b in points]
+    load = os.getloadavg()
+    print(
+        f"cs336-bench: preset {base.preset} | {base.num_layers} layers d_model {base.d_model} d_ff {base.d_ff} "
+        f"vocab {base.vocab_size} context {base.context_length} | {warmup} warm-up + {args.rounds} x {steps} steps "
+        f"| {device} ({torch.cuda.get_device_name(device) if cuda else _cpu_model()}), {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__} | load {load[0]:.1f}"
+    )
+    rows, skipped, extras = benchmark(
+        base, variants, steps=steps, warmup=warmup, rounds=args.rounds, memory=args.memory
+    )
     report = {
-        "device": auto.device_name() if auto.device.type != "cpu" else _cpu_model(),
-        "device_type": auto.device.type,
+        "device": torch.cuda.get_device_name(device) if cuda else _cpu_model(),
         "torch": torch.__version__,
-        "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "config": cfg.to_dict(),
-        "runtime": auto.as_dict(),
-        "steps": steps,
-        "warmup": warmup,
-        "rounds": args.rounds,
-        "flops_per_token": config_flops_per_token(cfg),
-        "results": [],
-        "skipped": [],
+        "load_average": [load, os.getloadavg()],
+        "config": base.to_dict(),
+        **{"steps": steps, "warmup": warmup, "rounds": args.rounds},
+        "rows": rows,
+        "skipped": skipped,
+        **extras,
     }
-
-    def save(partial: bool = True) -> None:
-        if args.json is not None:
-            from cs336_basics.atomic import atomic_write_json
-
-            atomic_write_json(args.json, {**report, "partial": partial})
-
-    def on_row(rows, skipped):
-        report["results"], report["skipped"] = rows, skipped
-        save()
-
-    print(
-        f"cs336-bench: preset {preset} | {cfg.num_layers} layers d_model {cfg.d_model} d_ff {cfg.d_ff} | "
-        f"batch {cfg.batch_size} x context {cfg.context_length} = {cfg.tokens_per_step:,} tokens/step | "
-        f"{report['flops_per_token'] / 1e6:.1f} MFLOP/token"
-    )
-    print(f"auto runtime: {auto.banner()}")
-    for note in auto.notes:
-        print(f"  {note}")
-    print(
-        f"{warmup} warm-up + {steps} timed step(s) x {args.rounds} round(s) per variant; torch {torch.__version__}"
-    )
-
-    def after_first(runner: Runner, row: dict) -> None:
-        start = 10**6  # any step index: batches are a function of (seed, step)
-        if args.sync_check:
-            report["sync_check"] = sc = sync_check(runner, start, steps)
-            if sc["ran"]:
-                print(
-                    f"  sync check: {sc['host_syncs']} host synchronisation(s) in {sc['steps']} hot-loop steps"
-                )
-                for s in sc["sites"]:
-                    print(f"    {s['count']:>4} x {s['where']}: {s['message']}")
-            else:
-                print(f"  sync check: {sc['note']}")
-            save()
-        if args.overhead:
-            report["overhead"] = oh = measure_overhead(runner, cfg, row["ms_per_step"])
-            print(
-                f"  overhead at the preset's intervals (computed from measured costs): {100 * oh['share']:.2f}% "
-                f"({100 * oh['share_with_background_writes']:.2f}% counting background checkpoint writes) | "
-                f"eval {oh['eval_s']:.2f} s (first {oh['eval_first_s']:.2f} s), checkpoint "
-                f"{oh['ckpt_latest_foreground_s']:.3f} s + {oh['ckpt_latest_background_s']:.2f} s background, "
-                f"log step {1e3 * oh['log_step_s']:.2f} ms"
-            )
-            save()
-
-    rows, skipped, breakdown = benchmark(
-        cfg,
-        auto,
-        names,
-        steps=steps,
-        warmup=warmup,
-        rounds=args.rounds,
-        peaks=peaks,
-        breakdown_steps=breakdown_steps,
-        on_row=on_row,
-        after_first=after_first,
-    )
-    peaks.remeasure(rows, report["flops_per_token"])
-    report["results"], report["skipped"] = rows, skipped
-    report["breakdown_ms"] = breakdown
-    if any(r["compile"] for r in rows):
-        report["compile_cache"] = compile_cache_info()
     print()
-    print(format_table(rows, skipped))
-    peak_notes = sorted({f"{r['precision']}: {r['peak_source']}" for r in rows})
-    print("MFU peaks: " + "; ".join(peak_notes))
-    auto_row = rows[0]
-    if auto_row.get("vs_plain") is not None:
-        report["package_vs_plain"] = auto_row["vs_plain"]
+    print(format_table(rows))
+    for s in skipped:
+        print(f"skipped {s}")
+    sc = extras.get("sync_check")
+    if sc is not None:
         print(
-            f"package (run_experiment path) / plain loop ({auto_row['plain_reference']}), same precision and "
-            f"compile: {auto_row['vs_plain']:.3f}x"
-            + (
-                f" (median of per-round ratios {auto_row['vs_plain_paired']:.3f}x)"
-                if args.rounds > 1 and auto_row.get("vs_plain_paired")
-                else ""
-            )
+            f"host syncs outside log steps: {sc if isinstance(sc, str) else sc['host_syncs']} in {steps} steps"
         )
-    if breakdown:
+        for site, n in ({} if isinstance(sc, str) else sc["sites"]).items():
+            print(f"  {n:>4} x {site}")
+    if extras.get("breakdown_ms"):
         print(
-            "instrumented pass (synchronised between phases, so slower than the timed loop), ms/step: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in breakdown.items())
+            "step breakdown (first package row, synchronised per phase), ms: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in extras["breakdown_ms"].items())
         )
-    save()
-    if args.overhead_run:
-        _dynamo_reset()
-        run = overhead_run(cfg, args.overhead_run, auto_row["ms_per_step"])
-        if "overhead" in report:  # the first evaluation's compile is startup, measured by --overhead
-            eval_compile = report["overhead"]["eval_startup_s"]
-            run["eval_startup_s_from_overhead"] = eval_compile
-            run["share"] = max(run["overhead_s"] - eval_compile, 0.0) / max(
-                run["loop_wallclock_s"] - run["train_startup_s"] - eval_compile, 1e-9
-            )
-        report["overhead_run"] = run
+    if args.run:
+        print(f"run_experiment for {args.run} steps at the preset's intervals...")
+        report["run"] = run = run_share(base, args.run, random_tokens(base.vocab_size, 1 << 20, base.seed))
         print(
-            f"overhead run ({run['steps']} steps through run_experiment): {100 * run['share_incl_eval_compile']:.2f}% "
-            f"of the loop's wallclock (incl. the first eval's compile); training startup {run['train_startup_s']:.1f} s"
-            + (f"; {100 * run['share']:.2f}% without the eval compile" if "share" in run else "")
+            f"  eval + checkpoint + log: {100 * run['share']:.1f}% of {run['wallclock_s']:.1f} s (eval {run['eval_s']:.1f} s, checkpoint {run['checkpoint_s']:.2f} s)"
         )
-    save(partial=False)
+    print(f"load average {os.getloadavg()[0]:.1f} (was {load[0]:.1f})")
     if args.json is not None:
+        from cs336_basics.atomic import atomic_write_json
+
+        atomic_write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 
