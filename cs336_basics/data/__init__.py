@@ -1,10 +1,11 @@
 """Text -> tokenizer -> token files (``np.memmap``) for TinyStories, a synthetic demo corpus, or any .txt.
 
-Public API: ``prepare_dataset``, ``PreparedDataset``, ``load_token_file``, ``Tokenizer``,
-``generate_demo_corpus``, plus the single steps ``download_tinystories``, ``train_tokenizer`` and
-``encode_file``. Command line: ``cs336-data --help``.
+Public API: ``prepare_dataset``, ``PreparedDataset``, ``load_token_file``, ``Tokenizer``, ``train_bpe``
+(CS336's from-scratch trainer), ``generate_demo_corpus``, plus the single steps ``download_tinystories``,
+``train_tokenizer`` and ``encode_file``. Command line: ``cs336-data --help``.
 """
 
+from cs336_basics.data.bpe import train_bpe
 from cs336_basics.data.chunking import EOT
 from cs336_basics.data.demo_corpus import generate_demo_corpus
 from cs336_basics.data.download import download_tinystories
@@ -23,5 +24,6 @@ __all__ = [
     "generate_demo_corpus",
     "load_token_file",
     "prepare_dataset",
+    "train_bpe",
     "train_tokenizer",
 ]
