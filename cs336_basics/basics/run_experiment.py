@@ -24,6 +24,7 @@ from cs336_basics.basics.config import (
 )
 from cs336_basics.basics.trainer import run_experiment as _run_experiment
 from cs336_basics.errors import cli_entry
+from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 
 run_experiment = _run_experiment  # the public name: cs336_basics.basics.run_experiment.run_experiment
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--fresh", action="store_true", help="move any existing run dir aside and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch jobs)")
     add_config_arguments(parser)
+    add_wandb_arguments(parser)
     return parser
 
 
@@ -88,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         if moved:
             print(f"moved the previous {out} to {moved}")
     summary = run_experiment(
-        config, out_dir=out, resume="must" if args.resume else "auto", progress=not args.no_progress
+        config,
+        out_dir=out,
+        resume="must" if args.resume else "auto",
+        progress=not args.no_progress,
+        wandb=wandb_options(args, tags=[f"lr={config.max_lr:g}"]),
     )
     print(
         json.dumps({k: summary.get(k) for k in ("status", "final_val_loss", "best_val_loss", "target_met")})

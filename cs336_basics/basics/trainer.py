@@ -594,7 +594,7 @@ def run_experiment(
     progress: bool = True,
     reference_loss: Callable[[int], float | None] | None = None,
     runtime: Runtime | None = None,
-    sink=None,
+    wandb: dict | None = None,
 ) -> dict:
     """Train one run into ``out_dir`` and return its summary (as in summary.json).
 
@@ -602,7 +602,7 @@ def run_experiment(
     dataset). ``resume``: "auto" continues from ``checkpoints/latest.pt`` if there is one (a finished or
     diverged run is not retrained), "never" starts over, "must" fails without a checkpoint.
     ``reference_loss(step)``: the best smoothed train loss of smaller learning rates at ``step`` (sweeps).
-    ``sink``: mirrors rows and summary elsewhere (``experiment_log.wandb_sink``).
+    ``wandb``: ``WandbSink.open`` arguments (project, entity, mode, group, tags) to mirror the run to W&B.
     """
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume must be auto, never or must, not {resume!r}")
@@ -623,10 +623,14 @@ def run_experiment(
         runtime = runtime or setup_runtime(
             cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens
         )
-        trainer = Trainer(
-            cfg, out_dir, runtime, data, progress=progress, reference_loss=reference_loss, sink=sink
-        )
+        trainer = Trainer(cfg, out_dir, runtime, data, progress=progress, reference_loss=reference_loss)
         trainer.run_info["derived_fields"] = derived
+        if wandb:
+            from cs336_basics.experiment_log.wandb_sink import WandbSink
+
+            trainer.tracker.sink = WandbSink.open(
+                out_dir, name=out_dir.name, config=trainer.run_info, **wandb
+            )
         resumed = resume != "never" and trainer.resume()
         if resume == "must" and not resumed:
             raise UserError(f"--resume given but there is no checkpoint at {trainer.latest}")
@@ -653,6 +657,8 @@ def run_experiment(
         finally:
             trainer.close()
             trainer.writer.wait(raise_error=False)
+            if trainer.tracker.sink is not None:
+                trainer.tracker.sink.finish()
         if progress:
             print_summary(summary, out_dir)
         return summary

@@ -248,3 +248,16 @@ def _summary_value(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def wandb_options(args: argparse.Namespace, *, tags=(), group: str | None = None) -> dict | None:
+    """The ``WandbSink.open`` arguments from the ``--wandb*`` flags, or None when W&B is not asked for."""
+    if not getattr(args, "wandb", None):
+        return None
+    return {
+        "project": args.wandb,
+        "entity": args.wandb_entity,
+        "mode": args.wandb_mode,
+        "group": group,
+        "tags": list(tags),
+    }
