@@ -14,6 +14,7 @@ from cs336_basics.basics.sharpness import (
     adam_preconditioner,
     measurement_model,
     preconditioned_sharpness,
+    sharpness_due,
     stability_threshold,
     top_hessian_eigenvalue,
 )
@@ -197,3 +198,18 @@ def test_no_state_is_an_error():
     model = TransformerLM(32, 8, 16, 1, 2, 16, 10_000.0)
     with pytest.raises(ValueError, match="first step"):
         adam_preconditioner(AdamW(model.parameters()))
+
+
+def test_sharpness_due_keeps_the_share():
+    """A simulated run: 1 s steps, 3 s measurements, 10% share, checked at every step."""
+    spent, elapsed, steps = 0.0, 0.0, []
+    for step in range(1, 601):
+        elapsed += 1.0
+        if sharpness_due(spent, elapsed, 0.1):
+            spent, elapsed = spent + 3.0, elapsed + 3.0
+            steps.append(step)
+        assert spent <= 0.1 * elapsed + 3.0  # never more than one measurement over the share
+    assert steps[0] == 1  # the first check measures: the curve starts at the start
+    assert 0.09 < spent / elapsed <= 0.1 + 3.0 / elapsed
+    assert {b - a for a, b in zip(steps, steps[1:])} <= {26, 27, 28}  # evenly spaced: 3 s / 0.1 - 3 s
+    assert not sharpness_due(0.0, 100.0, 0.0)  # share 0 = off
