@@ -1,0 +1,478 @@
+"""The plan before a sweep: what will run, how long it will take on this device, and whether the disk has room.
+
+``make_plan`` times a few real optimizer steps of the actual config (``TrainStep``, the trainer's own step, on
+random token batches of the run's shape; warm-up and compile excluded and counted apart), then derives the
+time per point, for the sweep and for the points bracketing may add, and the disk the checkpoints and data
+will take. It writes nothing under the sweep directory. ``format_plan`` turns it into the lines
+``lr-sweep --plan`` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cs336_basics.basics.config import MODEL_FIELDS, ExperimentConfig
+
+# Measured in TinyStoriesV2-GPT4 (Content-Length of the two files) and of our tokenizer: about 4 bytes of text
+# per token, i.e. uint16 token files half the size of the text (the demo corpus gives the same ratio).
+TINYSTORIES_TEXT_BYTES = 2_227_753_162 + 22_502_601
+TOKEN_BYTES_PER_TEXT_BYTE = 0.5
+DEMO_DATA_BYTES = 6_000_000  # text + tokens + tokenizer of the embedded demo corpus
+RUN_FILES_BYTES = 1_000_000  # metrics.csv, logs, plots, json files of one point (generous)
+# Fields that decide how fast one step runs (the learning rate does not): points equal in these are timed once.
+_SPEED_FIELDS = (*MODEL_FIELDS, "batch_size", "max_steps", "device", "dtype", "compile", "tf32", "kernels")
+
+
+@dataclass
+class Measurement:
+    """One short timing of a config on this device."""
+
+    banner: str  # device, precision, compile (Runtime.banner)
+    notes: list[str]
+    warmup_steps: int
+    timed_steps: int
+    step_s: float  # seconds per optimizer step, warm-up excluded
+    tokens_per_sec: float
+    warmup_s: float  # wallclock of the warm-up steps (compile included)
+    forward_s: float  # one eval batch (no-grad forward), measured
+    eval_warmup_s: float  # the first eval forward (compiles the eval graph when compiling)
+    params: int
+    model_bytes: int  # model state_dict tensors
+    optimizer_bytes: int  # AdamW state tensors
+    device_name: str = ""
+    device_type: str = "cpu"
+    dtype: str = "fp32"
+    tf32: bool = False
+    compiled: bool = False
+    expected_tokens_per_sec: float | None = None  # from the peak-FLOPs table (GPUs it knows)
+    expected_note: str | None = None
+
+    @property
+    def startup_s(self) -> float:
+        """One-off cost per point beyond its steps: compile warm-up of training and of the eval graph."""
+        return max(0.0, self.warmup_s - self.warmup_steps * self.step_s) + max(
+            0.0, self.eval_warmup_s - self.forward_s
+        )
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """latest.pt + final.pt (model + AdamW state) + best.pt (model only); see Trainer.checkpoint."""
+        return 2 * (self.model_bytes + self.optimizer_bytes) + self.model_bytes
+
+
+@dataclass
+class PointPlan:
+    name: str
+    lr: float
+    done: bool
+    steps: int
+    tokens: int
+    evals: int  # evaluations of eval_batches forward passes each
+    eval_batches: int
+    train_s: float
+    eval_s: float
+    startup_s: float
+    measurement: int  # index into Plan.measurements
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.done else self.train_s + self.eval_s + self.startup_s
+
+
+@dataclass
+class DiskNeed:
+    what: str
+    path: Path  # where it will be written
+    bytes: int
+
+
+@dataclass
+class DiskCheck:
+    """Free space on one filesystem against what will be written to it."""
+
+    mount: Path  # nearest existing parent of the paths
+    free: int
+    needed: int
+
+    @property
+    def ok(self) -> bool:
+        return self.needed <= self.free
+
+
+@dataclass
+class Plan:
+    out_dir: Path
+    points: list[PointPlan]
+    measurements: list[Measurement]
+    slots: int
+    extra_points: int
+    extra_point_s: float  # time of one point bracketing may add (same config as the grid's)
+    remaining_s: float  # the not-done points, scheduled on ``slots``
+    with_extra_s: float  # ... plus ``extra_points`` more
+    disk: list[DiskNeed] = field(default_factory=list)
+    disk_checks: list[DiskCheck] = field(default_factory=list)
+    extra_disk_bytes: int = 0  # checkpoints of the points bracketing may add (included in disk_checks)
+    measure_s: float = 0.0  # how long the plan itself took
+
+    @property
+    def disk_ok(self) -> bool:
+        return all(c.ok for c in self.disk_checks)
+
+
+# ---- measuring -----------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _tensor_bytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def measure_throughput(
+    cfg: ExperimentConfig, *, measure_steps: int = 5, warmup_steps: int | None = None, budget_s: float = 10.0
+) -> Measurement:
+    """Time ``TrainStep`` on random batches of ``cfg``'s shape: ``warmup_steps`` untimed (default 2 when
+    compiling, else 1: compile, allocator), then up to ``measure_steps`` timed (fewer once they pass
+    ``budget_s``, at least one), then the eval forward (after an untimed one when compiling)."""
+    from cs336_basics.basics.device import setup_runtime
+    from cs336_basics.basics.trainer import TrainStep
+
+    cfg = cfg.resolved()
+    runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens)
+    step = TrainStep(cfg, runtime)
+    device = runtime.device
+    if warmup_steps is None:
+        warmup_steps = 2 if runtime.compile else 1
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+    def batch():
+        xy = torch.randint(0, cfg.vocab_size, (2, cfg.batch_size, cfg.context_length), generator=gen)
+        return xy[0].to(device), xy[1].to(device)
+
+    start = time.perf_counter()
+    for it in range(warmup_steps):
+        loss, _, _ = step(it, *batch())
+    loss.item()  # sync: the warm-up's work is done before the clock starts
+    warmup_s = time.perf_counter() - start
+    batches = [batch(), batch()]
+    timed, start = 0, time.perf_counter()
+    while timed < measure_steps:
+        loss, _, _ = step(warmup_steps + timed, *batches[timed % 2])
+        timed += 1
+        if time.perf_counter() - start > budget_s:
+            break
+    loss.item()
+    _sync(device)
+    step_s = (time.perf_counter() - start) / timed
+
+    model = step.model
+    model.eval()
+    with torch.no_grad(), runtime.autocast():
+        start = time.perf_counter()
+        if runtime.compile:  # the first no-grad call compiles the eval graph: a one-off, timed apart
+            step.loss_fn(*batches[0]).item()
+        eval_warmup_s = time.perf_counter() - start
+        start = time.perf_counter()
+        step.loss_fn(*batches[1]).item()
+        forward_s = time.perf_counter() - start
+    model.train()
+
+    m = Measurement(
+        banner=runtime.banner(),
+        notes=list(runtime.notes),
+        warmup_steps=warmup_steps,
+        timed_steps=timed,
+        step_s=step_s,
+        tokens_per_sec=cfg.tokens_per_step / step_s,
+        warmup_s=warmup_s,
+        forward_s=forward_s,
+        eval_warmup_s=eval_warmup_s,
+        params=sum(p.numel() for p in model.parameters()),
+        model_bytes=_tensor_bytes(model.state_dict()),
+        optimizer_bytes=_tensor_bytes(step.optimizer.state_dict()["state"]),
+        device_name=runtime.device_name(),
+        device_type=device.type,
+        dtype=runtime.dtype,
+        tf32=runtime.tf32,
+        compiled=runtime.compile,
+    )
+    m.expected_tokens_per_sec, m.expected_note = expected_rate(cfg, m)
+    return m
+
+
+def expected_rate(cfg: ExperimentConfig, m: Measurement) -> tuple[float | None, str | None]:
+    """Tokens/s this card should reach (its dense peak x a realistic MFU / model FLOPs per token), if known.
+
+    Uses ``cs336_basics.basics.hardware`` when it has the pieces; otherwise says what is missing.
+    """
+    if m.device_type != "cuda":
+        return None, None
+    try:
+        from cs336_basics.basics import hardware
+    except ImportError:
+        return None, "no expected rate: cs336_basics.basics.hardware is not importable"
+    needed = ("peak_flops", "flops_per_token", "REALISTIC_MFU")
+    missing = [n for n in needed if not hasattr(hardware, n)]
+    if missing:
+        return None, f"no expected rate: hardware.py lacks {', '.join(missing)}"
+    precision = m.dtype if m.dtype != "fp32" else ("tf32" if m.tf32 else "fp32")
+    try:
+        peak = hardware.peak_flops(m.device_name, precision)
+        flops = hardware.flops_per_token(
+            vocab_size=cfg.vocab_size,
+            context_length=cfg.context_length,
+            d_model=cfg.d_model,
+            num_layers=cfg.num_layers,
+            d_ff=cfg.d_ff,
+        )
+    except (TypeError, ValueError) as err:  # the module's signatures changed under us
+        return None, f"no expected rate: hardware.py API mismatch ({err})"
+    if peak is None:
+        return None, f"no expected rate: {m.device_name!r} is not in hardware.py's peak table"
+    by_setup = getattr(hardware, "REALISTIC_MFU_BY_SETUP", {})
+    key = {"bf16": "cuda_bf16_compiled" if m.compiled else "cuda_bf16"}.get(precision, f"cuda_{precision}")
+    mfu = by_setup.get(key, hardware.REALISTIC_MFU)
+    return peak * mfu / flops, f"{peak / 1e12:.0f} TFLOP/s {precision} peak x {mfu:.0%} realistic MFU"
+
+
+# ---- disk ----------------------------------------------------------------------------------------------
+def nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def data_needs(cfg: ExperimentConfig) -> list[DiskNeed]:
+    """What preparing ``cfg``'s data will still write (nothing if its token files exist)."""
+    if cfg.train_data and cfg.val_data and Path(cfg.train_data).exists() and Path(cfg.val_data).exists():
+        return []
+    from cs336_basics.data.prepare import resolve_dataset
+
+    spec = resolve_dataset(cfg.dataset)
+    directory = spec.directory(cfg.data_dir)
+    tokens_ready = (directory / "train.npy").exists() and (directory / "valid.npy").exists()
+    if spec.kind == "demo":
+        return (
+            []
+            if tokens_ready
+            else [DiskNeed("demo data (text, tokenizer, tokens)", directory, DEMO_DATA_BYTES)]
+        )
+    needs = []
+    if spec.kind == "tinystories":
+        text_bytes = TINYSTORIES_TEXT_BYTES
+        if not (directory / "TinyStoriesV2-GPT4-train.txt").exists():
+            needs.append(DiskNeed("TinyStories text (download)", directory, TINYSTORIES_TEXT_BYTES))
+    else:
+        assert spec.source is not None
+        text_bytes = spec.source.stat().st_size
+    if not tokens_ready:
+        needs.append(DiskNeed("token files (uint16)", directory, int(text_bytes * TOKEN_BYTES_PER_TEXT_BYTE)))
+    return needs
+
+
+def check_disk(needs: list[DiskNeed]) -> list[DiskCheck]:
+    """Group ``needs`` by filesystem (nearest existing parent's device) and compare with its free space."""
+    by_device: dict[int, DiskCheck] = {}
+    for need in needs:
+        anchor = nearest_existing(need.path)
+        dev = anchor.stat().st_dev
+        if dev not in by_device:
+            by_device[dev] = DiskCheck(anchor, shutil.disk_usage(anchor).free, 0)
+        by_device[dev].needed += need.bytes
+    return list(by_device.values())
+
+
+# ---- the plan ------------------------------------------------------------------------------------------
+def _speed_key(cfg: ExperimentConfig) -> tuple:
+    fields = {f.name for f in dataclasses.fields(cfg)}  # "kernels" only where the config has that field
+    return tuple(getattr(cfg, f) for f in _SPEED_FIELDS if f in fields)
+
+
+def _evals(cfg: ExperimentConfig) -> int:
+    """Evaluations in a run: every eval_interval steps, and at the last step (see the trainer's loop)."""
+    return cfg.max_steps // cfg.eval_interval + (1 if cfg.max_steps % cfg.eval_interval else 0)
+
+
+def schedule(durations: list[float], slots: int) -> float:
+    """Wallclock of running ``durations`` on ``slots`` parallel slots, each point to the first free slot."""
+    finish = [0.0] * max(1, slots)
+    for d in durations:
+        heapq.heapreplace(finish, finish[0] + d)
+    return max(finish)
+
+
+def make_plan(
+    points: list[tuple[str, ExperimentConfig]],
+    out_dir: str | os.PathLike,
+    *,
+    done: set[str],
+    extra_points: int,
+    slots: int = 1,
+    measure_steps: int = 5,
+    warmup_steps: int | None = None,
+    budget_s: float = 10.0,
+) -> Plan:
+    """The plan for ``points`` ((run name, config); the sweep's lr grid and those already added), ``done`` the
+    names already finished, ``extra_points`` the most bracketing may add, ``slots`` points run at once (each
+    at the measured rate: one point per GPU; ``--concurrent`` on one device shares it). Writes nothing."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    measurements: list[Measurement] = []
+    by_key: dict[tuple, int] = {}
+    plans = []
+    for name, cfg in points:
+        cfg = cfg.resolved()
+        is_done = name in done
+        key = _speed_key(cfg)
+        if key not in by_key and not (is_done and extra_points == 0):
+            by_key[key] = len(measurements)
+            measurements.append(
+                measure_throughput(
+                    cfg, measure_steps=measure_steps, warmup_steps=warmup_steps, budget_s=budget_s
+                )
+            )
+        idx = by_key.get(key, -1)
+        m = measurements[idx] if idx >= 0 else None
+        evals = _evals(cfg)
+        plans.append(
+            PointPlan(
+                name=name,
+                lr=cfg.max_lr,
+                done=is_done,
+                steps=cfg.max_steps,
+                tokens=cfg.total_tokens,
+                evals=evals,
+                eval_batches=cfg.eval_batches,
+                train_s=cfg.max_steps * m.step_s if m else 0.0,
+                eval_s=evals * cfg.eval_batches * m.forward_s if m else 0.0,
+                startup_s=m.startup_s if m else 0.0,
+                measurement=idx,
+            )
+        )
+    todo = [p.seconds for p in plans if not p.done]
+    # A point bracketing adds is the sweep's config at another learning rate: time it like the last grid point.
+    extra_point_s = (plans[-1].train_s + plans[-1].eval_s + plans[-1].startup_s) if plans else 0.0
+
+    disk = []
+    for p in plans:
+        if not p.done and p.measurement >= 0:
+            m = measurements[p.measurement]
+            disk.append(
+                DiskNeed(f"{p.name} checkpoints", out_dir / p.name, m.checkpoint_bytes + RUN_FILES_BYTES)
+            )
+    if points:
+        disk.extend(data_needs(points[0][1]))
+    extra_disk = 0
+    if extra_points and plans and plans[-1].measurement >= 0:
+        extra_disk = extra_points * (measurements[plans[-1].measurement].checkpoint_bytes + RUN_FILES_BYTES)
+    checks = check_disk([*disk, DiskNeed("bracketing points", out_dir, extra_disk)] if extra_disk else disk)
+    return Plan(
+        out_dir=out_dir,
+        points=plans,
+        measurements=measurements,
+        slots=slots,
+        extra_points=extra_points,
+        extra_point_s=extra_point_s,
+        remaining_s=schedule(todo, slots) if todo else 0.0,
+        with_extra_s=schedule(todo + [extra_point_s] * extra_points, slots) if todo or extra_points else 0.0,
+        disk=disk,
+        disk_checks=checks,
+        extra_disk_bytes=extra_disk,
+        measure_s=time.perf_counter() - started,
+    )
+
+
+# ---- output --------------------------------------------------------------------------------------------
+def duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as the lines printed before a sweep (and by ``lr-sweep --plan``)."""
+    n_done = sum(p.done for p in plan.points)
+    lines = [
+        f"plan for {plan.out_dir}: {len(plan.points)} point(s), {n_done} already done"
+        + (f"; bracketing may add up to {plan.extra_points}" if plan.extra_points else "")
+    ]
+    for i, m in enumerate(plan.measurements):
+        tag = f"config {i + 1}: " if len(plan.measurements) > 1 else ""
+        lines.append(f"  {tag}{m.banner}")
+        lines.extend(f"    {note}" for note in m.notes)
+        lines.append(
+            f"  {tag}measured {m.tokens_per_sec:,.0f} tokens/s ({1e3 * m.step_s:.1f} ms/step) over "
+            f"{m.timed_steps} timed step(s) after {m.warmup_steps} warm-up step(s) ({duration(m.warmup_s)}); "
+            f"eval {1e3 * m.forward_s:.1f} ms per batch (measured forward); {m.params / 1e6:.2f}M parameters"
+        )
+        if m.expected_tokens_per_sec:
+            ratio = m.tokens_per_sec / m.expected_tokens_per_sec
+            verdict = "as expected" if ratio >= 0.7 else "SLOWER than this card should be: check the set-up"
+            lines.append(
+                f"  {tag}expected on {m.device_name}: {m.expected_tokens_per_sec:,.0f} tokens/s "
+                f"({m.expected_note}); measured/expected = {ratio:.2f} ({verdict})"
+            )
+        elif m.expected_note:
+            lines.append(f"  {tag}{m.expected_note}")
+    for p in plan.points:
+        if p.done:
+            lines.append(f"  {p.name:<14} done")
+            continue
+        lines.append(
+            f"  {p.name:<14} {p.tokens / 1e6:,.2f}M tokens ({p.steps} steps): {duration(p.seconds)} = train "
+            f"{duration(p.train_s)} + eval {duration(p.eval_s)} ({p.evals} x {p.eval_batches} batches)"
+            + (f" + warm-up {duration(p.startup_s)}" if p.startup_s >= 0.05 else "")
+        )
+    slots = f" on {plan.slots} slots at once" if plan.slots > 1 else ""
+    sweep = f"  sweep: {duration(plan.remaining_s)} for the {sum(not p.done for p in plan.points)} point(s) to run{slots}"
+    if plan.extra_points:
+        sweep += (
+            f"; up to {duration(plan.with_extra_s)} if bracketing adds {plan.extra_points} "
+            f"({duration(plan.extra_point_s)} each; diverging points stop early)"
+        )
+    lines.append(sweep)
+    for need in plan.disk:
+        lines.append(f"  disk: {need.what}: {size(need.bytes)} in {need.path}")
+    if plan.extra_disk_bytes:
+        lines.append(f"  disk: checkpoints of the bracketing points: up to {size(plan.extra_disk_bytes)}")
+    for c in plan.disk_checks:
+        if c.ok:
+            lines.append(f"  disk: {size(c.needed)} needed, {size(c.free)} free under {c.mount}: ok")
+        else:
+            lines.append(
+                f"  disk: NOT ENOUGH ROOM under {c.mount}: {size(c.needed)} needed, {size(c.free)} free; "
+                "free some space or choose another --out / --data-dir"
+            )
+    lines.append(f"  (planned in {duration(plan.measure_s)})")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""The sweep plan: a real (tiny) measurement, consistent arithmetic, no files written, a full disk reported."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from cs336_basics.assignment_experiments.lr_sweep.plan import (
+    DEMO_DATA_BYTES,
+    DiskNeed,
+    check_disk,
+    format_plan,
+    make_plan,
+    schedule,
+)
+from cs336_basics.basics.config import ExperimentConfig
+
+
+def tiny(tmp_path: Path, **overrides) -> ExperimentConfig:
+    values = dict(
+        preset="demo",
+        dataset="demo",
+        data_dir=str(tmp_path / "data"),
+        vocab_size=64,
+        context_length=16,
+        d_model=16,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        batch_size=2,
+        max_steps=40,
+        eval_interval=10,
+        eval_batches=2,
+        log_interval=10,
+        checkpoint_interval=20,
+        device="cpu",
+        dtype="fp32",
+        compile="off",
+    )
+    return ExperimentConfig(**{**values, **overrides}).resolved()
+
+
+def points(tmp_path: Path, lrs=(1e-3, 3e-3)) -> list[tuple[str, ExperimentConfig]]:
+    base = tiny(tmp_path)
+    return [(f"lr_{lr:g}", dataclasses.replace(base, max_lr=lr, min_lr=0.1 * lr)) for lr in lrs]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else ["<absent>"]
+
+
+def test_plan_writes_nothing_and_is_consistent(tmp_path):
+    out = tmp_path / "sweep"
+    pts = points(tmp_path)
+    two = make_plan(pts, out, done=set(), extra_points=0, measure_steps=3)
+    assert not out.exists() and not (tmp_path / "data").exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    make_plan(pts[:1], out, done=set(), extra_points=0, measure_steps=2)
+    assert tree(out) == ["keep.txt"]
+
+    assert len(two.measurements) == 1  # the points differ only in learning rate: timed once
+    m = two.measurements[0]
+    assert m.timed_steps == 3 and m.warmup_steps == 1 and m.step_s > 0 and m.forward_s > 0
+    assert m.tokens_per_sec == pytest.approx(2 * 16 / m.step_s)
+    # Checkpoint sizes against the model itself: fp32 weights, AdamW's two moments per parameter.
+    n = m.params
+    assert m.model_bytes == 4 * n and m.optimizer_bytes == pytest.approx(8 * n, rel=0.01)
+    assert m.checkpoint_bytes == pytest.approx(28 * n, rel=0.01)
+
+    p = two.points[0]
+    assert p.evals == 4 and p.tokens == 40 * 32
+    assert p.train_s == pytest.approx(40 * m.step_s) and p.eval_s == pytest.approx(4 * 2 * m.forward_s)
+    assert p.seconds > 0 and two.remaining_s == pytest.approx(2 * p.seconds)
+    on_two_slots = dataclasses.replace(two, slots=2)
+    assert schedule([pt.seconds for pt in on_two_slots.points], 2) == pytest.approx(p.seconds)
+    assert "1 warm-up step" in format_plan(two) and "3 timed step(s)" in format_plan(two)
+
+
+def test_done_points_excluded_and_extra_points_counted(tmp_path):
+    pts = points(tmp_path, (1e-3, 3e-3, 1e-2))
+    plan = make_plan(pts, tmp_path / "sweep", done={"lr_0.001"}, extra_points=2, measure_steps=2)
+    per_point = plan.points[1].seconds
+    assert plan.points[0].done and plan.points[0].seconds == 0
+    assert plan.remaining_s == pytest.approx(2 * per_point)
+    assert plan.with_extra_s == pytest.approx(4 * per_point)
+    text = format_plan(plan)
+    assert "lr_0.001       done" in text and "1 already done" in text and "bracketing adds 2" in text
+    # Disk: checkpoints of the two points to run (not the done one), the bracketing points, and the demo data.
+    assert [d.what for d in plan.disk] == [
+        "lr_0.003 checkpoints",
+        "lr_0.01 checkpoints",
+        "demo data (text, tokenizer, tokens)",
+    ]
+    assert plan.disk[-1].bytes == DEMO_DATA_BYTES and plan.disk_ok
+
+
+def test_schedule_on_slots():
+    assert schedule([3.0, 1.0, 1.0, 1.0], 2) == 3.0
+    assert schedule([2.0, 2.0, 2.0], 1) == 6.0
+    assert schedule([2.0, 2.0, 2.0], 3) == 2.0
+
+
+def test_disk_check_against_statvfs(tmp_path):
+    free = shutil.disk_usage(tmp_path).free
+    os_free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    [fits] = check_disk([DiskNeed("a", tmp_path / "not" / "yet", 10), DiskNeed("b", tmp_path, 5)])
+    assert fits.ok and fits.needed == 15 and abs(fits.free - os_free) < 1 << 24
+    [full] = check_disk([DiskNeed("huge", tmp_path / "x", free + (1 << 30))])
+    assert not full.ok and full.mount == tmp_path
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A real 64 KiB filesystem (tmpfs), if this machine lets us mount one (root on Linux)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_tiny_out_filesystem_reported(tmp_path, tiny_fs):
+    out = tiny_fs / "sweep"
+    plan = make_plan(points(tmp_path)[:1], out, done=set(), extra_points=0, measure_steps=1)
+    assert not plan.disk_ok and not out.exists()
+    [small] = [c for c in plan.disk_checks if c.mount == tiny_fs]
+    assert small.free <= 64 * 1024 < small.needed
+    assert f"NOT ENOUGH ROOM under {tiny_fs}" in format_plan(plan)
