@@ -1,130 +1,91 @@
-"""cs336-bench: the JSON it writes, its MFU arithmetic, and that its plain-loop baseline trains like TrainStep."""
+"""cs336-bench: the CLI runs and prints its table, its ratio and MFU arithmetic, and that the plain-PyTorch
+baseline computes the same model as the package (so the two loops time the same work)."""
 
 from __future__ import annotations
 
 import json
-import math
+import types
 
 import pytest
 import torch
 
 from cs336_basics.basics import bench
-from cs336_basics.basics.config import create_experiment_config
-from cs336_basics.basics.device import Runtime
-from cs336_basics.basics.hardware import peak_flops
-from cs336_basics.basics.trainer import TrainStep
-from cs336_basics.errors import UserError
+from cs336_basics.basics.kernels import fast_cross_entropy
+from cs336_basics.basics.model import TransformerLM
 from tests.conftest import tiny_config
 
-TINY_FLAGS = [
-    "--preset",
-    "demo",
-    "--device",
-    "cpu",
-    "--dtype",
-    "fp32",
-    "--compile",
-    "off",
-    "--vocab-size",
-    "64",
-    "--context-length",
-    "16",
-    "--d-model",
-    "32",
-    "--d-ff",
-    "64",
-    "--num-layers",
-    "1",
-    "--num-heads",
-    "2",
-    "--batch-size",
-    "4",
-]
+TINY = "--preset demo --device cpu --vocab-size 64 --context-length 16 --d-model 32 --d-ff 64 --num-layers 1 --num-heads 2"
 
 
-def test_two_steps_on_cpu_write_the_json(tmp_path, capsys):
+def test_cli_prints_the_table_and_writes_the_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = [*TINY_FLAGS, "--steps", "2", "--warmup", "1", "--variants", "plain,tf32,naive-attention"]
-    assert bench.main([*args, "--json", str(out)]) == 0
+    argv = [*TINY.split(), "--precision", "fp32,tf32", "--compile", "off", "--batch-size", "4"]
+    assert bench.main([*argv, "--steps", "2", "--warmup", "1", "--rounds", "2", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tokens/s" in printed and "vs plain" in printed and "host syncs outside log steps: n/a" in printed
     report = json.loads(out.read_text())
-    assert report["partial"] is False
-    for key in ("device", "torch", "config", "results"):
-        assert key in report
-    assert report["torch"] == torch.__version__
-    assert report["config"]["d_model"] == 32 and report["config"]["batch_size"] == 4
-    first = report["results"][0]
-    # The first result is run_experiment's own path: setup_runtime's choices, TrainStep, BatchLoader.
-    assert first["variant"] == "auto" and first["loop"] == "package"
-    assert (first["precision"], first["compile"]) == ("fp32", False)
-    assert [r["variant"] for r in report["results"]] == ["auto", "plain", "naive-attention"]
-    for r in report["results"]:
-        assert r["tokens_per_sec"] > 0 and r["ms_per_step"] > 0
-        assert math.isclose(r["tokens_per_sec"] * r["ms_per_step"] / 1e3, 4 * 16, rel_tol=1e-9)
-        assert r["mfu"] is None  # no peak on CPU without --measure-peak
-    assert report["results"][0]["vs_plain"] == pytest.approx(report["package_vs_plain"])
-    assert report["skipped"] == [
-        {"variant": "tf32", "reason": bench.skip_reason(bench.VARIANTS["tf32"], torch.device("cpu"))}
+    package, plain = report["rows"]
+    assert (package["loop"], plain["loop"]) == ("package", "plain")
+    for r in report["rows"]:
+        assert (r["precision"], r["compile"], r["batch_size"]) == ("fp32", False, 4)
+        assert len(r["rounds_tokens_per_sec"]) == 2
+        assert r["tokens_per_sec"] * r["ms_per_step"] / 1e3 == pytest.approx(4 * 16)
+        assert r["mfu"] is None  # no dense peak is known for a CPU
+    assert package["vs_plain"] == pytest.approx(
+        bench.paired_ratio(package["rounds_tokens_per_sec"], plain["rounds_tokens_per_sec"])
+    )
+    assert plain["vs_plain"] is None
+    assert len(report["skipped"]) == 2 and all("tf32" in s for s in report["skipped"])  # no TF32 on a CPU
+    assert set(report["breakdown_ms"]) == {"data_wait", "forward", "backward+clip", "optimizer"}
+
+
+def test_overhead_run_is_gone():
+    with pytest.raises(SystemExit) as exc:
+        bench.main([*TINY.split(), "--overhead-run", "10"])
+    assert exc.value.code == 2  # argparse: unrecognized argument
+
+
+def test_ratios_pair_rounds_and_settings():
+    assert bench.paired_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 3.0]) == 2.0  # median of 2, 4, 2
+    row = dict(precision="fp32", compile=False, batch_size=8)
+    rows = [
+        {**row, "loop": "package", "rounds_tokens_per_sec": [9.0, 10.0, 12.0]},
+        {**row, "loop": "plain", "rounds_tokens_per_sec": [10.0, 10.0, 10.0]},
+        {**row, "loop": "package", "batch_size": 16, "rounds_tokens_per_sec": [1.0]},  # no plain at batch 16
     ]
-    assert set(report["breakdown_ms"]) >= {"data_wait", "forward", "backward", "optimizer"}
-    assert "auto" in capsys.readouterr().out
+    bench.add_plain_ratios(rows)
+    assert [r["vs_plain"] for r in rows] == [pytest.approx(1.0), None, None]
 
 
-def test_unknown_variant_is_a_user_error():
-    with pytest.raises(UserError, match="unknown variant"):
-        bench.parse_variants("auto,fp64", torch.device("cpu"))
-    assert bench.parse_variants("plain,auto,plain", torch.device("cpu")) == ["auto", "plain"]
+def test_mfu_against_hand_computation():
+    cfg = tiny_config(vocab_size=100, d_model=16, d_ff=48, num_layers=2, context_length=8).resolved()
+    n = 2 * (4 * 16 * 16 + 3 * 16 * 48 + 2 * 16) + 16 + 16 * 100  # non-embedding parameters, LM head included
+    flops = 6 * n + 12 * 2 * 16 * 8  # per token: 6N plus the attention scores and values
+    h100 = types.SimpleNamespace(device_name=lambda: "NVIDIA H100 80GB HBM3", dtype="bf16", tf32=True)
+    row = bench.throughput_row(cfg, h100, steps=10, seconds=2.0)
+    tokens_per_sec = 10 * cfg.batch_size * 8 / 2.0
+    assert row["tokens_per_sec"] == pytest.approx(tokens_per_sec)
+    assert row["ms_per_step"] == pytest.approx(200.0)
+    assert row["mfu"] == pytest.approx(tokens_per_sec * flops / 989.4e12)  # H100 SXM dense bf16
+    cpu = types.SimpleNamespace(device_name=lambda: "Intel(R) Xeon(R) Processor", dtype="fp32", tf32=False)
+    assert bench.throughput_row(cfg, cpu, steps=10, seconds=2.0)["mfu"] is None
 
 
-def test_mfu_arithmetic_for_the_full_model():
-    cfg = create_experiment_config("full").resolved()
-    per_layer = 4 * cfg.d_model**2 + 3 * cfg.d_model * cfg.d_ff
-    matmul_params = (
-        cfg.num_layers * per_layer + cfg.d_model * cfg.vocab_size
-    )  # + LM head; embedding is a lookup
-    fpt = bench.config_flops_per_token(cfg)
-    # 6 FLOPs per matmul parameter per trained token, plus attention scores and values (~112 MFLOP in all).
-    assert 6 * matmul_params < fpt < 1.1 * 6 * matmul_params
-    assert fpt == pytest.approx(112e6, rel=0.03)
-    peak = peak_flops("NVIDIA H100 80GB HBM3", "bf16")
-    assert peak == pytest.approx(989.4e12)
-    assert bench.mfu(2e6, fpt, peak) == pytest.approx(2e6 * fpt / peak)
-    assert bench.mfu(2e6, fpt, peak) == pytest.approx(0.226, abs=0.005)  # 2M tokens/s on an H100 SXM, bf16
-    assert bench.mfu(2e6, fpt, None) is None
-
-
-def test_result_row_mfu_uses_the_variants_precision_peak():
-    class FixedPeaks:
-        def get(self, precision):
-            return {"fp32": 1e12, "bf16": 4e12}[precision], f"fixed {precision}"
-
-    cfg = tiny_config()
-    runner = type("R", (), {"variant": bench.VARIANTS["bf16"], "precision": "bf16", "compile": False})()
-    m = bench.Measurement(runner, warmup_s=3.0, round_s=[2.0, 1.0, 4.0])
-    row = bench.result_row(m, cfg.resolved(), steps=10, warmup=2, peaks=FixedPeaks(), fpt=1e6)
-    assert row["ms_per_step"] == pytest.approx(200.0)  # median round: 2 s for 10 steps
-    assert row["tokens_per_sec"] == pytest.approx(10 * cfg.tokens_per_step / 2.0)
-    assert row["mfu"] == pytest.approx(row["tokens_per_sec"] * 1e6 / 4e12)
-    assert row["startup_s"] == pytest.approx(3.0 - 2 * 0.2)
-
-
-def test_plain_loop_matches_trainstep_in_fp32():
-    cfg = tiny_config(max_lr=3e-3).resolved()
-    runtime = Runtime(torch.device("cpu"), "fp32", False, "inductor", False)
-    package = TrainStep(cfg, runtime)
-    plain = bench.PlainLoop(cfg, torch.device("cpu"), "fp32", compile=False)
-    for a, b in zip(package.model.state_dict().values(), plain.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)  # same seed, same init
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.context_length), generator=gen)
-    y = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.context_length), generator=gen)
-    it = cfg.warmup_steps  # lr = max_lr: the step moves the weights
-    losses = []
-    for _ in range(3):
-        loss_package, _, _ = package(it, x, y)
-        loss_plain = plain.step(it, x, y)
-        losses.append((loss_package.item(), loss_plain.item()))
-        it += 1
-    assert losses[0][0] == pytest.approx(losses[0][1], abs=1e-6)  # the same initial loss
-    for a, b in losses[1:]:
-        assert a == pytest.approx(b, abs=1e-5)  # AdamW, clipping and schedule agree with torch's
-    assert losses[-1][0] < losses[0][0]
+def test_plain_loss_is_the_package_model():
+    cfg = tiny_config(num_layers=2).resolved()
+    torch.manual_seed(0)
+    model = TransformerLM.from_config(cfg, kernels="reference")
+    sd = model.state_dict()
+    p = {"emb": sd["token_embeddings.weight"], "ln_f": sd["ln_final.weight"], "head": sd["lm_head.weight"]}
+    for i in range(cfg.num_layers):
+        a = f"layers.{i}.attn."
+        p[f"{i}.qkv"] = torch.cat([sd[a + f"{n}_proj.weight"] for n in "qkv"])
+        p[f"{i}.o"] = sd[a + "output_proj.weight"]
+        p |= {f"{i}.{n}": sd[f"layers.{i}.{n}.weight"] for n in ("ln1", "ln2")}
+        p |= {f"{i}.{n}": sd[f"layers.{i}.ffn.{n}.weight"] for n in ("w1", "w2", "w3")}
+    assert p.keys() == bench.plain_params(cfg, torch.device("cpu")).keys()  # every plain weight is mapped
+    x, y = torch.randint(0, cfg.vocab_size, (2, 3, cfg.context_length))
+    expected = fast_cross_entropy(model(x), y)
+    assert bench.plain_loss(p, x, y, cfg.num_heads, cfg.rope_theta).item() == pytest.approx(
+        expected.item(), abs=1e-5
+    )
