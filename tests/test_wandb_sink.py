@@ -154,6 +154,18 @@ def test_rows_summary_and_config_read_back(wandb_env):
     assert one(records, "exit").exit_code == 0
 
 
+def test_same_step_merges_earlier_step_skipped(wandb_env):
+    sink = WandbSink.open(wandb_env / "run", "proj", mode="offline", settings=FAST)
+    sink.log_row(ROWS[0])
+    sink.log_row({"step": 10, "sharpness": 2.5, "sharpness_ratio": 0.5})  # tracker.log_sharpness, same step
+    sink.log_row(ROWS[1])
+    sink.log_row({"step": 10, "train_loss": 9.0})  # behind W&B's step: W&B would refuse it
+    sink.finish()
+    logged = history(finished_records(offline_runs(wandb_env)[0]))
+    assert [r["_step"] for r in logged] == [10, 20]
+    assert (logged[0]["train_loss"], logged[0]["sharpness"], logged[0]["sharpness_ratio"]) == (7.25, 2.5, 0.5)
+
+
 def test_resume_keeps_one_run_id(wandb_env):
     run_dir = wandb_env / "run"
     first = WandbSink.open(run_dir, "proj", mode="offline", config={"a": 1}, settings=FAST)

@@ -91,7 +91,7 @@ class WandbSink:
         self.run, self._wandb = run, wandb_module
         self.run_id: str | None = None if run is None else run.id
         self._warned = False
-        self._last_step = -1  # the highest step W&B holds for this run
+        self._last_step = 0  # the highest step this run has logged (or W&B held when it resumed)
 
     @classmethod
     def open(
@@ -142,7 +142,8 @@ class WandbSink:
             sink._warn(err, "could not start the W&B run")
             return sink
         sink.run, sink.run_id = run, run.id
-        sink._last_step = int(getattr(run, "starting_step", 0) or 0) - 1
+        # Online, a resumed W&B run starts after its last step: the replayed steps before it are skipped.
+        sink._last_step = int(getattr(run, "starting_step", 0) or 0)
         return sink
 
     @property
@@ -155,8 +156,9 @@ class WandbSink:
             return
         values = {k: v for k, v in ((k, _scalar(v)) for k, v in row.items() if k != "step") if v is not None}
         step = int(row["step"])
-        # A resumed run replays from its checkpoint; W&B already holds those steps (and would refuse them).
-        if step <= self._last_step:
+        # Same step again (sharpness after the metrics row): W&B merges it into that step's row. An earlier
+        # step (a resumed run replays from its checkpoint; W&B already holds those) W&B would refuse.
+        if step < self._last_step:
             return
         try:
             self.run.log(values, step=step)
