@@ -1,13 +1,23 @@
-"""``ExperimentConfig``: every knob of one run, in one typed place. Presets, JSON and the command line derive from it."""
+"""``ExperimentConfig``: every knob of one run, in one typed place. Presets, JSON and the command line derive from it.
+
+Each field's docstring (the string right under it) is its documentation: the command line's ``--help`` is built
+from it, so the two cannot drift. A docstring ends with the field's unit in brackets, ``[none]`` where it has none.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import difflib
+import functools
+import inspect
 import json
 import math
+import re
 import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,52 +30,109 @@ class ExperimentConfig:
     """One training run. ``None`` means "derived from other fields" (see ``resolved()``)."""
 
     preset: str = "full"
-    # Model: the CS336 assignment-1 TinyStories model (~17M non-embedding parameters).
+    """Preset the other defaults came from: full, low-resource, quick-test or demo. [none]"""
+
+    # ---- model: the CS336 assignment-1 TinyStories model (~17M non-embedding parameters) ----
     vocab_size: int = 10_000
+    """Tokenizer vocabulary size (the BPE tokenizer is trained to it). [tokens]"""
     context_length: int = 256
+    """Length of one training window. [tokens]"""
     d_model: int = 512
+    """Width of the residual stream. [features]"""
     d_ff: int = 1344
+    """Hidden width of the SwiGLU feed-forward. [features]"""
     num_layers: int = 4
+    """Number of Transformer blocks. [count]"""
     num_heads: int = 16
+    """Attention heads per block; d_model / num_heads must be even (RoPE). [count]"""
     rope_theta: float = 10_000.0
-    # Optimisation.
+    """RoPE base theta (pair k at position p rotates by p * theta^(-2k/d_head)). [none]"""
+
+    # ---- optimisation ----
     batch_size: int = 128
+    """Windows per optimizer step. [sequences]"""
     max_steps: int = 10_000
+    """Length of the run. [optimizer steps]"""
     max_lr: float = 1e-3
-    min_lr: float | None = None  # default 0.1 * max_lr
-    warmup_steps: int | None = None  # default 10% of max_steps
-    cosine_cycle_steps: int | None = None  # default max_steps - 1: the last step runs at exactly min_lr
+    """Peak learning rate of AdamW, reached at the end of warm-up. [none]"""
+    min_lr: float | None = None
+    """Learning rate at the end of the cosine decay; derived: 0.1 x max_lr. [none]"""
+    warmup_steps: int | None = None
+    """Linear warm-up from 0 to max_lr; derived: 10% of max_steps. [optimizer steps]"""
+    cosine_cycle_steps: int | None = None
+    """Step where the cosine reaches min_lr; derived: max_steps - 1 (the last step runs at min_lr). [optimizer steps]"""
     beta1: float = 0.9
+    """AdamW first-moment decay. [none]"""
     beta2: float = 0.95
+    """AdamW second-moment decay. [none]"""
     eps: float = 1e-8
+    """AdamW denominator guard. [none]"""
     weight_decay: float = 0.1
+    """AdamW decoupled weight decay (each step: w -= lr * weight_decay * w). [per unit lr]"""
     grad_clip: float = 1.0
-    # Logging, evaluation, checkpoints (in optimizer steps).
+    """Gradients are rescaled to at most this global L2 norm. [L2 norm]"""
+
+    # ---- logging, evaluation, checkpoints ----
     log_interval: int = 50
+    """A metrics.csv row (and a divergence check) every this many steps. [optimizer steps]"""
     eval_interval: int = 500
+    """Validation loss every this many steps (and at the end). [optimizer steps]"""
     eval_batches: int = 16
+    """Batches of the fixed validation set per evaluation. [batches]"""
     checkpoint_interval: int = 1000
+    """checkpoints/latest.pt every this many steps. [optimizer steps]"""
     target_val_loss: float | None = 1.45
-    # Divergence rule (see divergence.py): non-finite, exploded, rebounded, or stalled far above where it should be.
-    divergence_check_after: float = 0.25  # fraction of max_steps before a stall can be declared
-    divergence_explode_factor: float = 1.5  # loss above this x the initial loss = exploded
-    divergence_rebound_margin: float = 1.0  # smoothed loss this far (nats) above its lowest = rebounded
-    divergence_stall_fraction: float = 0.9  # smoothed loss above this x initial after the check = stalled
-    divergence_stall_margin: float = 1.0  # nats above the best smaller-LR run at the same step = stalled
-    divergence_min_steps: int = 200  # no stall is called before this step (short runs are too noisy to judge)
-    # Data: a dataset name for cs336_basics.data.prepare_dataset, or explicit token files.
+    """Validation loss the run is judged against (summary.json target_met); none = no target. [nats]"""
+
+    # ---- divergence rule (divergence.py): non-finite, exploded, rebounded, or stalled ----
+    divergence_check_after: float = 0.25
+    """No stall is called before this fraction of max_steps. [fraction of max_steps]"""
+    divergence_explode_factor: float = 1.5
+    """Exploded: train loss above this multiple of the initial loss. [x initial loss]"""
+    divergence_rebound_margin: float = 1.0
+    """Rebounded: smoothed loss this far above its lowest. [nats]"""
+    divergence_stall_fraction: float = 0.9
+    """Stalled: smoothed loss still above this multiple of the initial loss after the check. [x initial loss]"""
+    divergence_stall_margin: float = 1.0
+    """Stalled (sweeps): smoothed loss this far above the best smaller-lr run at the same step. [nats]"""
+    divergence_min_steps: int = 200
+    """No stall is called before this step (short runs are too noisy to judge). [optimizer steps]"""
+
+    # ---- data: a dataset name for cs336_basics.data.prepare_dataset, or explicit token files ----
     dataset: str = "tinystories"
+    """Dataset to prepare: tinystories or demo (the embedded synthetic corpus). [none]"""
     data_dir: str = "data"
+    """Directory of the prepared dataset (downloads, tokenizer, token files). [path]"""
     train_data: str | None = None
+    """Training token file (.npy); none = the prepared dataset's. [path]"""
     val_data: str | None = None
+    """Validation token file (.npy); none = the prepared dataset's. [path]"""
     tokenizer_path: str | None = None
-    # System: "auto" picks the fastest correct choice for the device (device.py) and records it.
+    """Tokenizer (tokenizer.json) of the token files; none = found beside them. [path]"""
+
+    # ---- system: "auto" picks the fastest correct choice for the device (device.py) and records it ----
     seed: int = 0
-    device: str = "auto"  # auto | cuda | cuda:N | mps | cpu
-    dtype: str = "auto"  # auto | bf16 | fp32
+    """Seed of the initial weights and of the batches (a batch is a function of seed and step). [none]"""
+    device: str = "auto"
+    """Device to train on: auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps. [none]"""
+    dtype: str = "auto"
+    """Autocast precision: auto, bf16 or fp32 (weights stay fp32). [none]"""
     tf32: bool = True
-    compile: str = "auto"  # auto | on | off
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. sweep point metadata)
+    """TF32 matmuls on CUDA. [none]"""
+    compile: str = "auto"
+    """torch.compile of model and loss: auto, on or off. [none]"""
+    kernels: str = "fast"
+    """Model kernels: fast (fused attention and loss) or reference (the from-scratch CS336 functions). [none]"""
+
+    # ---- measurements that never change the trajectory ----
+    sharpness_share: float = 0.05
+    """Cap on the share of wallclock spent measuring preconditioned sharpness; 0 = off. [fraction of wallclock]"""
+    sharpness_iters: int = 20
+    """Power iterations per sharpness measurement. [count]"""
+    signals: bool = True
+    """Instability signals (attention logits and entropy, log-normaliser, update size) at log steps. [none]"""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes (e.g. sweep point metadata). [none]"""
 
     # ---- derived values -------------------------------------------------------------------------
     @property
@@ -90,55 +157,36 @@ class ExperimentConfig:
         return cfg
 
     def validate(self) -> None:
+        """Every value checked: one line per problem saying which flag, the value, the rule, and an example."""
         self._check_types()
-        positive = [
-            "vocab_size",
-            "context_length",
-            "d_model",
-            "d_ff",
-            "num_layers",
-            "num_heads",
-            "batch_size",
-            "max_steps",
-            "log_interval",
-            "eval_interval",
-            "eval_batches",
-            "checkpoint_interval",
-        ]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{_flag(name)} must be a positive integer, got {getattr(self, name)}")
-        if not (self.max_lr > 0 and math.isfinite(self.max_lr)):
-            raise UserError(f"--lr must be a positive number, got {self.max_lr}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise UserError(f"--beta1/--beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
-        if not self.eps > 0 or not self.grad_clip > 0 or self.weight_decay < 0:
-            raise UserError(
-                "--eps and --grad-clip must be > 0 and --weight-decay >= 0; "
-                f"got {self.eps}, {self.grad_clip}, {self.weight_decay}"
-            )
-        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
-            raise UserError(
-                f"--warmup-steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}"
-            )
-        if self.min_lr is not None and not 0 <= self.min_lr <= self.max_lr:
-            raise UserError(f"--min-lr must be in [0, lr={self.max_lr}], got {self.min_lr}")
+        for name, rule in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and _RULES[rule](value)):
+                _refuse(name, value, f"a finite number {rule}" if isinstance(value, float) else rule)
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                _refuse(name, getattr(self, name), f"one of {', '.join(choices)}")
+        if self.min_lr is not None and not self.min_lr <= self.max_lr:
+            _refuse("min_lr", self.min_lr, f"in [0, max_lr = {self.max_lr:g}]")
+        if self.warmup_steps is not None and not self.warmup_steps <= self.max_steps:
+            _refuse("warmup_steps", self.warmup_steps, f"in [0, max_steps = {self.max_steps}]")
+        if self.cosine_cycle_steps is not None and self.cosine_cycle_steps < (self.warmup_steps or 0):
+            _refuse("cosine_cycle_steps", self.cosine_cycle_steps, f">= warmup_steps = {self.warmup_steps}")
         if self.d_model % self.num_heads:
             raise UserError(f"--d-model {self.d_model} must be divisible by --num-heads {self.num_heads}")
         if (self.d_model // self.num_heads) % 2:
             raise UserError(
-                f"head size d_model/num_heads = {self.d_model // self.num_heads} must be even for RoPE"
+                f"head size d_model/num_heads = {self.d_model // self.num_heads} must be even for RoPE; "
+                "change --d-model or --num-heads"
             )
-        if self.dtype not in ("auto", "bf16", "fp32"):
-            raise UserError(f"--dtype must be one of auto, bf16, fp32; got {self.dtype!r}")
-        if self.compile not in ("auto", "on", "off"):
-            raise UserError(f"--compile must be one of auto, on, off; got {self.compile!r}")
 
     def _check_types(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), _scalar_type(hints[f.name])
-            if value is None or kind not in (int, float, str, bool):
+            if value is None and not _optional(hints[f.name]):
+                raise UserError(f"config field {f.name} cannot be none; give a {kind.__name__}")
+            if value is None or kind not in (int, float, str, bool, dict):
                 continue
             ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
             if not ok or (kind in (int, float) and isinstance(value, bool)):
@@ -148,75 +196,149 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def run_info(self, **info: Any) -> dict[str, Any]:
+        """A run's config.json: the config fields plus facts about the run, each named in RUN_INFO_KEYS."""
+        stray = sorted(set(info) - set(RUN_INFO_KEYS))
+        if stray:  # a programming error: add the key to RUN_INFO_KEYS so load() keeps reading config.json
+            raise ValueError(f"config.json keys {stray} are neither config fields nor in RUN_INFO_KEYS")
+        return {**self.to_dict(), **info}
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ExperimentConfig:
+        """Exactly the given fields (the rest at the dataclass defaults); an unknown key is an error."""
+        unknown = sorted(set(data) - set(FIELD_NAMES))
         if unknown:
             raise UserError(
-                f"unknown config field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
+                f"{source}: " + "; ".join(_unknown_key(k) for k in unknown) + "; fix or remove it"
             )
         return cls(**data)
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:
+        """A config JSON file: some fields (the rest from its ``preset``, default full), or a run's config.json.
+
+        A run's config.json holds every field plus the RUN_INFO_KEYS the trainer adds; the fields it lists in
+        ``derived_fields`` are derived again. Any other key is refused with the nearest field name.
+        """
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"cannot read config {path}: {err}") from None
         if not isinstance(data, dict):
             raise UserError(f"config {path} is not a JSON object of config fields")
-        values = {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        for name in data.get("derived_fields", []):  # a run's config.json: re-derive from the new values
-            values[name] = None
-        return cls.from_dict(values)
+        values = {k: v for k, v in data.items() if k not in RUN_INFO_KEYS}
+        for name in data.get("derived_fields") or []:
+            if name in DERIVED_FIELDS:
+                values[name] = None
+        preset = values.get("preset", "full")
+        if preset not in PRESETS:
+            raise UserError(f"{path}: unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[preset], **values}, source=str(path))
 
 
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
 # Model-shape fields: what a checkpoint's weights need to be loaded.
 MODEL_FIELDS = ("vocab_size", "context_length", "d_model", "d_ff", "num_layers", "num_heads", "rope_theta")
 # Fields that default to None and are derived by resolved(); config.json lists which ones were derived.
 DERIVED_FIELDS = ("min_lr", "warmup_steps", "cosine_cycle_steps")
+# What the trainer writes into a run's config.json besides the config fields (see ExperimentConfig.run_info).
+RUN_INFO_KEYS = ("runtime", "provenance", "parameters", "non_embedding_parameters", "train_tokens")
+RUN_INFO_KEYS += ("val_tokens", "derived_fields")
+CHOICES = {
+    "dtype": ("auto", "bf16", "fp32"),
+    "compile": ("auto", "on", "off"),
+    "kernels": ("fast", "reference"),
+}
 
+_RULES: dict[str, Callable[[Any], bool]] = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    "> 1": lambda v: v > 1,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+}
+_POSITIVE = ("vocab_size", "context_length", "d_model", "d_ff", "num_layers", "num_heads", "batch_size")
+_POSITIVE += ("max_steps", "log_interval", "eval_interval", "eval_batches", "checkpoint_interval")
+_POSITIVE += ("sharpness_iters", "max_lr", "rope_theta", "eps", "grad_clip", "target_val_loss")
+_POSITIVE += ("divergence_rebound_margin", "divergence_stall_margin")
+_NON_NEGATIVE = (
+    "warmup_steps",
+    "cosine_cycle_steps",
+    "min_lr",
+    "weight_decay",
+    "seed",
+    "divergence_min_steps",
+)
+# The allowed range (a rule of _RULES) of every numeric field; NaN and inf never pass; None passes where allowed.
+RANGES: dict[str, str] = {
+    **dict.fromkeys(_POSITIVE, "> 0"),
+    **dict.fromkeys(_NON_NEGATIVE, ">= 0"),
+    **dict.fromkeys(("beta1", "beta2", "sharpness_share"), "in [0, 1)"),
+    "divergence_check_after": "in [0, 1]",
+    "divergence_explode_factor": "> 1",
+    "divergence_stall_fraction": "in (0, 1]",
+}
+
+# The one policy for resuming: a checkpoint continues only the run it came from, so every field not listed
+# here must match. Listed: fields that leave the training trajectory as it is, or (how it runs) change it by
+# floating-point rounding only, so a checkpoint may move to another machine.
+_SAME_MATH = "how the same math runs: numbers agree to rounding (the same bytes need the same value)"
+RESUMABLE_FIELDS = {
+    **dict.fromkeys(("device", "compile", "tf32"), _SAME_MATH),
+    **dict.fromkeys(
+        ("data_dir", "train_data", "val_data", "tokenizer_path"), "paths: the same files may move"
+    ),
+    **dict.fromkeys(
+        ("eval_interval", "checkpoint_interval"), "when evaluation/checkpoints happen, not training"
+    ),
+    "eval_batches": "changes the validation estimate (and best.pt) after the resume, not the training",
+    "target_val_loss": "what summary.json judges against, not what training computes",
+    **dict.fromkeys(
+        ("sharpness_share", "sharpness_iters", "signals"), "measurements that never touch training"
+    ),
+    "extra": "free-form notes",
+}
+# Not listed, on purpose: dtype (the precision of every activation) and kernels (another implementation of
+# the model's math) change the numbers beyond rounding; log_interval moves the divergence checks.
+
+
+def resume_differences(saved: dict[str, Any], cfg: ExperimentConfig, ignore: Iterable[str] = ()) -> list[str]:
+    """``"field: checkpoint X vs now Y"`` for every field that differs and may not change on resume.
+
+    ``saved`` is the config dict stored with a run (checkpoint or config.json); a field it lacks (written
+    before the field existed) counts as that field's default. ``ignore``: more fields to let change (a
+    sweep's base config ignores ``max_lr``, which each point sets).
+    """
+    free = set(RESUMABLE_FIELDS) | set(ignore)
+    return [
+        f"{k}: checkpoint {saved.get(k, _DEFAULTS[k])!r} vs now {v!r}"
+        for k, v in cfg.to_dict().items()
+        if k not in free and saved.get(k, _DEFAULTS[k]) != v
+    ]
+
+
+# A table: one line per kind of setting reads better than one line per value.
+# fmt: off
 PRESETS: dict[str, dict[str, Any]] = {
     # 128 x 10,000 x 256 = 327.68M tokens, the assignment's full budget.
-    "full": dict(
-        batch_size=128, max_steps=10_000, target_val_loss=1.45, eval_interval=500, checkpoint_interval=1000
-    ),
+    "full": dict(batch_size=128, max_steps=10_000, target_val_loss=1.45, eval_interval=500, checkpoint_interval=1000),
     # 32 x 5,000 x 256 = 40.96M tokens, the low-resource (CPU / Apple) budget.
-    "low-resource": dict(
-        batch_size=32, max_steps=5_000, target_val_loss=2.00, eval_interval=250, checkpoint_interval=500
-    ),
+    "low-resource": dict(batch_size=32, max_steps=5_000, target_val_loss=2.00, eval_interval=250, checkpoint_interval=500),
     # The real model shape on a handful of steps: checks a set-up end to end in about a minute.
     "quick-test": dict(
-        batch_size=8,
-        max_steps=10,
-        context_length=128,
-        log_interval=5,
-        eval_interval=10,
-        eval_batches=1,
-        checkpoint_interval=5,
-        target_val_loss=None,
+        batch_size=8, max_steps=10, context_length=128, target_val_loss=None,
+        log_interval=5, eval_interval=10, eval_batches=1, checkpoint_interval=5,
     ),
     # A small model on the embedded synthetic corpus: minutes on a laptop CPU, no download.
     "demo": dict(
-        dataset="demo",
-        vocab_size=2048,
-        context_length=128,
-        d_model=128,
-        d_ff=384,
-        num_layers=2,
-        num_heads=4,
-        batch_size=16,
-        max_steps=200,
-        max_lr=1e-2,
-        log_interval=10,
-        eval_interval=50,
-        eval_batches=4,
-        checkpoint_interval=50,
-        target_val_loss=1.0,
-        divergence_min_steps=50,
+        dataset="demo", vocab_size=2048, context_length=128, d_model=128, d_ff=384, num_layers=2, num_heads=4,
+        batch_size=16, max_steps=200, max_lr=1e-2, target_val_loss=1.0,
+        log_interval=10, eval_interval=50, eval_batches=4, checkpoint_interval=50,
+        divergence_min_steps=50, sharpness_share=0.2,
     ),
 }
+# fmt: on
 
 
 def create_experiment_config(preset: str = "full", **overrides: Any) -> ExperimentConfig:
@@ -229,13 +351,65 @@ def create_experiment_config(preset: str = "full", **overrides: Any) -> Experime
     return ExperimentConfig.from_dict(values)
 
 
-# ---- command line, derived from the dataclass ---------------------------------------------------
+_DEFAULTS = ExperimentConfig().to_dict()
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(ExperimentConfig)
+def _refuse(name: str, value: Any, rule: str) -> typing.NoReturn:
+    default = _DEFAULTS[name]
+    shown = default if isinstance(default, str) else f"{default:g}" if default is not None else None
+    hint = (
+        f"use e.g. --{_flag(name)} {shown} (the full preset's)"
+        if shown is not None
+        else "leave it out to derive it"
+    )
+    what = re.split(r"[,;(]", field_docs()[name][0])[0].strip().rstrip(".")
+    raise UserError(f"--{_flag(name)} must be {rule}, got {value!r} ({what}); {hint}")
+
+
+def _unknown_key(key: str) -> str:
+    candidates = {**{n: n for n in FIELD_NAMES}, **{_flag(n): n for n in FIELD_NAMES}, "lr": "max_lr"}
+    near = difflib.get_close_matches(key.lower(), candidates, n=1, cutoff=0.6)
+    hint = f"did you mean {candidates[near[0]]!r}?" if near else f"fields are: {', '.join(FIELD_NAMES)}"
+    return f"unknown config field {key!r} ({hint})"
+
+
+# ---- field documentation and the command line, derived from the dataclass ----------------------
+@functools.cache
+def field_docs() -> dict[str, tuple[str, str]]:
+    """``{field: (text, unit)}`` from the docstring under each field of ExperimentConfig."""
+    try:
+        body, docs = ast.parse(inspect.getsource(ExperimentConfig)).body[0].body, {}
+    except (OSError, TypeError):  # no source shipped (frozen app): flags go without help
+        return {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr):
+            text = " ".join(str(after.value.value).split())
+            match = re.fullmatch(r"(.*\S)\s*\[([^\[\]]+)\]", text)
+            docs[node.target.id] = (match[1], match[2]) if match else (text, "")
+    return docs
+
+
+def _default_text(name: str) -> str:
+    def show(v: Any) -> str:
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        if v is None:
+            return "derived" if name in DERIVED_FIELDS else "none"
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    others = [f"{p} {show(v[name])}" for p, v in PRESETS.items() if name in v and v[name] != _DEFAULTS[name]]
+    return f"preset's: full {show(_DEFAULTS[name])}" + (f"; {', '.join(others)}" if others else "")
+
+
+def field_help(name: str) -> str:
+    """The --help text of a field: its documentation, unit and default (argparse-escaped)."""
+    text, unit = field_docs().get(name, ("", "?"))
+    allowed = f"range: {RANGES[name]}; " if name in RANGES else ""
+    return f"{text} (unit: {unit}; {allowed}default: {_default_text(name)})".replace("%", "%%")
 
 
 def _scalar_type(tp: Any) -> Any:
@@ -243,41 +417,51 @@ def _scalar_type(tp: Any) -> Any:
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return args[0]
-    return tp
+    return typing.get_origin(tp) or tp
 
 
-def _parse_optional(kind: Any):
+def _optional(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def _parser(kind: Any, optional: bool):
     def parse(text: str):
-        if text.lower() in ("none", "null", ""):
+        if optional and text.lower() in ("none", "null", ""):
             return None
         return kind(text)
 
-    parse.__name__ = kind.__name__
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid float value: 'x'"
     return parse
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per ExperimentConfig field (defaults left to the preset), plus ``--lr``."""
+    """One ``--flag`` per ExperimentConfig field, plus ``--lr``. A flag not given is absent from the namespace
+    (``argparse.SUPPRESS``), so the preset's value stands and ``--target-val-loss none`` can still say None."""
     group = parser.add_argument_group("run configuration (any ExperimentConfig field; default: the preset's)")
-    hints = _field_types()
-    for f in dataclasses.fields(ExperimentConfig):
-        if f.name in ("preset", "extra") or f.name in skip:
+    hints = typing.get_type_hints(ExperimentConfig)
+    for name in FIELD_NAMES:
+        if name in ("preset", "extra") or name in skip:
             continue
-        kind = _scalar_type(hints[f.name])
-        flag = f"--{_flag(f.name)}"
-        if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            group.add_argument(
-                flag, dest=f.name, type=_parse_optional(kind), default=None, metavar=kind.__name__.upper()
-            )
-    if "max_lr" not in skip:
-        group.add_argument(
-            "--lr", dest="max_lr", type=float, default=None, help="peak learning rate (= --max-lr)"
+        kind, flag, doc, absent = (
+            _scalar_type(hints[name]),
+            f"--{_flag(name)}",
+            field_help(name),
+            argparse.SUPPRESS,
         )
+        if kind is bool:
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=absent, help=doc
+            )
+        else:
+            metavar = "|".join(CHOICES[name]) if name in CHOICES else kind.__name__.upper()
+            parse = _parser(kind, _optional(hints[name]))
+            group.add_argument(flag, dest=name, type=parse, default=absent, metavar=metavar, help=doc)
+    if "max_lr" not in skip:
+        lr_help = "the same as --max-lr: " + field_help("max_lr")
+        group.add_argument("--lr", dest="max_lr", type=float, default=argparse.SUPPRESS, help=lr_help)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config fields given on the command line (those not left at None)."""
-    names = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"preset", "extra"}
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+    """The config fields given on the command line (``none`` included, for the fields that allow it)."""
+    names = set(FIELD_NAMES) - {"preset", "extra"}
+    return {k: v for k, v in vars(args).items() if k in names}

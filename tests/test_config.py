@@ -1,0 +1,292 @@
+"""ExperimentConfig: every value range-checked, config files strict about keys, help derived from the field docs,
+and the one resume policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import typing
+
+import pytest
+
+from cs336_basics.basics import config as config_module
+from cs336_basics.basics.config import (
+    FIELD_NAMES,
+    PRESETS,
+    RANGES,
+    RESUMABLE_FIELDS,
+    RUN_INFO_KEYS,
+    ExperimentConfig,
+    config_overrides,
+    create_experiment_config,
+    field_docs,
+    resume_differences,
+)
+from cs336_basics.basics.run_experiment import build_parser
+from cs336_basics.errors import UserError
+
+HINTS = typing.get_type_hints(ExperimentConfig)
+
+
+def _kind(name: str):
+    return config_module._scalar_type(HINTS[name])
+
+
+NUMERIC = [n for n in FIELD_NAMES if _kind(n) in (int, float)]
+FLOATS = [n for n in FIELD_NAMES if _kind(n) is float]
+
+
+def train_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    """``cs336-train`` as a user runs it (the installed entry point), in a scratch directory."""
+    script = os.path.join(os.path.dirname(sys.executable), "cs336-train")
+    cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "cs336_basics.basics.run_experiment"]
+    return subprocess.run(
+        [*cmd, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+# ---- values -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flags", "flag"),
+    [
+        (["--weight-decay", "nan"], "--weight-decay"),
+        (["--rope-theta", "0"], "--rope-theta"),
+    ],
+)
+def test_cli_refuses_bad_values_in_one_line(tmp_path, flags, flag):
+    out = train_cli(
+        "--preset",
+        "demo",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "run"),
+        *flags,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0].startswith(f"error: {flag} must be") and flags[1] in lines[0]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_every_numeric_field_has_a_range():
+    assert set(NUMERIC) == set(RANGES), "add the new field's allowed range to config.RANGES"
+
+
+@pytest.mark.parametrize("name", FLOATS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_every_float_field_refuses_non_finite(name, bad):
+    cfg = create_experiment_config("demo", **{name: bad})
+    with pytest.raises(UserError, match=f"^--{name.replace('_', '-')} must be a finite number"):
+        cfg.resolved()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "flag"),
+    [
+        ({"rope_theta": 0.0}, "--rope-theta"),
+        ({"eps": 0.0}, "--eps"),
+        ({"eps": -1e-8}, "--eps"),
+        ({"beta1": 1.0}, "--beta1"),
+        ({"beta2": -0.1}, "--beta2"),
+        ({"grad_clip": 0.0}, "--grad-clip"),
+        ({"weight_decay": -0.1}, "--weight-decay"),
+        ({"max_lr": 0.0}, "--max-lr"),
+        ({"min_lr": -1e-4}, "--min-lr"),
+        ({"min_lr": 0.02, "max_lr": 0.01}, "--min-lr"),
+        ({"target_val_loss": 0.0}, "--target-val-loss"),
+        ({"divergence_check_after": 1.5}, "--divergence-check-after"),
+        ({"divergence_explode_factor": 1.0}, "--divergence-explode-factor"),
+        ({"divergence_rebound_margin": 0.0}, "--divergence-rebound-margin"),
+        ({"divergence_stall_fraction": 0.0}, "--divergence-stall-fraction"),
+        ({"divergence_stall_margin": -1.0}, "--divergence-stall-margin"),
+        ({"divergence_min_steps": -1}, "--divergence-min-steps"),
+        ({"sharpness_share": 1.0}, "--sharpness-share"),
+        ({"sharpness_iters": 0}, "--sharpness-iters"),
+        ({"seed": -1}, "--seed"),
+        ({"warmup_steps": 300}, "--warmup-steps"),
+        ({"warmup_steps": 50, "cosine_cycle_steps": 10}, "--cosine-cycle-steps"),
+        ({"kernels": "triton"}, "--kernels"),
+        ({"dtype": "fp16x"}, "--dtype"),
+    ],
+)
+def test_out_of_range_values_are_refused(overrides, flag):
+    with pytest.raises(UserError, match=f"^{flag} must be") as err:
+        create_experiment_config("demo", **overrides).resolved()
+    assert "\n" not in str(err.value) and "got" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"divergence_check_after": 0.0},
+        {"divergence_check_after": 1.0},
+        {"divergence_stall_fraction": 1.0},
+        {"sharpness_share": 0.0},
+        {"min_lr": 0.0},
+        {"beta1": 0.0},
+        {"weight_decay": 0.0},
+        {"target_val_loss": None},
+        {"kernels": "reference", "signals": False},
+    ],
+)
+def test_edge_values_are_accepted(overrides):
+    create_experiment_config("demo", **overrides).resolved()
+
+
+def test_every_preset_is_valid():
+    for name in PRESETS:
+        create_experiment_config(name).resolved()
+
+
+def test_none_only_where_a_field_allows_it():
+    args = build_parser().parse_args(["--target-val-loss", "none", "--min-lr", "none"])
+    assert config_overrides(args) == {"target_val_loss": None, "min_lr": None}
+    assert create_experiment_config("demo", **config_overrides(args)).target_val_loss is None
+    with pytest.raises(SystemExit):  # argparse: "invalid float value: 'none'"
+        build_parser().parse_args(["--weight-decay", "none"])
+    with pytest.raises(UserError, match="weight_decay cannot be none"):
+        ExperimentConfig.from_dict({"weight_decay": None}).resolved()
+
+
+def test_flags_not_given_leave_the_preset():
+    assert config_overrides(build_parser().parse_args([])) == {}
+    assert config_overrides(build_parser().parse_args(["--lr", "3e-3", "--no-signals"])) == {
+        "max_lr": 3e-3,
+        "signals": False,
+    }
+
+
+# ---- config files -----------------------------------------------------------------------------------------
+def test_config_file_unknown_key_is_refused_with_nearest_name(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"preset": "demo", "weight_decy": 0.0, "lr": 1e-3}))
+    with pytest.raises(UserError) as err:
+        ExperimentConfig.load(path)
+    message = str(err.value)
+    assert "'weight_decy'" in message and "did you mean 'weight_decay'" in message
+    assert "'lr'" in message and "did you mean 'max_lr'" in message
+    assert str(path) in message and "\n" not in message
+
+
+def test_cli_config_file_unknown_key_is_one_line(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"preset": "demo", "batch_sise": 8}))
+    out = train_cli("--config", str(path), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "did you mean 'batch_size'" in out.stderr
+    assert not (tmp_path / "data").exists()  # no download or preparation started
+
+
+def test_partial_config_file_starts_from_its_preset(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"preset": "demo", "max_lr": 0.02}))
+    cfg = ExperimentConfig.load(path)
+    assert cfg == create_experiment_config("demo", max_lr=0.02)
+    assert cfg.dataset == "demo"  # not the full preset's TinyStories download
+
+
+def test_run_config_json_reads_back(tmp_path, tokens):
+    """The config.json the trainer writes (fields + RUN_INFO_KEYS) loads as the same config."""
+    from cs336_basics.basics.trainer import run_experiment
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(
+        max_steps=4,
+        log_interval=2,
+        eval_interval=4,
+        checkpoint_interval=4,
+        signals=False,
+        sharpness_share=0.0,
+    )
+    run_experiment(cfg, *tokens, out_dir=tmp_path / "run", progress=False)
+    data = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert set(data) - set(FIELD_NAMES) <= set(RUN_INFO_KEYS)
+    assert ExperimentConfig.load(tmp_path / "run" / "config.json") == cfg  # derived fields derived again
+
+
+def test_old_flat_run_config_json_reads(tmp_path):
+    """A demo run's config.json written before kernels/sharpness/signals existed still loads."""
+    old = create_experiment_config("demo").resolved().to_dict()
+    for name in ("kernels", "sharpness_share", "sharpness_iters", "signals"):
+        del old[name]
+    old.update(
+        runtime={"device": "cpu", "dtype": "bf16"},
+        tokenizer_path="data/demo/tokenizer.json",
+        train_tokens=812345,
+        val_tokens=40000,
+        parameters=1_214_592,
+        non_embedding_parameters=690_304,
+        derived_fields=["min_lr", "warmup_steps", "cosine_cycle_steps"],
+    )
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    cfg = ExperimentConfig.load(path)
+    assert cfg == create_experiment_config("demo", tokenizer_path="data/demo/tokenizer.json")
+
+
+def test_run_info_refuses_keys_load_would_not_know():
+    cfg = create_experiment_config("demo")
+    assert cfg.run_info(train_tokens=5)["train_tokens"] == 5
+    with pytest.raises(ValueError, match="RUN_INFO_KEYS"):
+        cfg.run_info(mystery=1)
+
+
+# ---- help -------------------------------------------------------------------------------------------------
+def test_every_field_is_documented_with_a_unit():
+    docs = field_docs()
+    assert set(docs) == set(FIELD_NAMES)
+    for name, (text, unit) in docs.items():
+        assert text and unit, (
+            f"field {name}: docstring must end with its unit in brackets, e.g. [tokens] or [none]"
+        )
+
+
+def test_every_flag_has_help_with_unit_and_default():
+    parser = build_parser()
+    group = next(g for g in parser._action_groups if g.title.startswith("run configuration"))
+    flags = {a.option_strings[0]: a.help for a in group._group_actions}
+    assert set(flags) == {f"--{n.replace('_', '-')}" for n in FIELD_NAMES if n not in ("preset", "extra")} | {
+        "--lr"
+    }
+    for flag, text in flags.items():
+        assert text and ("unit: " in text or "(none)" in text), flag
+        assert "default: " in text, flag
+    assert field_docs()["weight_decay"][0] in flags["--weight-decay"]  # the field's own documentation
+    assert "demo 0.2" in flags["--sharpness-share"] and "full 0.05" in flags["--sharpness-share"]
+    parser.format_help()  # every help string survives argparse's %-formatting
+
+
+# ---- resume policy ----------------------------------------------------------------------------------------
+def test_resume_policy():
+    saved = create_experiment_config("demo").resolved().to_dict()
+    base = create_experiment_config("demo").resolved()
+    assert set(RESUMABLE_FIELDS) <= set(FIELD_NAMES)
+    assert resume_differences(saved, base) == []
+    free = dict(device="cuda", eval_interval=7, sharpness_share=0.0, sharpness_iters=5, signals=False)
+    assert resume_differences(saved, dataclasses.replace(base, **free)) == []
+    for change in ({"max_steps": 300}, {"kernels": "reference"}, {"dtype": "fp32"}, {"log_interval": 5}):
+        (diff,) = resume_differences(saved, dataclasses.replace(base, **change))
+        assert diff.startswith(f"{next(iter(change))}: checkpoint ")
+    assert resume_differences(saved, dataclasses.replace(base, max_lr=0.5), ignore=("max_lr",)) == []
+
+
+def test_resume_treats_fields_missing_from_old_checkpoints_as_defaults():
+    saved = create_experiment_config("demo").resolved().to_dict()
+    del saved["kernels"]
+    base = create_experiment_config("demo").resolved()
+    assert resume_differences(saved, base) == []
+    assert resume_differences(saved, dataclasses.replace(base, kernels="reference")) == [
+        "kernels: checkpoint 'fast' vs now 'reference'"
+    ]
