@@ -31,7 +31,7 @@ from cs336_basics.basics.checkpoint import (
     read_checkpoint,
     run_dir_lock,
 )
-from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig
+from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig, resume_differences
 from cs336_basics.basics.device import Runtime, setup_runtime
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
 from cs336_basics.basics.hardware import flops_per_token, peak_flops, peak_precision
@@ -45,43 +45,6 @@ from cs336_basics.errors import UserError, describe_os_error
 from cs336_basics.experiment_log import ExperimentTracker, load_experiment_log
 from cs336_basics.experiment_log.reader import DONE_STATES
 from cs336_basics.experiment_log.tracker import print_summary
-
-# ---- INTEGRATION SHIMS (until config.py lands its new fields and resume policy) ----
-try:
-    from cs336_basics.basics.config import resume_differences
-except ImportError:
-    _FREE = {
-        "device",
-        "dtype",
-        "compile",
-        "tf32",
-        "extra",
-        "data_dir",
-        "train_data",
-        "val_data",
-        "tokenizer_path",
-        "eval_batches",
-        "eval_interval",
-        "checkpoint_interval",
-        "target_val_loss",
-    }
-
-    def resume_differences(saved, cfg):
-        return [
-            f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}"
-            for k, v in cfg.to_dict().items()
-            if k not in _FREE and k in saved and saved[k] != v
-        ]
-
-
-for _name, _default in (
-    ("kernels", "fast"),
-    ("signals", True),
-    ("sharpness_share", 0.05),
-    ("sharpness_iters", 20),
-):
-    if not hasattr(ExperimentConfig, _name):
-        setattr(ExperimentConfig, _name, _default)
 
 PROBE_WINDOWS = 8  # windows of the probe batch
 
