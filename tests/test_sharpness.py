@@ -140,10 +140,6 @@ def test_tiny_lm_preconditioned_against_dense_hessian():
     twin = measurement_model(model)
     got = preconditioned_sharpness(twin, opt, x, y)  # the default 20 products
     assert got == pytest.approx(exact, rel=1e-3)
-    plain = torch.linalg.eigvalsh(h)[-1].item()
-    with sdpa_kernel(SDPBackend.MATH):
-        top = top_hessian_eigenvalue(lambda: cross_entropy(twin(x), y), list(twin.parameters()), iters=60)
-    assert top == pytest.approx(plain, rel=1e-3)
 
 
 def test_measurement_leaves_training_untouched():
@@ -181,11 +177,14 @@ def test_measurement_leaves_training_untouched():
 
 def test_measurement_model_supports_double_backward_on_cpu():
     model, _, x, y = tiny_lm_after_steps(0)
+    assert model.layers[0].attn.kernels == "fast"  # the fused CPU attention kernel has no double backward
     twin = measurement_model(model)
+    assert model.layers[0].attn.kernels == "fast"  # the training model is left as it was
+    assert all(m.kernels == "reference" for m in twin.modules() if hasattr(m, "kernels"))
     assert all(a is not b and torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
-    with sdpa_kernel(SDPBackend.MATH):
-        grads = torch.autograd.grad(cross_entropy(twin(x), y), list(twin.parameters()), create_graph=True)
-        torch.autograd.grad(sum((g * g).sum() for g in grads), list(twin.parameters()))
+    params = list(twin.parameters())
+    grads = torch.autograd.grad(cross_entropy(twin(x), y), params, create_graph=True)  # no sdpa_kernel needed
+    torch.autograd.grad(sum((g * g).sum() for g in grads), params)
 
 
 def test_stability_threshold():
