@@ -11,6 +11,7 @@ from cs336_basics.basics.functional import cross_entropy, scaled_dot_product_att
 from cs336_basics.basics.layers import Embedding, Linear, RMSNorm, RotaryPositionalEmbedding, SwiGLU
 from cs336_basics.basics.model import MultiHeadSelfAttention, TransformerBlock, TransformerLM
 from cs336_basics.basics.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
+from cs336_basics.basics.sharpness import top_hessian_eigenvalue
 
 __all__ = [
     "AdamW",
@@ -33,4 +34,5 @@ __all__ = [
     "scaled_dot_product_attention",
     "silu",
     "softmax",
+    "top_hessian_eigenvalue",
 ]

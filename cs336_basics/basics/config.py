@@ -128,7 +128,7 @@ class ExperimentConfig:
     sharpness_share: float = 0.05
     """Cap on the share of wallclock spent measuring preconditioned sharpness; 0 = off. [fraction of wallclock]"""
     sharpness_iters: int = 20
-    """Power iterations per sharpness measurement. [count]"""
+    """Lanczos iterations (Hessian-vector products) per sharpness measurement. [count]"""
     signals: bool = True
     """Instability signals (attention logits and entropy, log-normaliser, update size) at log steps. [none]"""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -335,7 +335,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         dataset="demo", vocab_size=2048, context_length=128, d_model=128, d_ff=384, num_layers=2, num_heads=4,
         batch_size=16, max_steps=200, max_lr=1e-2, target_val_loss=1.0,
         log_interval=10, eval_interval=50, eval_batches=4, checkpoint_interval=50,
-        divergence_min_steps=50, sharpness_share=0.2,
+        divergence_min_steps=50, sharpness_share=0.3, sharpness_iters=12,
     ),
 }
 # fmt: on

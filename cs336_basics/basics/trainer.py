@@ -39,7 +39,12 @@ from cs336_basics.basics.kernels import loss_function
 from cs336_basics.basics.model import TransformerLM
 from cs336_basics.basics.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
 from cs336_basics.basics.provenance import provenance
-from cs336_basics.basics.sharpness import measurement_model, preconditioned_sharpness, stability_threshold
+from cs336_basics.basics.sharpness import (
+    measurement_model,
+    preconditioned_sharpness,
+    sharpness_due,
+    stability_threshold,
+)
 from cs336_basics.basics.signals import instability_signals, update_rms_ratio
 from cs336_basics.errors import UserError, describe_os_error
 from cs336_basics.experiment_log import ExperimentTracker, load_experiment_log
@@ -374,7 +379,7 @@ class Trainer:
             with torch.no_grad():
                 signals = instability_signals(self.model, self.probe[0])
             signals["update_rms_ratio"] = update_rms_ratio(weights_before, self._weights())
-        if cfg.sharpness_share > 0 and state.measure_s <= cfg.sharpness_share * state.wallclock_s:
+        if sharpness_due(state.measure_s, state.wallclock_s, cfg.sharpness_share):
             twin = measurement_model(self.model)
             sharpness = preconditioned_sharpness(
                 twin,
