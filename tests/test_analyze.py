@@ -14,8 +14,8 @@ import pytest
 from cs336_basics.assignment_experiments.lr_sweep import analyze_lr_sweep as analyze_mod
 from cs336_basics.assignment_experiments.lr_sweep.analyze_lr_sweep import main as analyze_main
 from cs336_basics.assignment_experiments.lr_sweep.report import loss_spikes, plateau
-from cs336_basics.assignment_experiments.lr_sweep.sweep_plots import lr_colors
-from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import load_sweep
+from cs336_basics.assignment_experiments.sweep.plots import lr_colors
+from cs336_basics.assignment_experiments.sweep.view import load_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REAL_LRS = (1e-3, 3e-2)
@@ -69,7 +69,7 @@ def real_sweep_template(tmp_path_factory) -> Path:
     base = dict(
         vocab_size=300, context_length=16, d_model=32, d_ff=64, num_layers=1, num_heads=2, batch_size=4,
         max_steps=20, log_interval=5, eval_interval=10, eval_batches=1, checkpoint_interval=10, device="cpu",
-        dtype="fp32", compile="off", target_val_loss=5.5, divergence_check_after=2.0,
+        dtype="fp32", compile="off", target_val_loss=5.5, divergence_check_after=1.0,
         tokenizer_path=str(root / "tokenizer.json"),
     )  # fmt: skip
     for lr in REAL_LRS:
@@ -104,7 +104,7 @@ def sweep_copy(tmp_path_factory, tmp_path) -> Path:
 def _expected_best(sweep: Path) -> float:
     view = load_sweep(sweep)
     done = [p for p in view.points if p.state == "finished"]
-    return min(done, key=lambda p: p.final_val_loss).lr
+    return min(done, key=lambda p: p.final_val_loss).value
 
 
 def test_full_sweep_reports_and_figures(sweep_copy, capsys):
@@ -117,17 +117,17 @@ def test_full_sweep_reports_and_figures(sweep_copy, capsys):
     assert f"best lr: {best:g}" in out
     md = (sweep_copy / "lr_sweep_analysis.md").read_text()
     assert f"The best learning rate is **{best:.3g}**" in md
-    assert "smallest learning rate that diverged: 0.1 (at step 15" in md
+    assert "smallest learning rate above the best that diverged: 0.1 (exploded" in md
     assert "largest learning rate that converged: 0.03" in md
     assert f"the best learning rate is {best / DIVERGED_LR:.2g}x the divergence threshold" in md
-    assert "lr 0.3: failed (RuntimeError: CUDA out of memory)" in md  # the failed point, no run dir
+    assert "lr_3e_01: failed (RuntimeError: CUDA out of memory)" in md  # the failed point, no run dir
     assert "added lr 0.1: no point diverged; trying above 0.03 -> diverged" in md
     assert "validation loss 5.5 was **" in md
     assert "ended" in md and "nats above the best" in md
     assert "```text\nOnce upon a time" in md  # the sample from the best checkpoint
     log = (sweep_copy / "EXPERIMENT_LOG.md").read_text()
     for lr in (*REAL_LRS, DIVERGED_LR, FAILED_LR):
-        assert f"## lr {lr:.3g} (" in log
+        assert f"## max_lr {lr:.3g} (" in log
     assert log.count("**Observations.**") == len(REAL_LRS) + 1  # the failed point has no run dir
     assert "No run directory (the point failed: RuntimeError: CUDA out of memory)" in log
     assert "diverged at step 15: exploded" in log
@@ -148,7 +148,7 @@ def test_partial_sweep_says_what_is_missing(sweep_copy, tmp_path):
     assert analyze_main([str(sweep_copy), "--out", str(out), "--no-sample"]) == 0
     md = (out / "lr_sweep_analysis.md").read_text()
     assert "sweep.json is missing" in md
-    assert "lr 0.03: running at step 20/20" in md
+    assert "lr_3e_02: running at step 20/20" in md
     assert (out / "lr_vs_final_loss.png").read_bytes().startswith(PNG_MAGIC)
     assert not (sweep_copy / "lr_sweep_analysis.md").exists()
 
@@ -160,19 +160,12 @@ def test_run_without_val_loss_and_no_checkpoint(tmp_path, capsys):
     rows += [f"{s},{s * 64},{s * 0.1},{6 - s * 0.01},,0.001,1.0,640,100" for s in range(5, 40, 5)]
     (run / "metrics.csv").write_text("\n".join(rows) + "\n")
     (run / "status.json").write_text(json.dumps({"state": "running", "step": 35, "max_steps": 100}))
+    (run / "config.json").write_text(json.dumps({"max_lr": 1e-3, "max_steps": 100}))  # written at start
     assert analyze_main([str(tmp_path / "sweep")]) == 0
     md = (tmp_path / "sweep" / "lr_sweep_analysis.md").read_text()
-    assert "lr 0.001: no validation loss yet" in md
+    assert "lr_1e_03: no validation loss yet" in md
     assert "_Skipped: no finished run yet._" in md
     assert "no validation loss logged yet" in (tmp_path / "sweep" / "EXPERIMENT_LOG.md").read_text()
-
-
-def test_empty_sweep_dir(tmp_path, capsys):
-    assert analyze_main([str(tmp_path)]) == 0
-    md = (tmp_path / "lr_sweep_analysis.md").read_text()
-    assert "no learning rate has a run directory" in md
-    assert "_No points yet._" in md
-    assert (tmp_path / "lr_sweep_comparison.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_missing_sweep_dir_is_one_line_error(tmp_path, capsys):
@@ -183,15 +176,12 @@ def test_missing_sweep_dir_is_one_line_error(tmp_path, capsys):
     assert err.startswith("error: no sweep directory") and err.count("\n") == 1
 
 
-def test_sample_is_skipped_when_tokenizer_is_gone(sweep_copy):
-    from cs336_basics.basics.checkpoint import read_checkpoint, write_checkpoint
-
+def test_sample_is_skipped_when_the_checkpoint_is_unreadable(sweep_copy):
     view = load_sweep(sweep_copy)
     ckpt_path = analyze_mod.best_checkpoint(view)
-    ckpt = read_checkpoint(ckpt_path)
-    write_checkpoint({**ckpt, "tokenizer_path": str(sweep_copy / "gone.json")}, ckpt_path)
+    ckpt_path.write_bytes(b"not a checkpoint")
     lines = analyze_mod.sample_section(view, "Once", 8, 0, "cpu")
-    assert lines[0].startswith("_Skipped: tokenizer") and "gone.json" in lines[0]
+    assert lines[0].startswith("_Skipped:") and len(lines) == 1
 
 
 def test_colours_are_a_function_of_lr_rank():

@@ -104,7 +104,6 @@ def test_partial_files_never_crash(sweep, capsys):
     with open(run / "metrics.csv", "a") as f:
         f.write("45,2880,3.")  # half-written CSV line
     (sweep / "lr_3e_02" / "config.json").write_text("")
-    (sweep / "sweep.json").write_text("{")
     capsys.readouterr()
     assert diag.main([str(sweep)]) == 0
     d = diag.diagnose(sweep, device=CPU)
@@ -113,8 +112,8 @@ def test_partial_files_never_crash(sweep, capsys):
 
 
 def test_empty_sweep_dir_and_missing_dir(tmp_path, capsys):
-    assert diag.main([str(tmp_path)]) == 0
-    assert "no learning rate has started yet" in capsys.readouterr().out
+    assert diag.main([str(tmp_path)]) == 1
+    assert "nothing here yet" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         diag.main([str(tmp_path / "missing")])
     assert exc.value.code == 2 and capsys.readouterr().err.startswith("error: no sweep directory")
@@ -129,6 +128,7 @@ def test_watch_redraws_until_ctrl_c(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(diag.time, "sleep", fake_sleep)
+    (tmp_path / "sweep.json").write_text("{}")  # a sweep that has just started
     assert diag.main(["--watch", str(tmp_path)]) == 0  # --watch without a number takes the default
     out = capsys.readouterr().out
     assert calls == [diag.DEFAULT_WATCH_S] * 2 and out.count(diag.CLEAR_SCREEN) == 2

@@ -15,8 +15,8 @@ import pytest
 
 from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
 from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name
-from cs336_basics.assignment_experiments.lr_sweep.sweep_lock import LOCK_FILE
-from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import load_sweep
+from cs336_basics.assignment_experiments.sweep.record import LOCK_FILE
+from cs336_basics.assignment_experiments.sweep.view import load_sweep
 from cs336_basics.experiment_log import load_experiment_log
 
 EXACT = ["step", "tokens", "train_loss", "val_loss", "lr", "grad_norm"]
@@ -87,13 +87,14 @@ def test_sweep_layout_summary_and_rerun(tmp_path, tiny_args, capsys):
     assert sweep_main(tiny_args(out, 3e-3, 1e-2, 3e-3, extra=("--no-extend",))) == 0
     printed = capsys.readouterr().out
     meta = json.loads((out / "sweep.json").read_text())
-    assert [p["lr"] for p in meta["points"]] == [3e-3, 1e-2]  # duplicates removed, sorted
+    assert [p["value"] for p in meta["points"]] == [3e-3, 1e-2]  # duplicates removed, sorted
     assert meta["state"] == "finished" and meta["config"]["vocab_size"] == 2048
+    # sweep.json holds only what run dirs can't: no states, losses or write-only summaries
+    assert not {"best_lr", "target_met", "bracketing"} & set(meta)
+    assert not {"state", "reason", "error"} & {k for p in meta["points"] for k in p}
     for lr in (3e-3, 1e-2):
         run = out / lr_dir_name(lr)
         assert (run / "summary.json").exists() and (run / "checkpoints" / "final.pt").exists()
-    view = load_sweep(out)
-    assert meta["best_lr"] == view.best_point.lr
     assert "best lr" in printed and "final val" in printed
     # Re-running the finished sweep retrains nothing.
     before = (out / "lr_1e_02" / "metrics.csv").read_bytes()
@@ -135,23 +136,25 @@ def test_divergent_point_is_stopped_and_failed_point_does_not_stop_the_sweep(tmp
     bad = out / lr_dir_name(3e-3) / "checkpoints"
     bad.mkdir(parents=True)
     (bad / "latest.pt").write_bytes(b"not a checkpoint")  # this point fails when it tries to resume
-    assert sweep_main(tiny_args(out, 1e-2, 3e-3, 20.0, steps=60, extra=("--no-extend",))) == 0
+    assert sweep_main(tiny_args(out, 1e-2, 3e-3, 20.0, steps=60, extra=("--no-extend",))) == 1
     view = load_sweep(out)
-    states = {p.lr: p.state for p in view.points}
+    states = {p.value: p.state for p in view.points}
     assert states == {3e-3: "failed", 1e-2: "finished", 20.0: "diverged"}
     diverged = view.point(20.0)
     assert diverged.step < 60 and diverged.reason
-    assert "cannot read checkpoint" in view.point(3e-3).reason
-    assert "failed" in capsys.readouterr().err
+    reason = view.point(3e-3).reason
+    assert "cannot read checkpoint" in reason and reason.endswith("--restart 0.003") and "\n" not in reason
+    err = capsys.readouterr().err.splitlines()  # non-zero exit, each failed point named with its reason once
+    assert [line for line in err if line.startswith("not done:")] == [f"not done: lr_3e_03 failed: {reason}"]
 
 
 def test_bracketing_adds_points_beyond_the_edge(tmp_path, tiny_args):
     out = tmp_path / "sweep"
     assert sweep_main(tiny_args(out, 1e-3, 3e-3, steps=40, extra=("--max-extra-points", "2"))) == 0
     meta = json.loads((out / "sweep.json").read_text())
-    added = [p for p in meta["points"] if p["added_by"] == "extension"]
+    added = [p for p in meta["points"] if p["added_by"] == "bracketing"]
     assert 1 <= len(added) <= 2
-    assert all(p["lr"] > 3e-3 for p in added) and all(p["why"] for p in added)
+    assert all(p["value"] > 3e-3 for p in added) and all(p["why"] for p in added)
     view = load_sweep(out)
     assert sum(p.is_extension for p in view.points) == len(added)
 
@@ -183,31 +186,35 @@ def test_second_sweep_on_same_dir_is_refused(tmp_path, tiny_args, capsys):
     assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0
 
 
-def test_one_trainer_per_run_dir(tmp_path, tiny_args, capsys):
-    """A point still being trained by a leftover process is not trained a second time."""
+def test_rerun_waits_for_a_point_a_live_process_trains(tmp_path, tiny_args):
+    """A point held by a leftover trainer is neither trained twice nor recorded failed: the sweep waits."""
     out = tmp_path / "sweep"
     run_dir = out / lr_dir_name(1e-2)
     run_dir.mkdir(parents=True)
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from cs336_basics.basics.trainer import "
-            "run_dir_lock; cm = run_dir_lock(Path(sys.argv[1])); cm.__enter__(); print('held', flush=True); "
-            "time.sleep(120)",
-            str(run_dir),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from cs336_basics.basics.checkpoint "
+         "import run_dir_lock; cm = run_dir_lock(Path(sys.argv[1])); cm.__enter__(); print('held', flush=True); "
+         "time.sleep(120)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    sweep = None
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0
-        point = load_sweep(out).point(1e-2)
-        assert point.state == "failed" and "is being trained by" in point.reason
+        cmd = [sys.executable, "-m", "cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep",
+               *tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))]  # fmt: skip
+        sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in sweep.stdout:
+            if "waiting for it to end" in line:
+                break
+        assert "is being trained by pid" in line and sweep.poll() is None
+        assert json.loads((out / "sweep.json").read_text())["state"] == "running"
     finally:
         holder.kill()
         holder.wait()
+    rest = sweep.communicate(timeout=300)[0]
+    assert sweep.returncode == 0, rest
+    assert load_sweep(out).point(1e-2).state == "finished"
+    assert json.loads((out / "sweep.json").read_text())["launch_errors"] == []
 
 
 def test_submitit_local_executor(tmp_path, tiny_args):
@@ -261,6 +268,8 @@ def test_changed_config_is_refused(tmp_path, tiny_args, capsys):
     with pytest.raises(SystemExit):
         sweep_main(tiny_args(out, 1e-2, steps=12, extra=("--no-extend",)))
     assert "different config" in capsys.readouterr().err
+    # a field the trainer's resume policy lets change is accepted here too (one policy for both)
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--eval-interval", "5"))) == 0
 
 
 def test_summary_of_missing_dir_is_a_clear_error(tmp_path, capsys):

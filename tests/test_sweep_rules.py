@@ -14,13 +14,10 @@ from cs336_basics.assignment_experiments.lr_sweep.bracketing import (
     ladder_below,
     next_extension,
 )
-from cs336_basics.assignment_experiments.lr_sweep.naming import (
-    lr_dir_name,
-    lr_from_dir_name,
-    parse_learning_rates,
-)
+from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name, parse_learning_rates
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
 from cs336_basics.errors import UserError
+from cs336_basics.experiment_log.reader import smoothed
 
 
 def test_names_are_readable():
@@ -36,7 +33,8 @@ def test_names_are_readable():
 
 @given(st.floats(min_value=1e-12, max_value=1e3, allow_nan=False, allow_infinity=False))
 def test_names_round_trip_exactly(lr):
-    assert lr_from_dir_name(lr_dir_name(lr)) == lr
+    text = lr_dir_name(lr)[3:].replace("p", ".").replace("e_", "e-")  # an independent inverse
+    assert float(text) == lr and lr_dir_name(lr, seed=2) == lr_dir_name(lr) + "_s2"
 
 
 def test_parse_learning_rates():
@@ -74,6 +72,19 @@ def test_bracketing_follows_the_published_picture():
     # Everything diverged -> go down; failed points carry no information.
     assert next_extension(_grid([(1e-2, "diverged", None), (3e-2, "failed", None)]))[0] == 3e-3
     assert next_extension([]) is None
+
+
+def test_bracketing_needs_a_divergence_above_the_best():
+    # 1e-5 diverged (a crash-like point far below), 3e-4 best inside: the edge above is not bracketed.
+    grid = [(1e-5, "diverged", None), (1e-4, "finished", 1.6), (3e-4, "finished", 1.4), (1e-3, "finished", 1.5)]
+    lr, why = next_extension(_grid(grid))
+    assert lr == 3e-3 and "above the best" in why
+    assert next_extension(_grid([*grid, (3e-3, "diverged", None)])) is None
+
+
+def test_smoothing_skips_a_nan_row_instead_of_resetting():
+    assert smooth(4.0, float("nan")) == 4.0 and smooth(None, float("nan")) is None
+    assert smoothed([4.0, float("nan"), 2.0]) == [4.0, 4.0, pytest.approx(0.8 * 4.0 + 0.2 * 2.0)]
 
 
 RULE = DivergenceRule()

@@ -45,9 +45,12 @@ class DivergenceRule:
         )
 
 
-def smooth(previous: float | None, loss: float) -> float:
-    """Exponential moving average of the logged train loss."""
-    if previous is None or not math.isfinite(previous):
+def smooth(previous: float | None, loss: float) -> float | None:
+    """Exponential moving average of the logged train loss. A non-finite loss (a NaN row) leaves it as it
+    was: it is rule 1's to judge, and must not reset the history the stall and rebound rules compare."""
+    if not math.isfinite(loss):
+        return previous
+    if previous is None:
         return loss
     return SMOOTHING * previous + (1.0 - SMOOTHING) * loss
 

@@ -1,7 +1,16 @@
-"""The one reader of run directories, shared by the sweep, diagnose and analyze commands.
+"""The run-directory contract: file names, columns, states, number parsing and every derived quantity that
+more than one command shows. The tracker writes through it; the sweep, diagnose, analyze and report read
+through it, and nothing else opens a run dir's files.
 
-It is safe to call on a run that is still being written: a half-written last CSV line is dropped and a
-missing or partial JSON file reads as ``None``. Only a path that is not a directory is an error.
+Reading is safe on a run that is still being written: a half-written last CSV line is dropped, a missing or
+partial JSON file reads as ``None``, and columns beyond the standard ones (instability signals, ...) are kept.
+
+Throughput has two meanings, each with one home:
+- ``ExperimentLog.tokens_per_sec`` (``median_tokens_per_sec``): the median of metrics.csv's per-interval
+  training rate (evaluation and checkpoints excluded), over the whole run or its last rows. Shown by the sweep
+  table, lr-diagnose (last 5 intervals), the reports and ``compare_experiments``.
+- summary.json's ``tokens_per_sec``: tokens / wallclock including evaluation and checkpoints; shown only by
+  cs336-train's closing summary. ``overhead_share`` explains the difference.
 """
 
 from __future__ import annotations
@@ -10,26 +19,22 @@ import io
 import json
 import math
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from cs336_basics.basics.divergence import smooth
 from cs336_basics.errors import UserError
 
 METRIC_COLUMNS: tuple[str, ...] = (
-    "step",
-    "tokens",
-    "wallclock_s",
-    "train_loss",
-    "val_loss",
-    "lr",
-    "grad_norm",
-    "tokens_per_sec",
-    "ms_per_step",
-)
+    "step", "tokens", "wallclock_s", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_sec",
+    "ms_per_step", "mfu",
+)  # fmt: skip
 STATES: tuple[str, ...] = ("pending", "running", "finished", "diverged", "failed", "interrupted")
 DONE_STATES: tuple[str, ...] = ("finished", "diverged")  # terminal: a re-run does not train these again
 SHARPNESS_FILE = "sharpness.csv"
@@ -41,67 +46,12 @@ STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "loss_curves.png"
 CHECKPOINT_DIR = "checkpoints"
+RUN_LOCK_FILE = ".run.lock"  # checkpoint.run_dir_lock's flock: held while a trainer owns the dir
 
 COMPARE_COLUMNS: tuple[str, ...] = (
-    "name",
-    "lr",
-    "state",
-    "steps",
-    "final_train_loss",
-    "final_val_loss",
-    "best_val_loss",
-    "tokens",
-    "wallclock_s",
-    "tokens_per_sec",
-    "target_met",
-)
-
-_LR_KEYS = ("max_lr", "learning_rate", "lr")
-
-
-def empty_metrics() -> pd.DataFrame:
-    """An empty metrics frame with the standard columns."""
-    df = pd.DataFrame({c: pd.Series(dtype="float64") for c in METRIC_COLUMNS})
-    df["step"] = df["step"].astype("int64")
-    return df
-
-
-def read_metrics_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Parse ``metrics.csv`` tolerantly: missing/empty file -> empty frame; incomplete last line dropped;
-    non-numeric cells -> NaN; rows without a step dropped. Never raises for content problems."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError:
-        return empty_metrics()
-    text = raw.decode("utf-8", errors="replace").replace("\x00", "")
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]  # drop the line still being written (or everything)
-    if not text.strip():
-        return empty_metrics()
-    try:
-        df = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=False, on_bad_lines="skip", skip_blank_lines=True
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
-        return empty_metrics()
-    df.columns = [str(c).strip() for c in df.columns]
-    for col in METRIC_COLUMNS:
-        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
-    df = df[list(METRIC_COLUMNS) + [c for c in df.columns if c not in METRIC_COLUMNS]]
-    df = df[df["step"].notna()].reset_index(drop=True)
-    df["step"] = df["step"].astype("int64")
-    for col in METRIC_COLUMNS[1:]:
-        df[col] = df[col].astype("float64")
-    return df
-
-
-def read_json_dict(path: str | os.PathLike) -> dict | None:
-    """A JSON object from ``path``, or ``None`` if missing, partial, corrupt or not an object."""
-    try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
+    "name", "lr", "state", "steps", "final_train_loss", "final_val_loss", "best_val_loss", "tokens",
+    "wallclock_s", "tokens_per_sec", "target_met",
+)  # fmt: skip
 
 
 def finite_or_none(x: Any) -> float | None:
@@ -116,15 +66,72 @@ def finite_or_none(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _num(x: Any) -> float | None:
-    """``x`` as a float, or ``None`` if absent / not a number / NaN."""
-    if isinstance(x, bool) or x is None:
-        return None
+def read_json_dict(path: str | os.PathLike) -> dict | None:
+    """A JSON object from ``path``, or ``None`` if missing, partial, corrupt or not an object."""
     try:
-        v = float(x)
-    except (TypeError, ValueError):
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    return None if math.isnan(v) else v
+    return obj if isinstance(obj, dict) else None
+
+
+def read_csv(path: str | os.PathLike, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A run dir's CSV, tolerantly: ``columns`` first (numeric, NaN where absent or garbage), then any extra
+    column (numeric where it parses); a half-written last line and rows without a step are dropped."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8", errors="replace").replace("\x00", "")
+    except OSError:
+        text = ""
+    text = text[: text.rfind("\n") + 1]  # drop the line still being written (or everything)
+    df = pd.DataFrame()
+    if text.strip():
+        try:
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, on_bad_lines="skip")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
+            df = pd.DataFrame()
+    df.columns = [str(c).strip() for c in df.columns]
+    for col in [*columns, *(c for c in df.columns if c not in columns)]:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
+    df = df[[*columns, *(c for c in df.columns if c not in columns)]].astype("float64")
+    df = df[df["step"].notna()].reset_index(drop=True)
+    df["step"] = df["step"].astype("int64")
+    return df
+
+
+def read_metrics_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """metrics.csv: ``METRIC_COLUMNS`` then any extra ones (signals, data wait, ...)."""
+    return read_csv(path, METRIC_COLUMNS)
+
+
+def empty_metrics() -> pd.DataFrame:
+    return read_metrics_csv(os.devnull)
+
+
+def smoothed(losses: Iterable[float]) -> list[float | None]:
+    """The smoothed train-loss curve, as the divergence rule sees it (``divergence.smooth`` at each row)."""
+    out, previous = [], None
+    for loss in losses:
+        previous = smooth(previous, float(loss))
+        out.append(previous)
+    return out
+
+
+def median_tokens_per_sec(metrics: pd.DataFrame, last: int | None = None) -> float | None:
+    """Training throughput: the median per-interval ``tokens_per_sec`` (of the ``last`` rows if given)."""
+    tps = metrics["tokens_per_sec"].dropna()
+    tps = tps.tail(last) if last else tps
+    return finite_or_none(tps.median()) if len(tps) else None
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this id exists on this machine (signal 0 checks without sending)."""
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except (OSError, ValueError, TypeError, OverflowError):
+        return False
+    return True
 
 
 def _last_valid(series: pd.Series) -> float | None:
@@ -144,23 +151,46 @@ class ExperimentLog:
     summary: dict | None = None
 
     def _from_summary(self, key: str) -> float | None:
-        return _num(self.summary.get(key)) if self.summary else None
+        return finite_or_none(self.summary.get(key)) if self.summary else None
+
+    def _pick(self, key: str) -> float | None:
+        """summary.json's value (a finished run's numbers are exact there), else the last logged one."""
+        v = self._from_summary(key)
+        return v if v is not None else _last_valid(self.metrics[key])
 
     @property
     def state(self) -> str:
-        """Summary status, else status.json state, else ``"pending"``."""
+        """summary.json's status, else status.json's state, else ``"pending"``."""
         for src, key in ((self.summary, "status"), (self.status, "state")):
-            if src and isinstance(src.get(key), str):
+            if src and src.get(key) in STATES:
                 return src[key]
         return "pending"
 
     @property
+    def live(self) -> bool:
+        """Running now on this host (status.json says running and its pid exists here)."""
+        s = self.status or {}
+        return self.state == "running" and s.get("host") == socket.gethostname() and pid_alive(s.get("pid"))
+
+    @property
+    def reason(self) -> str | None:
+        for src in (self.summary, self.status):
+            if src and src.get("reason"):
+                return str(src["reason"])
+        return None
+
+    @property
     def last_step(self) -> int | None:
         """The furthest step known: max of the metrics steps, summary ``steps`` and status ``step``."""
-        known = [_num(self.metrics["step"].max())] if len(self.metrics) else []
-        known += [self._from_summary("steps"), _num(self.status.get("step")) if self.status else None]
+        known = [finite_or_none(self.metrics["step"].max())] if len(self.metrics) else []
+        known += [self._from_summary("steps"), finite_or_none((self.status or {}).get("step"))]
         known = [k for k in known if k is not None]
         return int(max(known)) if known else None
+
+    @property
+    def max_steps(self) -> int | None:
+        v = finite_or_none((self.status or {}).get("max_steps")) or finite_or_none(self.config.get("max_steps"))
+        return int(v) if v else None
 
     @property
     def final_train_loss(self) -> float | None:
@@ -175,9 +205,20 @@ class ExperimentLog:
     @property
     def best_val_loss(self) -> float | None:
         v = self._from_summary("best_val_loss")
-        if v is not None:
-            return v
-        return _num(self.metrics["val_loss"].min()) if len(self.eval_rows) else None
+        return v if v is not None or not len(self.eval_rows) else finite_or_none(self.eval_rows["val_loss"].min())
+
+    @property
+    def tokens(self) -> float | None:
+        return self._pick("tokens")
+
+    @property
+    def wallclock_s(self) -> float | None:
+        return self._pick("wallclock_s")
+
+    @property
+    def tokens_per_sec(self) -> float | None:
+        """The training throughput (see the module docstring)."""
+        return median_tokens_per_sec(self.metrics)
 
     @property
     def eval_rows(self) -> pd.DataFrame:
@@ -186,28 +227,46 @@ class ExperimentLog:
 
     @property
     def learning_rate(self) -> float | None:
-        """The config's ``max_lr`` / ``learning_rate`` / ``lr`` (top level, then one level down)."""
-        nested = [v for v in self.config.values() if isinstance(v, dict)]
-        for d in [self.config, *nested]:
-            for key in _LR_KEYS:
-                v = _num(d.get(key))
-                if v is not None:
-                    return v
-        return None
+        return finite_or_none(self.config.get("max_lr"))
 
     @property
     def target_val_loss(self) -> float | None:
         v = self._from_summary("target_val_loss")
-        return v if v is not None else _num(self.config.get("target_val_loss"))
+        return v if v is not None else finite_or_none(self.config.get("target_val_loss"))
+
+    @property
+    def sharpness(self) -> pd.DataFrame:
+        """sharpness.csv (step, lr, sharpness, threshold, ratio); empty when the run measured none."""
+        return read_csv(self.path / SHARPNESS_FILE, SHARPNESS_COLUMNS)
+
+    def smoothed_train_loss(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, smoothed train loss) of the rows with a train loss: the curve the stall rule compares."""
+        m = self.metrics[self.metrics["train_loss"].notna()]
+        values = [np.nan if v is None else v for v in smoothed(m["train_loss"])]
+        return m["step"].to_numpy(dtype=float), np.asarray(values, dtype=float)
+
+    def overhead_share(self) -> dict | None:
+        """Share of wallclock spent outside training steps: from summary.json (eval, checkpoint), else estimated
+        from metrics (wallclock minus steps x ms_per_step). ``{"eval", "checkpoint", "total", "wallclock_s",
+        "estimated"}``."""
+        wall, ev, ck = (self._from_summary(k) for k in ("wallclock_s", "eval_s", "checkpoint_s"))
+        if wall and ev is not None and ck is not None:
+            return {"eval": ev / wall, "checkpoint": ck / wall, "total": (ev + ck) / wall, "wallclock_s": wall,
+                    "estimated": False}  # fmt: skip
+        m = self.metrics[self.metrics["ms_per_step"].notna() & self.metrics["wallclock_s"].notna()]
+        if len(m) < 2 or not m["wallclock_s"].iloc[-1] > 0:
+            return None
+        wall = float(m["wallclock_s"].iloc[-1])
+        step_s = float((m["step"].diff().fillna(m["step"].iloc[0]) * m["ms_per_step"]).sum()) / 1e3
+        return {"eval": None, "checkpoint": None, "total": max(wall - step_s, 0.0) / wall, "wallclock_s": wall,
+                "estimated": True}  # fmt: skip
 
 
 def load_experiment_log(path: str | os.PathLike) -> ExperimentLog:
     """Read a run directory, tolerating files that are missing or mid-write."""
     p = Path(path)
     if not p.is_dir():
-        raise UserError(
-            f"{p}: not a run directory (expected a folder holding {METRICS_FILE}); check the path"
-        )
+        raise UserError(f"{p}: not a run directory (expected a folder holding {METRICS_FILE}); check the path")
     return ExperimentLog(
         path=p,
         name=Path(os.path.abspath(p)).name,
@@ -218,12 +277,6 @@ def load_experiment_log(path: str | os.PathLike) -> ExperimentLog:
     )
 
 
-def _pick(log: ExperimentLog, key: str) -> float | None:
-    """The summary's value for ``key``, else the last logged one."""
-    v = log._from_summary(key)
-    return v if v is not None else _last_valid(log.metrics[key])
-
-
 def compare_experiments(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per run (name, lr, state, steps, losses, throughput, target_met), sorted by lr (NaN last)."""
     if isinstance(paths, str | os.PathLike):
@@ -231,21 +284,12 @@ def compare_experiments(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     rows = []
     for p in paths:
         log = load_experiment_log(p)
-        rows.append(
-            {
-                "name": log.name,
-                "lr": log.learning_rate,
-                "state": log.state,
-                "steps": log.last_step,
-                "final_train_loss": log.final_train_loss,
-                "final_val_loss": log.final_val_loss,
-                "best_val_loss": log.best_val_loss,
-                "tokens": _pick(log, "tokens"),
-                "wallclock_s": _pick(log, "wallclock_s"),
-                "tokens_per_sec": _pick(log, "tokens_per_sec"),
-                "target_met": (log.summary or {}).get("target_met"),
-            }
-        )
+        rows.append({
+            "name": log.name, "lr": log.learning_rate, "state": log.state, "steps": log.last_step,
+            "final_train_loss": log.final_train_loss, "final_val_loss": log.final_val_loss,
+            "best_val_loss": log.best_val_loss, "tokens": log.tokens, "wallclock_s": log.wallclock_s,
+            "tokens_per_sec": log.tokens_per_sec, "target_met": (log.summary or {}).get("target_met"),
+        })  # fmt: skip
     df = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
     float_cols = [c for c in COMPARE_COLUMNS if c not in ("name", "state", "steps", "target_met")]
     df[float_cols] = df[float_cols].astype("float64")

@@ -10,29 +10,30 @@ strategy and a sample from the best checkpoint) and ``EXPERIMENT_LOG.md`` (one e
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import DEFAULT_SWEEP_DIR, bracketing
 from cs336_basics.assignment_experiments.lr_sweep.report import analysis_markdown, experiment_log_markdown
-from cs336_basics.assignment_experiments.lr_sweep.sweep_plots import (
+from cs336_basics.assignment_experiments.sweep.plots import (
     COMPARISON_FILE,
     LR_LOSS_FILE,
     plot_lr_vs_loss,
     plot_sweep_comparison,
 )
-from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import (
-    DEFAULT_SWEEP_DIR,
-    SWEEP_FILE,
-    SweepPoint,
+from cs336_basics.assignment_experiments.sweep.record import SWEEP_FILE
+from cs336_basics.assignment_experiments.sweep.view import (
     SweepView,
+    ValueGroup,
+    fmt,
     format_table,
     load_sweep,
 )
 from cs336_basics.atomic import atomic_write_text
 from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.experiment_log.reader import CHECKPOINT_DIR
 
 ANALYSIS_FILE = "lr_sweep_analysis.md"
 LOG_FILE = "EXPERIMENT_LOG.md"
@@ -49,185 +50,144 @@ class SweepFindings:
     edge: list[str] = field(default_factory=list)
     reading: list[str] = field(default_factory=list)
     strategy: list[str] = field(default_factory=list)
-    threshold_ratio: float | None = None  # best lr / smallest diverging lr
+    threshold_ratio: float | None = None  # best lr / smallest diverging lr above it
 
 
 def missing_parts(view: SweepView) -> list[str]:
     """What a partial sweep still lacks, one line each."""
-    out = []
-    if not view.meta:
-        out.append(f"{SWEEP_FILE} is missing or unreadable: grid, extensions and errors are unknown")
-    if not view.points:
-        out.append("no learning rate has a run directory or a sweep.json record yet")
+    out = [] if view.meta else [f"{SWEEP_FILE} is missing: grid, extensions and errors are unknown"]
     for p in view.points:
         if p.state == "pending":
-            out.append(f"lr {p.lr:.3g}: not started")
+            out.append(f"{p.name}: not started")
         elif p.state in ("running", "interrupted"):
-            out.append(
-                f"lr {p.lr:.3g}: {p.state} at step {p.step or 0}/{p.max_steps or '?'} (numbers so far)"
-            )
+            out.append(f"{p.name}: {p.state} at step {p.step or 0}/{p.max_steps or '?'} (numbers so far)")
         elif p.state == "failed":
-            out.append(f"lr {p.lr:.3g}: failed ({p.reason or 'no error recorded'})")
+            out.append(f"{p.name}: failed ({p.reason or 'no error recorded'})")
         if p.log is not None and p.state not in ("pending", "failed") and p.final_val_loss is None:
-            out.append(f"lr {p.lr:.3g}: no validation loss yet")
-    if view.meta and view.meta.get("state") not in (None, "finished"):
-        out.append(f"the sweep itself is `{view.meta.get('state')}`: more points may still be added")
+            out.append(f"{p.name}: no validation loss yet")
+    if view.state != "finished":
+        out.append(f"the sweep itself is `{view.state}`: more points may still be added")
     return out
 
 
 def best_text(view: SweepView) -> str:
-    best = view.best_point
+    best = view.best
     if best is None:
         return "No learning rate has finished yet, so there is no best one."
-    return (
-        f"The best learning rate is **{best.lr:.3g}**: final validation loss {best.final_val_loss:.4f} "
-        f"(best {best.best_val_loss:.4f}) after {best.step} steps."
-    )
+    seeds = f" (mean ± std over {len(best.points)} seeds)" if len(best.points) > 1 else ""
+    return (f"The best learning rate is **{best.lr:.3g}**: final validation loss "
+            f"{fmt(best.final_val_loss, '.4f')}{seeds}, best {fmt(best.best_val_loss, '.4f')}, after {best.step} steps.")  # fmt: skip
 
 
 def target_text(view: SweepView) -> str:
-    target, best = view.target_val_loss, view.best_point
+    target, best = view.target_val_loss, view.best
     preset = f"the `{view.preset}` preset's" if view.preset else "the"
     if target is None:
         return f"There is no target validation loss for {preset} budget."
     if best is None:
         return f"Target: {preset} validation loss {target:g}: not known yet (no finished run)."
     met = best.final_val_loss <= target
-    return (
-        f"Target: {preset} validation loss {target:g} was **{'met' if met else 'not met'}** "
-        f"(best final {best.final_val_loss:.4f}, {best.final_val_loss - target:+.3f} nats)."
-    )
+    return (f"Target: {preset} validation loss {target:g} was **{'met' if met else 'not met'}** "
+            f"(best final {best.final_val_loss:.4f}, {best.final_val_loss - target:+.3f} nats).")  # fmt: skip
 
 
 def stability_edge(view: SweepView) -> tuple[list[str], float | None]:
-    """Largest converged LR, smallest diverged LR, the best LR's ratio to the divergence threshold."""
-    conv, div, best = view.largest_converged, view.smallest_diverged, view.best_point
-    out: list[str] = []
-    if conv is not None:
-        out.append(
-            f"largest learning rate that converged: {conv.lr:.3g} (final val {conv.final_val_loss:.4f})"
-        )
-    else:
-        out.append("no learning rate has converged yet")
-    if div is None:
-        top = max((p.lr for p in view.points), default=None)
-        out.append(
-            "no learning rate diverged"
-            + (f": the edge of stability lies above {top:.3g}, the sweep does not bracket it" if top else "")
-        )
+    """The edge of stability, bracketed from above: the largest converged lr, the smallest lr above the best
+    that diverged, the best lr's ratio to it; a divergence only below the best is named as such."""
+    conv, best = view.largest_converged, view.best
+    diverged = [g for g in view.groups if g.state == "diverged"]
+    above = [g for g in diverged if best is None or g.lr > best.lr]
+    out = [f"largest learning rate that converged: {conv.lr:.3g} (final val {conv.final_val_loss:.4f})"
+           if conv else "no learning rate has converged yet"]  # fmt: skip
+    below = [g for g in diverged if g not in above]
+    if below:
+        out.append(f"lr {', '.join(f'{g.lr:.3g}' for g in below)} diverged below the best lr: a crash-like point, "
+                   "not the edge of stability" + ("" if above else "; nothing above the best diverged, so the edge "
+                   "of stability above it is not bracketed"))  # fmt: skip
+    if not above:
+        top = max((g.lr for g in view.groups), default=None)
+        if not below:
+            out.append("no learning rate diverged" + (f": the edge of stability lies above {top:.3g}, "
+                                                      "the sweep does not bracket it" if top else ""))  # fmt: skip
         return out, None
-    out.append(
-        f"smallest learning rate that diverged: {div.lr:.3g} (at step {div.step}: {div.reason or '?'})"
-    )
+    div = above[0]
+    out.append(f"smallest learning rate above the best that diverged: {div.lr:.3g} ({div.reason or '?'})")
     if conv is not None and conv.lr < div.lr:
-        out.append(
-            f"the edge of stability lies between {conv.lr:.3g} and {div.lr:.3g} (a factor {div.lr / conv.lr:.2g})"
-        )
+        out.append(f"the edge of stability lies between {conv.lr:.3g} and {div.lr:.3g} (a factor {div.lr / conv.lr:.2g})")
     elif conv is not None:
-        out.append(
-            f"lr {conv.lr:.3g} converged although the smaller {div.lr:.3g} diverged: the edge is noisy here "
-            "(seed-dependent); treat the threshold as approximate"
-        )
+        out.append(f"lr {conv.lr:.3g} converged although the smaller {div.lr:.3g} diverged: the edge is noisy here "
+                   "(seed-dependent); treat the threshold as approximate")  # fmt: skip
     ratio = best.lr / div.lr if best is not None else None
     if ratio is not None:
-        out.append(
-            f"the best learning rate is {ratio:.2g}x the divergence threshold (a factor {1 / ratio:.2g} below "
-            "the smallest diverging lr)"
-        )
+        out.append(f"the best learning rate is {ratio:.2g}x the divergence threshold (a factor {1 / ratio:.2g} "
+                   "below the smallest diverging lr above it)")  # fmt: skip
     return out, ratio
 
 
 def curve_reading(view: SweepView) -> list[str]:
     """What too low and too high learning rates did, in numbers."""
-    best = view.best_point
-    out: list[str] = []
-    for p in view.points:
-        out.append(_point_reading(p, best))
+    best = view.best
+    out = [_reading(g, best) for g in view.groups]
     if best is None:
         return out
-    finished = [p for p in view.points if p.converged]
-    low = [p for p in finished if p.lr < best.lr and p.final_val_loss - best.final_val_loss > CLEARLY_WORSE]
-    high = [p for p in finished if p.lr > best.lr and p.final_val_loss - best.final_val_loss > CLEARLY_WORSE]
+    finished = [g for g in view.groups if g.converged]
+    gap = {g.lr: g.final_val_loss - best.final_val_loss for g in finished}
+    low = [g for g in finished if g.lr < best.lr and gap[g.lr] > CLEARLY_WORSE]
+    high = [g for g in finished if g.lr > best.lr and gap[g.lr] > CLEARLY_WORSE]
     if low:
-        p = low[0]
-        out.append(
-            f"too low: lr {p.lr:.3g} ended {p.final_val_loss - best.final_val_loss:.2f} nats above the best: "
-            "it learns too slowly for this step budget"
-        )
+        out.append(f"too low: lr {low[0].lr:.3g} ended {gap[low[0].lr]:.2f} nats above the best: it learns too "
+                   "slowly for this step budget")  # fmt: skip
     if high:
-        p = high[-1]
-        out.append(
-            f"too high (but stable): lr {p.lr:.3g} ended "
-            f"{p.final_val_loss - best.final_val_loss:.2f} nats above the best"
-        )
-    diverged = [p for p in view.points if p.state == "diverged"]
+        out.append(f"too high (but stable): lr {high[-1].lr:.3g} ended {gap[high[-1].lr]:.2f} nats above the best")
+    diverged = [g for g in view.groups if g.state == "diverged" and g.lr > best.lr]
     if diverged:
-        first = min(diverged, key=lambda p: p.lr)
-        out.append(f"too high: from lr {first.lr:.3g} on, training diverged (first at step {first.step})")
-    near = [
-        p for p in finished if abs(p.final_val_loss - best.final_val_loss) <= CLEARLY_WORSE and p is not best
-    ]
+        out.append(f"too high: from lr {diverged[0].lr:.3g} on, training diverged")
+    near = [g for g in finished if abs(gap[g.lr]) <= CLEARLY_WORSE and g.lr != best.lr]
     if near:
-        lrs = ", ".join(f"{p.lr:.3g}" for p in near)
-        out.append(f"within {CLEARLY_WORSE} nats of the best: lr {lrs} — the optimum is broad")
-    if finished and best.lr == min(p.lr for p in finished):
+        out.append(f"within {CLEARLY_WORSE} nats of the best: lr {', '.join(f'{g.lr:.3g}' for g in near)} — the optimum is broad")
+    if best.lr == min(gap):
         out.append("the best is the smallest finished learning rate: smaller ones might do better")
-    if finished and best.lr == max(p.lr for p in finished) and not diverged:
-        out.append(
-            "the best is the largest learning rate tried and nothing diverged: larger ones might do better"
-        )
+    if best.lr == max(gap) and not diverged:
+        out.append("the best is the largest learning rate tried and nothing above it diverged: larger ones might do better")
     return out
 
 
-def _point_reading(p: SweepPoint, best: SweepPoint | None) -> str:
-    name = f"lr {p.lr:.3g}"
-    if p.state == "diverged":
-        return f"{name} diverged at step {p.step}: {p.reason or 'no reason recorded'}"
-    if p.state == "failed":
-        return f"{name} failed: {p.reason or 'no error recorded'}"
-    if p.state == "pending":
-        return f"{name} has not started"
-    if p.state != "finished":
-        progress = f"{p.step or 0}/{p.max_steps or '?'}"
-        return f"{name} is {p.state} at step {progress} (latest val {_f(p.final_val_loss)})"
-    if p.final_val_loss is None:
+def _reading(g: ValueGroup, best: ValueGroup | None) -> str:
+    name = f"lr {g.lr:.3g}"
+    if g.state in ("diverged", "failed"):
+        return f"{name} {g.state}: {g.reason or 'no reason recorded'}"
+    if g.state != "finished":
+        return f"{name} is {g.state} at step {g.step or 0}/{g.max_steps or '?'} (latest val {fmt(g.final_val_loss, '.4f')})"
+    if g.final_val_loss is None:
         return f"{name} finished without a validation loss"
-    if p is best:
-        return f"{name} is the best: final val {p.final_val_loss:.4f}"
-    if best is None:
-        return f"{name}: final val {p.final_val_loss:.4f}"
-    gap = p.final_val_loss - best.final_val_loss
-    return f"{name} ended {gap:.2f} nats above the best (final val {p.final_val_loss:.4f})"
+    if best is None or g.lr == best.lr:
+        return f"{name}{' is the best' if best else ''}: final val {g.final_val_loss:.4f}"
+    return f"{name} ended {g.final_val_loss - best.final_val_loss:.2f} nats above the best (final val {g.final_val_loss:.4f})"
 
 
 def search_strategy(view: SweepView) -> list[str]:
-    """The grid, its spacing and which points bracketing added (and why)."""
-    meta = view.meta
-    grid = sorted(float(x) for x in meta.get("learning_rates") or [] if _finite(x))
-    out = []
+    """The grid, its spacing, which points bracketing added (and why), and whether it is bracketed."""
+    meta, grid = view.meta, sorted(view.meta.get("values") or [])
     if grid:
         spacing = (grid[-1] / grid[0]) ** (1 / (len(grid) - 1)) if len(grid) > 1 else None
-        out.append(
-            f"log-spaced grid of {len(grid)} learning rate(s) from {grid[0]:.3g} to {grid[-1]:.3g}"
-            + (f" (about x{spacing:.2g} apart)" if spacing else "")
-        )
+        out = [f"log-spaced grid of {len(grid)} learning rate(s) from {grid[0]:.3g} to {grid[-1]:.3g}"
+               + (f" (about x{spacing:.2g} apart)" if spacing else "")]  # fmt: skip
     else:
-        out.append(
-            "the grid is not recorded (sweep.json missing): points were found from the run directories"
-        )
+        out = ["the grid is not recorded (sweep.json missing): points were found from the run directories"]
+    if meta.get("seeds", 1) > 1:
+        out.append(f"{meta['seeds']} seeds per learning rate (the seed changes initialisation and data order)")
     if meta.get("extend"):
-        out.append(
-            "bracketing was on: after the grid, points are added one at a time on the 1-3-10 ladder until the "
-            "best lr has a neighbour on each side and some lr diverged "
-            f"(at most {meta.get('max_extra_points', '?')} extra)"
-        )
+        out.append("bracketing was on: after the grid, points are added one at a time on the 1-3-10 ladder until the "
+                   "best lr has a neighbour on each side and a point above it diverged "
+                   f"(at most {meta.get('max_extra_points', '?')} extra)")  # fmt: skip
     elif meta:
         out.append("bracketing was off: only the grid was run")
-    added = [p for p in view.points if p.is_extension]
-    for p in added:
-        out.append(f"added lr {p.lr:.3g}: {p.record.get('why') or 'by bracketing'} -> {p.state}")
-    if meta.get("extend") and not added:
-        out.append("no point was added: the grid already bracketed the best lr (or the sweep is not done)")
+    for g in view.groups:
+        if g.is_extension:
+            out.append(f"added lr {g.lr:.3g}: {g.points[0].why or 'by bracketing'} -> {g.state}")
+    still = bracketing(view)
+    out.append(f"not bracketed yet: {still[1]}" if still else "bracketed: the best lr has a neighbour on each side "
+               "and a point above it diverged")  # fmt: skip
     if meta.get("executor"):
         out.append(f"executor: {meta['executor']}")
     return out
@@ -235,15 +195,8 @@ def search_strategy(view: SweepView) -> list[str]:
 
 def findings(view: SweepView) -> SweepFindings:
     edge, ratio = stability_edge(view)
-    return SweepFindings(
-        missing=missing_parts(view),
-        best_text=best_text(view),
-        target_text=target_text(view),
-        edge=edge,
-        reading=curve_reading(view),
-        strategy=search_strategy(view),
-        threshold_ratio=ratio,
-    )
+    return SweepFindings(missing_parts(view), best_text(view), target_text(view), edge, curve_reading(view),
+                         search_strategy(view), ratio)  # fmt: skip
 
 
 # ---- sample from the best checkpoint -------------------------------------------------------------------
@@ -251,11 +204,11 @@ def findings(view: SweepView) -> SweepFindings:
 
 def best_checkpoint(view: SweepView) -> Path | None:
     """The best point's ``checkpoints/best.pt`` (else final.pt), if it exists."""
-    best = view.best_point
+    best = view.best.best_run if view.best else None
     if best is None or best.log is None:
         return None
     for name in ("best.pt", "final.pt"):
-        path = best.log.path / "checkpoints" / name
+        path = best.log.path / CHECKPOINT_DIR / name
         if path.is_file():
             return path
     return None
@@ -265,7 +218,7 @@ def sample_section(view: SweepView, prompt: str, max_tokens: int, seed: int, dev
     """Markdown lines: a sample from the best checkpoint, or a note saying why there is none."""
     ckpt = best_checkpoint(view)
     if ckpt is None:
-        why = "no finished run yet" if view.best_point is None else "the best run has no best.pt / final.pt"
+        why = "no finished run yet" if view.best is None else "the best run has no best.pt / final.pt"
         return [f"_Skipped: {why}._"]
     from cs336_basics.basics.generate import sample_from_checkpoint
 
@@ -312,6 +265,8 @@ def analyze(
 ) -> AnalysisOutputs:
     """Write the two figures and the two markdown files; return their paths and the findings."""
     view = load_sweep(sweep_dir)
+    if not view.meta and not view.points:
+        raise UserError(f"{view.path} is not a sweep (no {SWEEP_FILE} and no run directories); nothing written")
     out = Path(out_dir) if out_dir is not None else view.path
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -368,16 +323,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
     return 0
 
-
-def _finite(x) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def _f(x) -> str:
-    return "–" if x is None else f"{x:.4f}"
 
 
 if __name__ == "__main__":

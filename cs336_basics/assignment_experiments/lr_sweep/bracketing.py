@@ -1,4 +1,4 @@
-"""Bracketing: extend the grid until the best learning rate is inside it and some point has diverged.
+"""Bracketing: extend the grid until the best learning rate is inside it and a point above it diverged.
 
 On the full budget, published runs of the CS336 model find the best final validation loss near 1e-2 and the
 first unstable learning rate near 3e-2, so the default grid (1e-4 ... 1e-2) alone has its optimum on its top
@@ -41,31 +41,32 @@ def ladder_below(lr: float) -> float:
     raise AssertionError("unreachable")
 
 
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
 def next_extension(outcomes: list[PointOutcome]) -> tuple[float, str] | None:
     """The next learning rate to try and why, or None when the sweep is bracketed (or can't say yet).
 
-    Bracketed = the best converged point has a converged-or-diverged neighbour on both sides in the grid, and
-    at least one point diverged. Failed points (crashes) carry no information and are ignored.
+    Bracketed = the best converged point has a converged-or-diverged neighbour on both sides, and a point
+    *above* it diverged: the edge of stability is bracketed from above (a divergence far below the best, a
+    crash-like point, says nothing about it). Failed points (crashes) carry no information and are ignored.
     """
     done = [o for o in outcomes if o.state in ("finished", "diverged")]
     if not done:
         return None
-    converged = [
-        o
-        for o in done
-        if o.state == "finished" and o.final_val_loss is not None and math.isfinite(o.final_val_loss)
-    ]
-    diverged = [o for o in done if o.state == "diverged"]
+    converged = [o for o in done if o.state == "finished" and _finite(o.final_val_loss)]
     lrs = sorted(o.lr for o in done)
     if not converged:
         lowest = lrs[0]
         return ladder_below(lowest), f"every point diverged; trying below {lowest:g}"
     best = min(converged, key=lambda o: o.final_val_loss)
+    diverged = [o for o in done if o.state == "diverged" and o.lr > best.lr]
     if best.lr == lrs[-1]:
         return ladder_above(best.lr), f"best lr {best.lr:g} is the largest tried; trying above it"
     if not diverged:
         top = lrs[-1]
-        return ladder_above(top), f"no point diverged; trying above {top:g} to find the edge of stability"
+        return ladder_above(top), f"no point above the best diverged; trying above {top:g} to find the edge of stability"
     if best.lr == lrs[0]:
         return ladder_below(best.lr), f"best lr {best.lr:g} is the smallest tried; trying below it"
     return None

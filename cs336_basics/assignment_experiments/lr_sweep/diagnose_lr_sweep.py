@@ -29,6 +29,7 @@ from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import (
     format_device,
     probe_device,
 )
+from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import DEFAULT_SWEEP_DIR
 from cs336_basics.assignment_experiments.lr_sweep.speed import (
     RunFacts,
     SpeedVerdict,
@@ -36,31 +37,13 @@ from cs336_basics.assignment_experiments.lr_sweep.speed import (
     gpu_for_run,
     speed_verdict,
 )
-from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import (
-    DEFAULT_SWEEP_DIR,
-    SweepPoint,
-    SweepView,
-    load_sweep,
-)
+from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, fmt, load_sweep
 from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.experiment_log.reader import DONE_STATES, median_tokens_per_sec, pid_alive
 
 DEFAULT_STALE_AFTER_S = 120.0
 DEFAULT_WATCH_S = 10.0
-DONE = ("finished", "diverged")
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine (signal 0 checks without sending)."""
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except (OSError, ValueError, TypeError, OverflowError):
-        return False
-    return True
 
 
 def parse_time(text) -> datetime | None:
@@ -78,8 +61,7 @@ def recent_rates(metrics: pd.DataFrame, rows: int = 5) -> tuple[float | None, fl
     """(tokens/s, steps/s) over the last logged intervals: tokens/s is the training-only median of the
     last ``rows`` rows; steps/s is wallclock-based (evaluation and checkpoints included), for ETAs."""
     m = metrics[metrics["wallclock_s"].notna()]
-    tps = metrics["tokens_per_sec"].dropna().tail(rows)
-    tokens = float(tps.median()) if len(tps) else None
+    tokens = median_tokens_per_sec(metrics, last=rows)
     if len(m) >= 2:
         tail = m.tail(rows + 1)
         d_step = float(tail["step"].iloc[-1] - tail["step"].iloc[0])
@@ -137,20 +119,20 @@ def point_status(
     step, max_steps = p.step, p.max_steps
     pct = 100.0 * step / max_steps if step is not None and max_steps else None
     eta = None
-    if state in DONE:
+    if state in DONE_STATES:
         eta = 0.0
     elif step is not None and max_steps and steps_ps:
         eta = max(max_steps - step, 0) / steps_ps
     return PointStatus(
-        lr=p.lr,
+        lr=p.value,
         name=p.name,
         state=state,
         added_by=p.added_by,
         step=step,
         max_steps=max_steps,
         percent=pct,
-        train_loss=_last(metrics, "train_loss"),
-        val_loss=_last(metrics, "val_loss"),
+        train_loss=p.final_train_loss,  # summary.json's for a finished run, else the last logged
+        val_loss=p.final_val_loss,
         tokens_per_sec=tokens_ps,
         steps_per_sec=steps_ps,
         eta_s=eta,
@@ -167,7 +149,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
     default_max = (view.meta.get("config") or {}).get("max_steps")
     remaining = 0
     for s in points:
-        if s.state in DONE or s.state == "failed":
+        if s.state in (*DONE_STATES, "failed"):
             continue
         total = s.max_steps or default_max
         if total:
@@ -181,7 +163,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
     }
     return {
         "path": str(view.path),
-        "state": view.meta.get("state") if view.meta else "unknown (no sweep.json)",
+        "state": view.state,
         "preset": view.preset or next((p.log.config.get("preset") for p in view.points if p.log), None),
         "points_total": len(points),
         "points_done": counts["finished"] + counts["diverged"],
@@ -191,7 +173,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
         "rate_from": "running points" if running else ("finished points" if known else None),
         "eta_s": 0.0 if remaining == 0 else (remaining / rate if rate else None),
         "target_val_loss": view.target_val_loss,
-        "best_lr": view.best_point.lr if view.best_point else None,
+        "best_lr": view.best.value if view.best else None,
     }
 
 
@@ -289,12 +271,12 @@ def format_diagnosis(d: Diagnosis) -> str:
         )
         lines += [header, "-" * len(header)]
         for p in d.points:
-            steps = f"{_f(p.step, 'd')}/{_f(p.max_steps, 'd')}"
-            added = "+" if p.added_by == "extension" else " "
-            eta_p = "done" if p.state in DONE else _duration(p.eta_s) if p.eta_s is not None else "-"
+            steps = f"{fmt(p.step, 'd')}/{fmt(p.max_steps, 'd')}"
+            added = "+" if p.added_by == "bracketing" else " "
+            eta_p = "done" if p.state in DONE_STATES else _duration(p.eta_s) if p.eta_s is not None else "-"
             lines.append(
-                f"{p.lr:>8.3g}{added} {p.state:<11} {steps:>13} {_f(p.percent, '.0f'):>5} "
-                f"{_f(p.train_loss, '.3f'):>7} {_f(p.val_loss, '.3f'):>7} {_f(p.tokens_per_sec, ',.0f'):>9} "
+                f"{p.lr:>8.3g}{added} {p.state:<11} {steps:>13} {fmt(p.percent, '.0f'):>5} "
+                f"{fmt(p.train_loss, '.3f'):>7} {fmt(p.val_loss, '.3f'):>7} {fmt(p.tokens_per_sec, ',.0f'):>9} "
                 f"{eta_p:>9}  {p.note or ''}"
             )
         lines.append("(+ = added by bracketing)")
@@ -314,17 +296,6 @@ def _clean(x):
     if isinstance(x, list | tuple):
         return [_clean(v) for v in x]
     return x
-
-
-def _last(metrics: pd.DataFrame | None, col: str) -> float | None:
-    if metrics is None or not len(metrics):
-        return None
-    s = metrics[col].dropna()
-    return float(s.iloc[-1]) if len(s) else None
-
-
-def _f(x, spec: str) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
 def _duration(seconds: float | None) -> str:
@@ -386,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while True:
             d = diagnose(args.sweep_dir, stale_after=args.stale_after)
+            if not d.points and d.sweep["state"].startswith("unknown"):
+                print(f"nothing here yet: {args.sweep_dir} has no sweep.json and no run directories "
+                      "(not a sweep, or one that has not started)", file=sys.stderr)  # fmt: skip
+                return 1
             if args.json:
                 text = json.dumps(d.as_dict(), indent=None if args.watch is not None else 2)
             else:

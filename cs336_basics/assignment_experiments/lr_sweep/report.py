@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from cs336_basics.assignment_experiments.lr_sweep.sweep_reader import SweepPoint, SweepView
-from cs336_basics.basics.divergence import SMOOTHING
-from cs336_basics.experiment_log.reader import finite_or_none as _num
+from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, fmt, loss_text
+from cs336_basics.experiment_log.reader import smoothed
 
 PLATEAU_GAIN = 0.01  # < 1% smoothed-loss improvement per 10% of training counts as a plateau
 SPIKE_FACTOR = 1.3  # a logged loss above 1.3x the smoothed loss before it is a spike
@@ -23,13 +22,6 @@ OVERHEAD_WARN = 0.2  # evaluation + checkpointing above 20% of wallclock is wort
 
 
 # ---- small formatting helpers ----------------------------------------------------------------------
-
-
-def fmt(x, spec: str = ".3f", none: str = "–") -> str:
-    """``format(x, spec)``, or ``none`` for missing / NaN values."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return none
-    return format(x, spec)
 
 
 def duration(seconds: float | None) -> str:
@@ -99,39 +91,9 @@ def plateau(metrics: pd.DataFrame) -> dict | None:
 def loss_spikes(metrics: pd.DataFrame, factor: float = SPIKE_FACTOR) -> list[tuple[int, float, float]]:
     """(step, loss, smoothed loss before it) for each logged train loss above ``factor`` x that smoothed loss."""
     m = train_rows(metrics)
-    spikes, prev = [], None
-    for step, loss in zip(m["step"], m["train_loss"]):
-        if prev is not None and loss > factor * prev:
-            spikes.append((int(step), float(loss), float(prev)))
-        prev = loss if prev is None else SMOOTHING * prev + (1 - SMOOTHING) * loss
-    return spikes
-
-
-def overhead(point: SweepPoint) -> dict | None:
-    """Share of wallclock spent evaluating / checkpointing: from summary.json, else estimated from metrics
-    (wallclock minus steps x ms_per_step). ``{"eval", "checkpoint", "total", "wallclock_s", "estimated"}``."""
-    log = point.log
-    if log is None:
-        return None
-    s = log.summary or {}
-    wall, ev, ck = (_num(s.get(k)) for k in ("wallclock_s", "eval_s", "checkpoint_s"))
-    if wall and ev is not None and ck is not None:
-        return {
-            "eval": ev / wall,
-            "checkpoint": ck / wall,
-            "total": (ev + ck) / wall,
-            "wallclock_s": wall,
-            "estimated": False,
-        }
-    m = log.metrics[log.metrics["ms_per_step"].notna() & log.metrics["wallclock_s"].notna()]
-    if len(m) < 2:
-        return None
-    wall = float(m["wallclock_s"].iloc[-1])
-    step_s = float((m["step"].diff().fillna(m["step"].iloc[0]) * m["ms_per_step"]).sum()) / 1e3
-    if wall <= 0:
-        return None
-    other = max(wall - step_s, 0.0) / wall
-    return {"eval": None, "checkpoint": None, "total": other, "wallclock_s": wall, "estimated": True}
+    before = [None, *smoothed(m["train_loss"])[:-1]]
+    return [(int(s), float(loss), float(prev)) for s, loss, prev in zip(m["step"], m["train_loss"], before)
+            if prev is not None and loss > factor * prev]  # fmt: skip
 
 
 def target_reached_at(point: SweepPoint, target: float | None) -> int | None:
@@ -195,7 +157,7 @@ def run_observations(point: SweepPoint, target: float | None = None) -> list[str
         out.append(f"diverged at step {point.step}: {point.reason or 'no reason recorded'}")
     elif point.state in ("failed", "interrupted", "stalled"):
         out.append(f"{point.state}: {point.reason or 'no reason recorded'}")
-    oh = overhead(point)
+    oh = log.overhead_share()
     if oh is not None:
         if oh["estimated"]:
             text = (
@@ -307,7 +269,7 @@ def experiment_log_markdown(view: SweepView) -> str:
     """EXPERIMENT_LOG.md: one entry per learning rate: configuration, results, metrics over training and
     observations computed from the data."""
     target = view.target_val_loss
-    best = view.best_point
+    best = view.best.best_run if view.best else None
     lines = [
         "# Experiment log",
         "",
@@ -319,12 +281,10 @@ def experiment_log_markdown(view: SweepView) -> str:
         lines.append("_No runs in this sweep yet._")
     for p in view.points:
         mark = " — best" if best is not None and p is best else ""
-        lines += [f"## lr {p.lr:.3g} (`{p.name}`): {p.state}{mark}", ""]
+        seed = f", seed {p.seed}" if p.seed else ""
+        lines += [f"## {view.field} {p.value:.3g}{seed} (`{p.name}`): {p.state}{mark}", ""]
         if p.is_extension:
-            lines += [
-                f"Added beyond the grid by bracketing: {p.record.get('why') or 'no reason recorded'}.",
-                "",
-            ]
+            lines += [f"Added beyond the grid by bracketing: {p.why or 'no reason recorded'}.", ""]
         if p.log is None:
             why = f"the point {p.state}: {p.reason}" if p.reason else f"the point is {p.state}"
             lines += [f"No run directory ({why}).", ""]
@@ -339,24 +299,20 @@ def experiment_log_markdown(view: SweepView) -> str:
 # ---- lr_sweep_analysis.md -------------------------------------------------------------------------------
 
 
-def results_table_markdown(view: SweepView) -> str:
-    best = view.best_point
+def results_table_markdown(view: SweepView, label: str = "lr") -> str:
+    """One row per value; losses are mean ± std over seeds when there are several."""
+    best = view.best
     rows = []
-    for p in view.points:
-        rows.append(
-            [
-                ("**" + f"{p.lr:.3g}" + "**") if p is best else f"{p.lr:.3g}",
-                p.state + (" (added)" if p.is_extension else ""),
-                f"{fmt(p.step, 'd')}/{fmt(p.max_steps, 'd')}",
-                fmt(p.final_train_loss),
-                fmt(p.best_val_loss),
-                fmt(p.final_val_loss),
-                count(p.tokens),
-                duration(p.wallclock_s),
-                fmt(p.tokens_per_sec, ",.0f"),
-            ]
-        )
-    headers = ["lr", "state", "steps", "final train", "best val", "final val", "tokens", "time", "tokens/s"]
+    for g in view.groups:
+        value = f"{g.value:.3g}"
+        rows.append([
+            f"**{value}**" if best is not None and g.value == best.value else value,
+            g.state + (" (added)" if g.is_extension else ""), str(len(g.points)),
+            f"{fmt(g.step, 'd')}/{fmt(g.max_steps, 'd')}", fmt(g.final_train_loss), fmt(g.best_val_loss),
+            loss_text(g.final_val_loss, g.final_val_std), count(g.tokens), duration(g.wallclock_s),
+            fmt(g.tokens_per_sec, ",.0f"),
+        ])  # fmt: skip
+    headers = [label, "state", "seeds", "steps", "final train", "best val", "final val", "tokens", "time", "tokens/s"]
     return md_table(headers, rows) if rows else "_No points yet._"
 
 
@@ -367,7 +323,7 @@ def analysis_markdown(view: SweepView, findings, figures: dict[str, str], sample
     lines = [
         "# Learning-rate sweep analysis",
         "",
-        f"Sweep `{view.path}` (preset `{view.preset or '?'}`, sweep state `{view.meta.get('state', 'unknown')}`), "
+        f"Sweep `{view.path}` (preset `{view.preset or '?'}`, sweep state `{view.state}`), "
         f"generated by `lr-analyze` on {_now()}.",
         "",
     ]

@@ -1,0 +1,140 @@
+"""Batch-size experiment: the same model and token budget at batch sizes from 1 up to the largest that fits.
+
+    python -m cs336_basics.assignment_experiments.batch_size.batch_size_sweep --preset demo
+    ... --batch-sizes 8 32 128 --lr 3e-3 --lr-scaling sqrt     # explicit sizes, the LR scaled from --batch-size
+
+Every point trains ``--tokens`` tokens (default: the preset's budget), so steps = tokens / (batch x context).
+The learning rate is ``--lr`` (default: the preset's) at the config's batch size, scaled to each batch size by
+``--lr-scaling`` (none, sqrt, linear). Without ``--batch-sizes`` the powers of two from 1 up to the largest
+batch that fits on the device (probed with a real training step) are swept. Writes run dirs ``bs_<N>``,
+``batch_size_curves.png`` (loss against steps and wallclock), ``batch_size_vs_loss.png`` and
+``batch_size_report.md``; resumes like lr-sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import finish, split_values
+from cs336_basics.assignment_experiments.lr_sweep.report import count, duration, md_table
+from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep
+from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
+from cs336_basics.assignment_experiments.sweep.plots import plot_lr_vs_loss, plot_sweep_comparison
+from cs336_basics.assignment_experiments.sweep.view import SweepView, fmt, loss_text
+from cs336_basics.atomic import atomic_write_text
+from cs336_basics.basics.config import (
+    PRESETS,
+    ExperimentConfig,
+    add_config_arguments,
+    config_overrides,
+    create_experiment_config,
+)
+from cs336_basics.basics.run_experiment import default_preset
+from cs336_basics.errors import UserError, cli_entry
+
+MIN_STEPS = 10  # a batch so large that the budget gives fewer steps says nothing about training
+SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  # lr ∝ (batch / reference batch) ** exponent
+
+
+def fits(cfg: ExperimentConfig) -> bool:
+    """Whether one real training step at ``cfg.batch_size`` fits in the device's memory."""
+    import torch
+
+    from cs336_basics.basics.device import setup_runtime
+    from cs336_basics.basics.trainer import TrainStep
+
+    cfg = dataclasses.replace(cfg, compile="off").resolved()
+    runtime = setup_runtime(cfg.device, cfg.dtype, "off", cfg.tf32, run_tokens=cfg.total_tokens)
+    try:
+        x = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.context_length), device=runtime.device)
+        loss, _, _ = TrainStep(cfg, runtime)(0, x, x)
+        loss.item()
+        return True
+    except torch.OutOfMemoryError:
+        return False
+    finally:
+        if runtime.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def probe_batch_sizes(cfg: ExperimentConfig, tokens: int) -> list[int]:
+    """1, 2, 4, ... up to the largest batch that fits and still leaves MIN_STEPS steps of the budget."""
+    sizes, b = [], 1
+    while tokens // (b * cfg.context_length) >= MIN_STEPS and fits(dataclasses.replace(cfg, batch_size=b)):
+        sizes.append(b)
+        b *= 2
+    if not sizes:
+        raise UserError(f"not even batch size 1 fits (or --tokens {tokens} gives < {MIN_STEPS} steps)")
+    print(f"batch sizes: {' '.join(map(str, sizes))} (the largest that fits and keeps >= {MIN_STEPS} steps)")
+    return sizes
+
+
+def spec_for(sizes: list[int], tokens: int, lr: float, reference_batch: int, scaling: str, seeds: int) -> SweepSpec:
+    def configure(base: ExperimentConfig, b: int) -> ExperimentConfig:
+        steps = tokens // (b * base.context_length)
+        if steps < 1:
+            raise UserError(f"--tokens {tokens} is less than one step of batch size {b}")
+        scaled = lr * (b / reference_batch) ** SCALINGS[scaling]
+        return dataclasses.replace(base, batch_size=b, max_steps=steps, max_lr=scaled, min_lr=None,
+                                   warmup_steps=None, cosine_cycle_steps=None)  # fmt: skip
+
+    return SweepSpec("batch_size", "bs", sizes, seeds=seeds, configure=configure)
+
+
+def report_markdown(view: SweepView, tokens: int, scaling: str, figures: list[str]) -> str:
+    best = view.best
+    rows = [[str(g.value), g.state, fmt(g.max_steps, "d"), fmt(g.points[0].log.learning_rate if g.points[0].log else None, ".3g"),
+             loss_text(g.final_val_loss, g.final_val_std), fmt(g.best_val_loss), duration(g.wallclock_s),
+             fmt(g.tokens_per_sec, ",.0f")] for g in view.groups]  # fmt: skip
+    lines = ["# Batch-size experiment", "",
+             f"Sweep `{view.path}` (preset `{view.preset}`): every batch size trains {count(tokens)} tokens; the learning "
+             f"rate scales as `{scaling}` with the batch size.", "",
+             md_table(["batch", "state", "steps", "lr", "final val", "best val", "time", "tokens/s"], rows), ""]  # fmt: skip
+    done = [g for g in view.groups if g.converged]
+    if best is not None:
+        fastest = min(done, key=lambda g: g.wallclock_s or float("inf"))
+        lines += [f"- lowest final validation loss: batch size **{best.value}** ({best.final_val_loss:.4f})",
+                  f"- shortest wallclock for the budget: batch size {fastest.value} ({duration(fastest.wallclock_s)})"]  # fmt: skip
+    bad = [g for g in view.groups if g.state != "finished"]
+    lines += [f"- batch size {g.value}: {g.state} ({g.reason or 'no reason recorded'})" for g in bad]
+    return "\n".join([*lines, "", *[f"![{f}]({f})" for f in figures], ""])
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    argv, sizes = split_values(list(sys.argv[1:] if argv is None else argv), "--batch-sizes")
+    p = argparse.ArgumentParser(prog="batch-size-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/batch_size"))
+    p.add_argument("--tokens", type=int, default=None, help="tokens per point (default: the preset's budget)")
+    p.add_argument("--lr-scaling", choices=list(SCALINGS), default="none")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--restart", action="append", default=[], type=int, metavar="BATCH")
+    p.add_argument("--fresh", action="store_true")
+    add_executor_arguments(p)
+    add_config_arguments(p)
+    args = p.parse_args(argv)
+    base = create_experiment_config(args.preset or default_preset(), **config_overrides(args))
+    tokens = args.tokens or base.total_tokens
+    if sizes is not None:
+        try:
+            sizes = sorted({int(s) for s in sizes})
+        except ValueError:
+            raise UserError(f"--batch-sizes: give positive integers, got {' '.join(sizes)}") from None
+        if not sizes or sizes[0] < 1:
+            raise UserError("--batch-sizes: give at least one positive integer, e.g. --batch-sizes 8 32")
+    spec = spec_for(sizes or probe_batch_sizes(base, tokens), tokens, base.max_lr, base.batch_size, args.lr_scaling, args.seeds)
+    view, problems = run_sweep(spec, base, args.out, choose_executor(args), restart=tuple(args.restart), fresh=args.fresh,
+                               settings={"tokens": tokens, "lr_scaling": args.lr_scaling})  # fmt: skip
+    figures = ["batch_size_curves.png", "batch_size_vs_loss.png"]
+    plot_sweep_comparison(view, args.out / figures[0], label="batch")
+    plot_lr_vs_loss(view, args.out / figures[1], label="batch size")
+    atomic_write_text(args.out / "batch_size_report.md", report_markdown(view, tokens, args.lr_scaling, figures))
+    return finish(view, problems, args.out, label="batch")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The sweep loop, generic over the swept ExperimentConfig field: prepare every point, launch, record, extend.
+
+Data flows one way: the command line gives a base config and a ``SweepSpec``; each point's config is resolved
+from them and written once into its run dir as config.json before anything starts (an existing one is checked
+with the trainer's resume policy, as cs336-train does); executors launch run dirs, never values; states are
+read back from the run dirs. Settings every point would trip over (a device that isn't there, unreadable
+data, a --min-lr above a point's learning rate) fail once, before any point starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cs336_basics.assignment_experiments.sweep.executors import Launch
+from cs336_basics.assignment_experiments.sweep.record import SweepLock, SweepRecord
+from cs336_basics.assignment_experiments.sweep.view import SweepView, load_sweep
+from cs336_basics.atomic import atomic_write_json
+from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig, resume_differences
+from cs336_basics.basics.run_experiment import move_aside
+from cs336_basics.errors import UserError
+from cs336_basics.experiment_log.reader import CONFIG_FILE, DONE_STATES, RUN_LOCK_FILE, read_json_dict
+
+BUSY = "is being trained by"  # the trainer's run-lock message: another live process owns that run dir
+
+
+def value_text(value) -> str:
+    """A lossless, readable name part: 16 -> ``16``; 1e-4 -> ``1e_04``, 2.5e-4 -> ``2p5e_04`` (``_`` after
+    ``e`` is a minus sign, ``p`` the point)."""
+    if isinstance(value, int):
+        return str(value)
+    if not value > 0:
+        raise ValueError(f"a swept value must be positive, got {value}")
+    text = next(t for t in (f"{value:.{d}e}" for d in range(17)) if float(t) == value)
+    mantissa, exponent = text.split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
+    return f"{mantissa.replace('.', 'p')}e{'_' if exponent[0] == '-' else ''}{exponent[1:].zfill(2)}"
+
+
+@dataclass
+class SweepSpec:
+    """What is swept: ``field`` over ``values`` at ``seeds`` seeds each (seed k = the base seed + k: it changes
+    the initialisation and the data order). ``configure(base, value)`` builds a point's config when more than
+    the field changes (default: only the field); ``reference``: the stall rule compares each point against the
+    smaller values beside it (learning rates)."""
+
+    field: str
+    prefix: str
+    values: list
+    seeds: int = 1
+    configure: Callable[[ExperimentConfig, object], ExperimentConfig] | None = None
+    reference: bool = False
+    restart_flag: str = "--restart"
+
+    def name(self, value, seed: int = 0) -> str:
+        return f"{self.prefix}_{value_text(value)}" + (f"_s{seed}" if seed else "")
+
+    def config(self, base: ExperimentConfig, value, seed: int) -> ExperimentConfig:
+        cfg = self.configure(base, value) if self.configure else dataclasses.replace(base, **{self.field: value})
+        return dataclasses.replace(cfg, seed=base.seed + seed, extra=dict(cfg.extra))
+
+
+def prepare_data(config: ExperimentConfig) -> ExperimentConfig:
+    """Prepare (download, tokenize) and check the data once for all points; the config points at the files."""
+    from cs336_basics.basics.trainer import load_run_data
+
+    cfg = dataclasses.replace(config)
+    if cfg.train_data is None or cfg.val_data is None:
+        from cs336_basics.data import prepare_dataset
+
+        prepared = prepare_dataset(cfg.dataset, cfg.data_dir, vocab_size=cfg.vocab_size)
+        cfg.train_data = cfg.train_data or str(Path(prepared.train_tokens).resolve())
+        cfg.val_data = cfg.val_data or str(Path(prepared.valid_tokens).resolve())
+        cfg.tokenizer_path = cfg.tokenizer_path or str(Path(prepared.tokenizer_path).resolve())
+    load_run_data(cfg.resolved())
+    return cfg
+
+
+def prepare_point(spec: SweepSpec, base: ExperimentConfig, value, seed: int, run_dir: Path) -> None:
+    """Resolve the point's config and write it as config.json, or check the one there like cs336-train."""
+    restart = f"{spec.restart_flag} {value:g}"
+    cfg = spec.config(base, value, seed)
+    try:
+        resolved = cfg.resolved()
+    except UserError as err:
+        raise UserError(f"{run_dir.name}: {err}") from None
+    path = run_dir / CONFIG_FILE
+    if path.exists():
+        saved = read_json_dict(path)
+        diffs = resume_differences(saved, resolved) if saved is not None else ["unreadable"]
+        if diffs:
+            raise UserError(f"{path} is from a different config ({'; '.join(map(str, diffs[:4]))}); re-run with "
+                            f"the settings it was made with, retrain it with {restart}, or use --fresh / --out DIR")  # fmt: skip
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    derived = [k for k in DERIVED_FIELDS if getattr(cfg, k) is None]  # re-derived if config.json is reused
+    atomic_write_json(path, {**resolved.to_dict(), "derived_fields": derived})
+
+
+def wait_if_live(run_dir: Path) -> None:
+    """Block until no other process trains ``run_dir`` (its run lock is free), saying so once."""
+    lock = run_dir / RUN_LOCK_FILE
+    if not lock.exists():
+        return
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            print(f"{run_dir.name} {BUSY} {handle.read().strip() or 'another process'}: waiting for it to end "
+                  "(Ctrl-C stops waiting; nothing is lost)", flush=True)  # fmt: skip
+            fcntl.flock(handle, fcntl.LOCK_SH)
+
+
+def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, executor, *, propose=None,
+              max_extra_points: int = 0, restart: tuple = (), fresh: bool = False, device_check: bool = True,
+              settings: dict | None = None) -> tuple[SweepView, list[str]]:  # fmt: skip
+    """Run (or resume) the sweep in ``out_dir``. ``propose(view)`` -> (value, why) or None adds points after
+    the grid (bracketing), at most ``max_extra_points`` values. Returns the final view and one line per point
+    that did not end finished or diverged."""
+    out_dir = Path(out_dir)
+    if fresh and out_dir.exists():
+        with SweepLock(out_dir):  # held while moving: no other sweep is using what moves
+            print(f"moved the previous sweep {out_dir} to {move_aside(out_dir)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with SweepLock(out_dir):
+        base = prepare_data(base)
+        if device_check:
+            from cs336_basics.basics.device import resolve_device
+
+            resolve_device(base.device)
+        record = SweepRecord.open(out_dir, spec.field, base.to_dict(), seeds=spec.seeds, executor=executor.name,
+                                  **(settings or {}))  # fmt: skip
+        values = [(v, "grid", None) for v in spec.values]
+        values += [(p["value"], p["added_by"], p.get("why")) for p in record.meta["points"]]
+        for value, added_by, why in values:
+            add_value(spec, base, record, out_dir, value, added_by, why)
+        for value in restart:
+            names = [p["name"] for p in record.meta["points"] if p["value"] == value]
+            if not names:
+                raise UserError(f"{spec.restart_flag} {value:g}: not a point of this sweep; points: "
+                                + ", ".join(f"{v:g}" for v in sorted({p['value'] for p in record.meta['points']})))  # fmt: skip
+            for name in names:
+                print(f"restarting {name} (previous run moved to {move_aside(out_dir / name)})")
+                seed = record.point(name)["seed"]
+                prepare_point(spec, base, value, seed, out_dir / name)
+        busy = []
+
+        def on_start(job: Launch) -> None:
+            job_attempt[job.name] = record.launched(job.name)
+            print(f"\n=== {job.name} ===", flush=True)
+
+        def on_done(job: Launch, result: dict) -> None:
+            error = result.get("error")
+            if result["state"] != "failed":
+                return
+            if BUSY in (error or ""):  # lost the run lock to a live process: not a failure of the point
+                busy.append(f"{job.name}: {error}")
+                return
+            if error and error.startswith("cannot read checkpoint"):
+                error = error.rsplit(";", 1)[0] + f"; retrain this point with {spec.restart_flag} {record.point(job.name)['value']:g}"
+            record.launch_error(job.name, job_attempt[job.name], error or "failed")
+            print(f"{job.name} failed: {error} (the sweep goes on)", file=sys.stderr)
+
+        job_attempt: dict[str, int] = {}
+        attempted: set[str] = set()
+        try:
+            while True:
+                view = load_sweep(out_dir)
+                todo = [p for p in view.points if p.state not in DONE_STATES and p.name not in attempted]
+                if todo:
+                    attempted.update(p.name for p in todo)
+                    for p in todo:
+                        wait_if_live(out_dir / p.name)
+                    executor.run([Launch(p.name, out_dir / p.name, spec.reference) for p in todo], on_start, on_done)
+                    continue
+                proposal = propose(view) if propose else None
+                if proposal is None:
+                    break
+                value, why = proposal
+                extra = {g.value for g in view.groups if g.is_extension}
+                if len(extra) >= max_extra_points or view.group(value) is not None:
+                    print(f"\nbracketing stops: {why}, but " + (f"{value:g} is already a point" if view.group(value)
+                          else f"{len(extra)} point(s) were added already (--max-extra-points {max_extra_points})"))  # fmt: skip
+                    break
+                print(f"\nbracketing: {why}: adding {value:g}")
+                try:
+                    add_value(spec, base, record, out_dir, value, "bracketing", why)
+                except UserError as err:
+                    print(f"bracketing stops: {err}")
+                    break
+        except KeyboardInterrupt:
+            record.save(state="interrupted")
+            raise
+        view = load_sweep(out_dir)
+        problems = [f"{p.name} {p.state}: {p.reason or 'no reason recorded'}" for p in view.points
+                    if p.state not in DONE_STATES and not any(b.startswith(p.name + ":") for b in busy)]  # fmt: skip
+        record.save(state="finished" if not problems and not busy else "incomplete")
+    return view, problems + busy
+
+
+def add_value(spec, base, record: SweepRecord, out_dir: Path, value, added_by: str, why=None) -> None:
+    """Every seed of ``value`` as a prepared point (config.json written or checked), then in sweep.json."""
+    for seed in range(spec.seeds):
+        name = spec.name(value, seed)
+        prepare_point(spec, base, value, seed, out_dir / name)
+        record.add_point(name, value, seed, added_by, why)

@@ -1,0 +1,184 @@
+"""Where sweep points run: in this process, as worker processes (one per slot), or as submitit jobs.
+
+Every executor gets prepared run dirs (``Launch``: config.json already written) and reports each point with
+``on_start(launch)`` and ``on_done(launch, result)``, ``result`` being ``point.run_point``'s dict; the engine
+(the only writer of sweep.json) records both. Worker processes start through ``launcher``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cs336_basics.assignment_experiments.sweep import launcher
+from cs336_basics.assignment_experiments.sweep.point import PointJob, run_point
+from cs336_basics.errors import UserError
+
+
+@dataclass(frozen=True)
+class Launch:
+    name: str
+    run_dir: Path
+    reference: bool  # the stall rule compares against smaller learning rates (learning-rate sweeps)
+
+
+@dataclass
+class InProcessExecutor:
+    """One point after another in this process (the default on one device; exact resume on CPU)."""
+
+    progress: bool = True
+    name: str = field(default="in-process")
+
+    def run(self, launches, on_start, on_done) -> None:
+        for job in launches:
+            on_start(job)
+            on_done(job, run_point(job.run_dir, reference=job.reference, progress=self.progress))
+
+
+@dataclass
+class WorkerExecutor:
+    """Up to ``len(slots)`` points at once, each a child process; a slot is an index into this process's
+    visible GPUs, or None (the parent's devices, for ``--concurrent N``). Output: ``<sweep>/logs/<name>.log``."""
+
+    slots: list[str | None]
+    poll_s: float = 0.5
+    name: str = field(default="subprocess")
+
+    def run(self, launches, on_start, on_done) -> None:
+        queue, running = list(launches), {}
+        free = launcher.visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), self.slots)
+        with launcher.sigterm_as_interrupt():
+            try:
+                while queue or running:
+                    while queue and free:
+                        job, slot = queue.pop(0), free.pop(0)
+                        log = job.run_dir.parent / "logs" / f"{job.name}.log"
+                        log.parent.mkdir(exist_ok=True)
+                        start = log.stat().st_size if log.exists() else 0  # only this attempt's output is read
+                        running[launcher.spawn(job.run_dir, slot, log, job.reference)] = (job, slot, log, start)
+                        on_start(job)
+                    for proc in [p for p in running if p.poll() is not None]:
+                        job, slot, log, start = running.pop(proc)
+                        free.append(slot)
+                        on_done(job, _result(proc.returncode, log, start))
+                    time.sleep(self.poll_s)
+            except KeyboardInterrupt:
+                launcher.stop(list(running))
+                raise
+
+
+def _result(returncode: int, log: Path, start: int) -> dict:
+    """The child's last JSON line, else a failure naming its exit code and last output lines."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    for line in reversed(lines[-5:]):
+        if line.startswith("{") and '"state"' in line:
+            with contextlib.suppress(json.JSONDecodeError):
+                return json.loads(line)
+    tail = " | ".join(lines[-3:])
+    return {"state": "failed", "reason": None, "error": f"process exited with code {returncode}; see {log}: {tail}"}
+
+
+@dataclass
+class SubmititExecutor:
+    """Each point a submitit job (SLURM, as one job array; or ``cluster="local"``: real local processes).
+    Preempted or timed-out SLURM jobs are requeued by submitit and resume from their last checkpoint."""
+
+    cluster: str = "slurm"
+    parameters: dict = field(default_factory=dict)
+    name: str = field(default="submitit")
+
+    def run(self, launches, on_start, on_done) -> None:
+        import submitit
+
+        if not launches:
+            return
+        folder = launches[0].run_dir.parent / "submitit"
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
+        executor.update_parameters(name=f"sweep_{folder.parent.name}", **self.parameters)
+        with executor.batch():  # one job array on SLURM
+            jobs = [(job, executor.submit(PointJob(job.run_dir.resolve(), job.reference))) for job in launches]
+        for job, handle in jobs:
+            print(f"submitted {job.name} as job {handle.job_id} ({self.cluster}); logs in {folder}")
+            on_start(job)
+        for job, handle in jobs:
+            try:
+                result = handle.result()
+            except Exception as err:  # FailedJobError / UncompletedJobError: the job died
+                result = {"state": "failed", "reason": None,
+                          "error": f"job {handle.job_id}: " + " | ".join(str(err).strip().splitlines()[-3:])}  # fmt: skip
+            on_done(job, result)
+
+
+def add_executor_arguments(p) -> None:
+    g = p.add_argument_group("where points run")
+    g.add_argument("--executor", choices=["auto", "local", "slurm"], default="auto",
+                   help="auto: this machine (one point at a time, or one per GPU with several GPUs); "
+                   "local / slurm: each point a submitit job on this machine / a SLURM cluster")  # fmt: skip
+    g.add_argument("--gpus", default=None, help="GPU ids for one point per GPU at a time, e.g. 0,1,2,3 "
+                   "(indices into this process's visible GPUs; default: all of them)")  # fmt: skip
+    g.add_argument("--concurrent", type=int, default=1, help="points at once per device (default 1)")
+    g.add_argument("--partition", default=None, help="SLURM partition")
+    g.add_argument("--time", default=None, help="SLURM time limit per point: minutes or HH:MM:SS")
+    g.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default 1)")
+    g.add_argument("--account", default=None, help="SLURM account")
+    g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. --slurm-option qos=high; repeatable")  # fmt: skip
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _minutes(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        if ":" in text:
+            h, m, s = ([0, 0, 0] + [int(x) for x in text.split(":")])[-3:]
+            return max(1, h * 60 + m + (1 if s else 0))
+        return int(text)
+    except ValueError:
+        raise UserError(f"--time {text!r}: give minutes (90) or HH:MM:SS (01:30:00)") from None
+
+
+def slurm_parameters(partition, time_min, gpus_per_job, account, extra: list[str]) -> dict:
+    """submitit parameters from the SLURM flags; ``extra`` items are KEY=VALUE sbatch options."""
+    params: dict = {"gpus_per_node": gpus_per_job, "tasks_per_node": 1}
+    optional = {"timeout_min": time_min, "slurm_partition": partition, "slurm_account": account}
+    params.update({k: v for k, v in optional.items() if v})
+    additional = {}
+    for item in extra:
+        key, _, value = item.partition("=")
+        additional[key.strip().lstrip("-").replace("-", "_")] = value.strip()
+    if additional:
+        params["slurm_additional_parameters"] = additional
+    return params
+
+
+def choose_executor(args):
+    if args.concurrent < 1:
+        raise UserError(f"--concurrent must be >= 1, got {args.concurrent}")
+    if args.executor == "slurm":
+        params = slurm_parameters(args.partition, _minutes(args.time), args.gpus_per_job, args.account, args.slurm_option)
+        return SubmititExecutor("slurm", params)
+    if args.executor == "local":
+        return SubmititExecutor("local", {"timeout_min": _minutes(args.time)} if args.time else {})
+    gpus = None
+    if args.gpus is not None:
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        if not gpus or not all(g.isdigit() for g in gpus):
+            raise UserError(f"--gpus {args.gpus!r}: give GPU ids separated by commas, e.g. 0,1,2,3")
+    else:
+        import torch
+
+        if torch.cuda.device_count() > 1:
+            gpus = [str(i) for i in range(torch.cuda.device_count())]
+    if gpus or args.concurrent > 1:
+        return WorkerExecutor([g for g in (gpus or [None]) for _ in range(args.concurrent)])
+    return InProcessExecutor(progress=not args.no_progress)

@@ -1,0 +1,76 @@
+"""Train one prepared point of a sweep from its run dir's config.json: in-process, as a worker process or
+as a submitit job.
+
+    python -m cs336_basics.assignment_experiments.sweep.point --run-dir runs/lr_sweep/lr_3e_03
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from cs336_basics.assignment_experiments.sweep.launcher import die_with_parent
+from cs336_basics.basics.config import ExperimentConfig
+from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.experiment_log.reader import CONFIG_FILE
+
+
+def run_point(run_dir: str | Path, *, reference: bool = False, progress: bool = True) -> dict:
+    """Train (resume, or skip if done) the run dir's config; return {"state", "reason", "error"}.
+
+    ``reference``: the stall rule compares against the smaller learning rates beside it (learning-rate
+    sweeps). An exception becomes state "failed" with its error in one line; Ctrl-C propagates after the
+    trainer saved a checkpoint.
+    """
+    from cs336_basics.assignment_experiments.lr_sweep.reference import ReferenceCurves
+    from cs336_basics.basics.trainer import run_experiment
+
+    run_dir = Path(run_dir)
+    try:
+        cfg = ExperimentConfig.load(run_dir / CONFIG_FILE)
+        ref = ReferenceCurves(run_dir.parent, cfg.max_lr) if reference else None
+        summary = run_experiment(cfg, out_dir=run_dir, progress=progress, reference_loss=ref)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # a failed point must not stop the sweep
+        if not isinstance(err, UserError | OSError):
+            traceback.print_exc()
+        text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+        return {"state": "failed", "reason": None, "error": " ".join(text.split())}
+    return {"state": summary.get("status", "finished"), "reason": summary.get("reason"), "error": None}
+
+
+class PointJob:
+    """A picklable submitit callable. On preemption/timeout submitit calls ``checkpoint``, which requeues the
+    same job: it resumes from the run's last checkpoint."""
+
+    def __init__(self, run_dir: str | Path, reference: bool):
+        self.run_dir, self.reference = str(run_dir), reference
+
+    def __call__(self) -> dict:
+        return run_point(self.run_dir, reference=self.reference, progress=False)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(PointJob(self.run_dir, self.reference))
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
+    parser = argparse.ArgumentParser(description="Train one prepared point of a sweep.")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--reference", action="store_true", help="stall rule against smaller learning rates")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    result = run_point(args.run_dir, reference=args.reference, progress=not args.no_progress)
+    print(json.dumps(result))
+    return 0 if result["state"] != "failed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

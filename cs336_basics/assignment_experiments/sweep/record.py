@@ -1,0 +1,153 @@
+"""sweep.json and the sweep lock: what a sweep knows that its run directories can't.
+
+sweep.json holds the swept field and its grid, the seeds, who added each point and why (``grid`` or
+``bracketing`` + reason), launch errors (time, attempt, error), the sweep-level config and its own state. A
+point's state, losses and timing live in its run dir only (``view.py``). Only the sweep process writes
+sweep.json (atomically); ``.sweep.lock`` is an flock the kernel drops when its holder dies, so a lock left by
+a dead sweep is simply free.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from cs336_basics.atomic import atomic_write_json
+from cs336_basics.errors import UserError
+from cs336_basics.experiment_log.reader import finite_or_none, read_json_dict
+
+SWEEP_FILE = "sweep.json"
+LOCK_FILE = ".sweep.lock"
+VERSION = 2
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def read_sweep_json(sweep_dir: Path) -> dict:
+    """sweep.json as a version-2 dict ({} when absent); version 1 (one entry per lr, states inside) is read
+    as what it knows; anything structurally wrong is one UserError line."""
+    path = Path(sweep_dir) / SWEEP_FILE
+    if not path.exists():
+        return {}
+    meta = read_json_dict(path)
+    bad = meta is None or not isinstance(meta.get("points", []), list) or not isinstance(meta.get("config", {}), dict)
+    bad = bad or not all(isinstance(p, dict) for p in meta.get("points", []))
+    if bad:
+        raise UserError(f"{path} is not a sweep record (corrupt or edited); move it aside or use --fresh")
+    if meta.get("version", 1) == 1:
+        meta = _from_version_1(meta)
+    for p in meta["points"]:
+        p["value"] = _value(p.get("value"))
+        if p["value"] is None or not isinstance(p.get("name"), str):
+            raise UserError(f"{path}: a point without a value or name ({p}); move it aside or use --fresh")
+    return meta
+
+
+def _value(v):
+    return v if isinstance(v, int) and not isinstance(v, bool) else finite_or_none(v)
+
+
+def _from_version_1(meta: dict) -> dict:
+    """The learning-rate sweep's first format: its failed points' errors become launch errors."""
+    points, errors = [], []
+    for p in meta.get("points", []):
+        added = "bracketing" if p.get("added_by") == "extension" else "grid"
+        points.append({"value": p.get("lr"), "seed": 0, "name": p.get("name"), "added_by": added, "why": p.get("why")})
+        if p.get("state") == "failed" and p.get("error"):
+            errors.append({"name": p.get("name"), "at": p.get("finished_at"), "attempt": 1, "error": p["error"]})
+    return {**meta, "version": VERSION, "field": "max_lr", "values": meta.get("learning_rates", []),
+            "points": points, "launch_errors": errors}  # fmt: skip
+
+
+class SweepRecord:
+    """The sweep process's handle on sweep.json: every change is saved at once."""
+
+    def __init__(self, sweep_dir: Path, meta: dict):
+        self.path, self.meta = Path(sweep_dir) / SWEEP_FILE, meta
+
+    @classmethod
+    def open(cls, sweep_dir: Path, field: str, config: dict, **settings) -> SweepRecord:
+        meta = read_sweep_json(sweep_dir)
+        if meta and meta.get("field", field) != field:
+            raise UserError(f"{sweep_dir} holds a sweep over {meta['field']}, not {field}; use another --out")
+        for stale in ("state", "learning_rates", "best_lr", "target_met", "bracketing", "finished_at"):
+            meta.pop(stale, None)  # derived from the run dirs, or version-1 leftovers
+        meta = {"version": VERSION, "created_at": now(), "points": [], "launch_errors": [], "values": [], **meta}
+        meta.update(field=field, config=config, preset=config.get("preset"), state="running", **settings)
+        record = cls(sweep_dir, meta)
+        record.save()
+        return record
+
+    def point(self, name: str) -> dict | None:
+        return next((p for p in self.meta["points"] if p["name"] == name), None)
+
+    def add_point(self, name: str, value, seed: int, added_by: str, why: str | None = None) -> None:
+        if self.point(name) is None:
+            self.meta["points"].append({"value": value, "seed": seed, "name": name, "added_by": added_by,
+                                        "why": why, "attempts": 0})  # fmt: skip
+            self.meta["points"].sort(key=lambda p: (p["value"], p["seed"]))
+            if added_by == "grid" and value not in self.meta["values"]:
+                self.meta["values"] = sorted([*self.meta["values"], value])
+        self.save()
+
+    def launched(self, name: str) -> int:
+        p = self.point(name)
+        p["attempts"] = p.get("attempts", 0) + 1
+        self.save()
+        return p["attempts"]
+
+    def launch_error(self, name: str, attempt: int, error: str) -> None:
+        self.meta["launch_errors"].append({"name": name, "at": now(), "attempt": attempt, "error": error})
+        self.save()
+
+    def save(self, **values) -> None:
+        self.meta.update(values, updated_at=now())
+        atomic_write_json(self.path, self.meta)
+
+
+class SweepLock:
+    """``with SweepLock(dir):`` holds ``dir/.sweep.lock``; a second holder gets a UserError naming the first."""
+
+    def __init__(self, sweep_dir: Path):
+        self.path = Path(sweep_dir) / LOCK_FILE
+        self._handle = None
+
+    def __enter__(self) -> SweepLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = read_holder(handle.read())
+            handle.close()
+            raise UserError(
+                f"another sweep ({holder}) is using {self.path.parent}; wait for it to finish, "
+                "or stop it (it resumes when re-run)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time()}, handle)
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing drops the flock
+            self._handle = None
+
+
+def read_holder(text: str) -> str:
+    try:
+        h = json.loads(text)
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.get("started_at", 0)))
+        return f"pid {h.get('pid')} on {h.get('host')}, started {started}"
+    except (json.JSONDecodeError, AttributeError):
+        return "another process"

@@ -1,0 +1,276 @@
+"""The sweep engine's findings (issue 10) and the sweep side of reliability (issue 15), each through the real
+command line: one run-dir contract, launch errors that never hide a run dir, the launcher's signals and GPU
+mapping, checks before any point starts, honest exit codes, seeds, the batch-size client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cs336_basics.assignment_experiments.lr_sweep.analyze_lr_sweep import main as analyze_main
+from cs336_basics.assignment_experiments.lr_sweep.diagnose_lr_sweep import main as diagnose_main
+from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
+from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name
+from cs336_basics.assignment_experiments.sweep.launcher import visible_devices
+from cs336_basics.assignment_experiments.sweep.view import format_table, load_sweep
+from cs336_basics.errors import UserError
+from cs336_basics.experiment_log import compare_experiments, load_experiment_log
+from tests.test_sweep import demo_data_dir, tiny_args  # noqa: F401 (fixtures)
+
+SWEEP = [sys.executable, "-m", "cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep"]
+
+
+def _one_line_exit_2(capsys, fn, *args) -> str:
+    with pytest.raises(SystemExit) as exc:
+        fn(*args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    return err[0]
+
+
+def _wait_for(predicate, timeout=240.0):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory, demo_data_dir):  # noqa: F811
+    """One small finished sweep of two points, copied by the tests that change it."""
+    out = tmp_path_factory.mktemp("finished") / "sweep"
+    args = _tiny(demo_data_dir, out, 3e-3, 1e-2, steps=10)
+    assert sweep_main(args) == 0
+    return out, args
+
+
+def _tiny(data_dir, out, *lrs, steps=10, extra=()):
+    return ["--preset", "demo", "--out", str(out), "--learning-rates", *map(repr, lrs), "--d-model", "32",
+            "--d-ff", "64", "--num-layers", "1", "--num-heads", "2", "--context-length", "16", "--batch-size", "4",
+            "--max-steps", str(steps), "--log-interval", "5", "--eval-interval", "10", "--eval-batches", "1",
+            "--checkpoint-interval", "5", "--device", "cpu", "--dtype", "fp32", "--compile", "off",
+            "--data-dir", str(data_dir), "--no-progress", "--no-extend", *extra]  # fmt: skip
+
+
+def _copy(finished_sweep, tmp_path) -> tuple[Path, list[str]]:
+    import shutil
+
+    src, args = finished_sweep
+    dst = tmp_path / "sweep"
+    shutil.copytree(src, dst)
+    return dst, [str(dst) if a == str(src) else a for a in args]
+
+
+# ---- one run-dir contract ---------------------------------------------------------------------------------
+
+
+def test_launch_error_never_hides_a_finished_run_dir(finished_sweep, tmp_path):
+    """A duplicate (re-submitted) launch that lost the run lock must not turn a finished point into failed."""
+    out, _ = _copy(finished_sweep, tmp_path)
+    meta = json.loads((out / "sweep.json").read_text())
+    meta["launch_errors"].append({"name": "lr_1e_02", "at": "x", "attempt": 99, "error": "lost the lock"})
+    for p in meta["points"]:
+        p["attempts"] = 99
+    (out / "sweep.json").write_text(json.dumps(meta))
+    assert load_sweep(out).point(1e-2).state == "finished"
+    # the version-1 record of today's demo sweeps: a 'failed' state there no longer overrides the run dir
+    v1 = {"version": 1, "config": meta["config"], "learning_rates": [3e-3, 1e-2], "points": [
+        {"lr": 1e-2, "name": "lr_1e_02", "added_by": "grid", "state": "failed", "error": "is being trained by"},
+        {"lr": 3e-3, "name": "lr_3e_03", "added_by": "extension", "state": "finished"}]}  # fmt: skip
+    (out / "sweep.json").write_text(json.dumps(v1))
+    view = load_sweep(out)
+    assert [(p.value, p.state, p.added_by) for p in view.points] == [
+        (3e-3, "finished", "bracketing"), (1e-2, "finished", "grid")]  # fmt: skip
+
+
+def test_tokens_per_sec_is_one_number_everywhere(finished_sweep, capsys):
+    from cs336_basics.assignment_experiments.lr_sweep.diagnose_lr_sweep import diagnose
+    from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import DeviceInfo
+
+    out, _ = finished_sweep
+    run = out / lr_dir_name(1e-2)
+    log = load_experiment_log(run)
+    shown = {
+        "reader": log.tokens_per_sec,
+        "sweep view": load_sweep(out).point(1e-2).tokens_per_sec,
+        "compare_experiments": float(compare_experiments([run])["tokens_per_sec"].iloc[0]),
+    }
+    assert len(set(shown.values())) == 1, shown
+    assert shown["reader"] == pytest.approx(float(log.metrics["tokens_per_sec"].median()))
+    d = diagnose(out, device=DeviceInfo(kind="cpu", host="t", note="", cpu_cores=2, load_avg=(0, 0, 0)))
+    assert next(p for p in d.points if p.lr == 1e-2).tokens_per_sec == pytest.approx(
+        float(log.metrics["tokens_per_sec"].tail(5).median()))  # fmt: skip
+
+
+def test_extra_metric_columns_and_sharpness_are_kept(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("step,train_loss,max_attn_logit_l0,logz_mean\n5,3.0,7.5,0.25\n10,2.5,")
+    (run / "sharpness.csv").write_text("step,lr,sharpness,threshold,ratio\n5,0.01,1900.0,3800.0,0.5\n")
+    log = load_experiment_log(run)
+    assert list(log.metrics["max_attn_logit_l0"]) == [7.5] and "mfu" in log.metrics.columns
+    assert log.sharpness.to_dict("records") == [
+        {"step": 5, "lr": 0.01, "sharpness": 1900.0, "threshold": 3800.0, "ratio": 0.5}]  # fmt: skip
+
+
+# ---- the launcher --------------------------------------------------------------------------------------------
+
+
+def test_gpu_slots_index_the_parents_visible_devices():
+    assert visible_devices("2,3", ["0", "1"]) == ["2", "3"]
+    assert visible_devices(None, ["0", "1"]) == ["0", "1"]
+    assert visible_devices("5", [None, None]) == [None, None]
+    assert visible_devices("GPU-a1, GPU-b2", ["1"]) == ["GPU-b2"]
+    with pytest.raises(UserError, match="sees 2 GPU"):
+        visible_devices("2,3", ["2"])
+
+
+def test_ctrl_c_gives_each_worker_one_sigint_and_a_step_boundary_checkpoint(tmp_path, demo_data_dir):  # noqa: F811
+    """The terminal's Ctrl-C goes to the whole foreground group; workers must see one SIGINT (the sweep's),
+    not two, and so stop at a step boundary with a checkpoint (none is due on their own before the end)."""
+    out = tmp_path / "sweep"
+    args = _tiny(demo_data_dir, out, 3e-3, 1e-2, steps=4000, extra=("--concurrent", "2", "--checkpoint-interval", "4000"))
+    proc = subprocess.Popen([*SWEEP, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    runs = [out / lr_dir_name(lr) for lr in (3e-3, 1e-2)]
+    _wait_for(lambda: all(len(load_experiment_log(r).metrics) >= 1 for r in runs if r.is_dir()) and all(r.is_dir() for r in runs))
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
+    assert proc.wait(timeout=240) == 130, proc.stderr.read()
+    for run in runs:
+        log = load_experiment_log(run)
+        assert log.state == "interrupted" and (run / "checkpoints" / "latest.pt").exists(), run
+
+
+def test_kill_9_of_the_parent_leaves_no_orphans_and_the_rerun_finishes(tmp_path, demo_data_dir):  # noqa: F811
+    out = tmp_path / "sweep"
+    args = _tiny(demo_data_dir, out, 3e-3, 1e-2, steps=400, extra=("--concurrent", "2"))
+    proc = subprocess.Popen([*SWEEP, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = [out / lr_dir_name(lr) for lr in (3e-3, 1e-2)]
+    _wait_for(lambda: all(load_experiment_log(r).live for r in runs if r.is_dir()) and all(r.is_dir() for r in runs))
+    pids = [load_experiment_log(r).status["pid"] for r in runs]
+    proc.kill()
+    proc.wait()
+    _wait_for(lambda: not any(load_experiment_log(r).live for r in runs), timeout=120)  # they died with it
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert load_sweep(out).state == "interrupted"  # never "finished" while points are unfinished
+    assert sweep_main(args) == 0
+    assert [p.state for p in load_sweep(out).points] == ["finished", "finished"]
+
+
+# ---- checks before any point starts, exit codes ------------------------------------------------------------
+
+
+def test_device_every_point_would_miss_is_one_line_before_any_point(tmp_path, tiny_args, capsys):  # noqa: F811
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    out = tmp_path / "sweep"
+    args = tiny_args(out, 3e-3, 1e-2, extra=("--no-extend",))
+    args[args.index("--device") + 1] = "cuda"
+    assert "cuda" in _one_line_exit_2(capsys, sweep_main, args)
+    assert not any((out / lr_dir_name(lr) / "metrics.csv").exists() for lr in (3e-3, 1e-2))
+
+
+def test_min_lr_above_a_point_is_refused_before_any_point(tmp_path, tiny_args, capsys):  # noqa: F811
+    out = tmp_path / "sweep"
+    line = _one_line_exit_2(capsys, sweep_main, tiny_args(out, 3e-3, 1e-2, extra=("--no-extend", "--min-lr", "5e-3")))
+    assert "lr_3e_03" in line and "--min-lr" in line
+    assert not list(out.rglob("metrics.csv"))
+
+
+def test_empty_learning_rates_is_refused(tmp_path, tiny_args, capsys):  # noqa: F811
+    args = tiny_args(tmp_path / "s", 1e-3)
+    args.remove(repr(1e-3))
+    assert "give at least one learning rate" in _one_line_exit_2(capsys, sweep_main, args)
+
+
+def test_hand_edited_config_of_a_finished_point_is_refused(finished_sweep, tmp_path, capsys):
+    out, args = _copy(finished_sweep, tmp_path)
+    path = out / lr_dir_name(1e-2) / "config.json"
+    cfg = json.loads(path.read_text())
+    path.write_text(json.dumps({**cfg, "d_model": 64}))
+    line = _one_line_exit_2(capsys, sweep_main, args)
+    assert "different config" in line and "d_model" in line and "--restart 0.01" in line
+
+
+def test_structurally_wrong_sweep_json_is_one_line_everywhere(finished_sweep, tmp_path, capsys):
+    out, args = _copy(finished_sweep, tmp_path)
+    (out / "sweep.json").write_text(json.dumps({"points": 5, "config": "abc"}))
+    for fn, argv in ((sweep_main, args), (diagnose_main, [str(out)]), (analyze_main, [str(out), "--no-sample"])):
+        assert "is not a sweep record" in _one_line_exit_2(capsys, fn, argv)
+
+
+def test_analyze_and_diagnose_on_a_dir_that_is_no_sweep(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert "is not a sweep" in _one_line_exit_2(capsys, analyze_main, [str(tmp_path)])
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # nothing written
+    assert diagnose_main([str(tmp_path)]) == 1
+    assert "nothing here yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["file", "under_file", "unwritable", "too_long"])
+def test_bad_out_is_one_line(tmp_path, tiny_args, capsys, finished_sweep, kind):  # noqa: F811
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    out = {"file": blocker, "under_file": blocker / "sweep", "unwritable": locked / "sweep",
+           "too_long": tmp_path / ("x" * 300)}[kind]  # fmt: skip
+    if kind == "unwritable" and os.access(locked, os.W_OK):
+        pytest.skip("running as a user who can write anywhere (root)")
+    _one_line_exit_2(capsys, sweep_main, tiny_args(out, 1e-2))
+    _one_line_exit_2(capsys, analyze_main, [str(finished_sweep[0]), "--out", str(out), "--no-sample"])
+
+
+def test_diagnose_prefers_the_summary_over_a_truncated_metrics_csv(finished_sweep, tmp_path, capsys):
+    out, _ = _copy(finished_sweep, tmp_path)
+    run = out / lr_dir_name(1e-2)
+    summary = json.loads((run / "summary.json").read_text())
+    lines = (run / "metrics.csv").read_text().splitlines()
+    (run / "metrics.csv").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:5])  # last line cut short
+    assert diagnose_main([str(out), "--json"]) == 0
+    point = next(p for p in json.loads(capsys.readouterr().out)["points"] if p["lr"] == 1e-2)
+    assert point["val_loss"] == summary["final_val_loss"]
+
+
+# ---- seeds and the second client -----------------------------------------------------------------------------
+
+
+def test_seeds_name_points_and_tables_show_mean_and_std(tmp_path, tiny_args):  # noqa: F811
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--seeds", "2"))) == 0
+    assert {p.name: load_experiment_log(out / p.name).config["seed"] for p in load_sweep(out).points} == {
+        "lr_1e_02": 0, "lr_1e_02_s1": 1}  # fmt: skip
+    group = load_sweep(out).group(1e-2)
+    losses = [p.final_val_loss for p in group.points]
+    assert losses[0] != losses[1] and group.final_val_loss == pytest.approx(sum(losses) / 2)
+    assert "±" in format_table(load_sweep(out))
+
+
+def test_batch_size_client(tmp_path, demo_data_dir):  # noqa: F811
+    from cs336_basics.assignment_experiments.batch_size.batch_size_sweep import main as bs_main
+
+    out = tmp_path / "bs"
+    args = _tiny(demo_data_dir, out, 1e-2, steps=10)
+    i = args.index("--learning-rates")
+    del args[i : i + 2]
+    args.remove("--no-extend")
+    args[args.index("--max-steps") : args.index("--max-steps") + 2] = []
+    assert bs_main([*args, "--batch-sizes", "2", "8", "--tokens", "1280", "--lr", "1e-2", "--lr-scaling", "sqrt"]) == 0
+    view = load_sweep(out)
+    assert [(p.name, p.state) for p in view.points] == [("bs_2", "finished"), ("bs_8", "finished")]
+    cfgs = [load_experiment_log(out / p.name).config for p in view.points]
+    assert [c["max_steps"] for c in cfgs] == [40, 10]  # the same token budget
+    assert [c["max_lr"] for c in cfgs] == pytest.approx([1e-2 * (2 / 4) ** 0.5, 1e-2 * (8 / 4) ** 0.5])
+    report = (out / "batch_size_report.md").read_text()
+    assert "| 2 |" in report and (out / "batch_size_curves.png").exists()
