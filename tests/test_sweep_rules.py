@@ -76,7 +76,12 @@ def test_bracketing_follows_the_published_picture():
 
 def test_bracketing_needs_a_divergence_above_the_best():
     # 1e-5 diverged (a crash-like point far below), 3e-4 best inside: the edge above is not bracketed.
-    grid = [(1e-5, "diverged", None), (1e-4, "finished", 1.6), (3e-4, "finished", 1.4), (1e-3, "finished", 1.5)]
+    grid = [
+        (1e-5, "diverged", None),
+        (1e-4, "finished", 1.6),
+        (3e-4, "finished", 1.4),
+        (1e-3, "finished", 1.5),
+    ]
     lr, why = next_extension(_grid(grid))
     assert lr == 3e-3 and "above the best" in why
     assert next_extension(_grid([*grid, (3e-3, "diverged", None)])) is None

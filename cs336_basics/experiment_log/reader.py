@@ -189,7 +189,9 @@ class ExperimentLog:
 
     @property
     def max_steps(self) -> int | None:
-        v = finite_or_none((self.status or {}).get("max_steps")) or finite_or_none(self.config.get("max_steps"))
+        v = finite_or_none((self.status or {}).get("max_steps")) or finite_or_none(
+            self.config.get("max_steps")
+        )
         return int(v) if v else None
 
     @property
@@ -205,7 +207,11 @@ class ExperimentLog:
     @property
     def best_val_loss(self) -> float | None:
         v = self._from_summary("best_val_loss")
-        return v if v is not None or not len(self.eval_rows) else finite_or_none(self.eval_rows["val_loss"].min())
+        return (
+            v
+            if v is not None or not len(self.eval_rows)
+            else finite_or_none(self.eval_rows["val_loss"].min())
+        )
 
     @property
     def tokens(self) -> float | None:
@@ -266,7 +272,9 @@ def load_experiment_log(path: str | os.PathLike) -> ExperimentLog:
     """Read a run directory, tolerating files that are missing or mid-write."""
     p = Path(path)
     if not p.is_dir():
-        raise UserError(f"{p}: not a run directory (expected a folder holding {METRICS_FILE}); check the path")
+        raise UserError(
+            f"{p}: not a run directory (expected a folder holding {METRICS_FILE}); check the path"
+        )
     return ExperimentLog(
         path=p,
         name=Path(os.path.abspath(p)).name,

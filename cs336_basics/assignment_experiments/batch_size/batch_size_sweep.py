@@ -72,7 +72,9 @@ def probe_batch_sizes(cfg: ExperimentConfig, tokens: int) -> list[int]:
     return sizes
 
 
-def spec_for(sizes: list[int], tokens: int, lr: float, reference_batch: int, scaling: str, seeds: int) -> SweepSpec:
+def spec_for(
+    sizes: list[int], tokens: int, lr: float, reference_batch: int, scaling: str, seeds: int
+) -> SweepSpec:
     def configure(base: ExperimentConfig, b: int) -> ExperimentConfig:
         steps = tokens // (b * base.context_length)
         if steps < 1:
@@ -106,7 +108,9 @@ def report_markdown(view: SweepView, tokens: int, scaling: str, figures: list[st
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     argv, sizes = split_values(list(sys.argv[1:] if argv is None else argv), "--batch-sizes")
-    p = argparse.ArgumentParser(prog="batch-size-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="batch-size-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--preset", choices=list(PRESETS), default=None)
     p.add_argument("--out", type=Path, default=Path("runs/batch_size"))
     p.add_argument("--tokens", type=int, default=None, help="tokens per point (default: the preset's budget)")
@@ -126,13 +130,22 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--batch-sizes: give positive integers, got {' '.join(sizes)}") from None
         if not sizes or sizes[0] < 1:
             raise UserError("--batch-sizes: give at least one positive integer, e.g. --batch-sizes 8 32")
-    spec = spec_for(sizes or probe_batch_sizes(base, tokens), tokens, base.max_lr, base.batch_size, args.lr_scaling, args.seeds)
+    spec = spec_for(
+        sizes or probe_batch_sizes(base, tokens),
+        tokens,
+        base.max_lr,
+        base.batch_size,
+        args.lr_scaling,
+        args.seeds,
+    )
     view, problems = run_sweep(spec, base, args.out, choose_executor(args), restart=tuple(args.restart), fresh=args.fresh,
                                settings={"tokens": tokens, "lr_scaling": args.lr_scaling})  # fmt: skip
     figures = ["batch_size_curves.png", "batch_size_vs_loss.png"]
     plot_sweep_comparison(view, args.out / figures[0], label="batch")
     plot_lr_vs_loss(view, args.out / figures[1], label="batch size")
-    atomic_write_text(args.out / "batch_size_report.md", report_markdown(view, tokens, args.lr_scaling, figures))
+    atomic_write_text(
+        args.out / "batch_size_report.md", report_markdown(view, tokens, args.lr_scaling, figures)
+    )
     return finish(view, problems, args.out, label="batch")
 
 

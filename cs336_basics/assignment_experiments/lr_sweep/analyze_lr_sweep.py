@@ -113,7 +113,9 @@ def stability_edge(view: SweepView) -> tuple[list[str], float | None]:
     div = above[0]
     out.append(f"smallest learning rate above the best that diverged: {div.lr:.3g} ({div.reason or '?'})")
     if conv is not None and conv.lr < div.lr:
-        out.append(f"the edge of stability lies between {conv.lr:.3g} and {div.lr:.3g} (a factor {div.lr / conv.lr:.2g})")
+        out.append(
+            f"the edge of stability lies between {conv.lr:.3g} and {div.lr:.3g} (a factor {div.lr / conv.lr:.2g})"
+        )
     elif conv is not None:
         out.append(f"lr {conv.lr:.3g} converged although the smaller {div.lr:.3g} diverged: the edge is noisy here "
                    "(seed-dependent); treat the threshold as approximate")  # fmt: skip
@@ -138,17 +140,23 @@ def curve_reading(view: SweepView) -> list[str]:
         out.append(f"too low: lr {low[0].lr:.3g} ended {gap[low[0].lr]:.2f} nats above the best: it learns too "
                    "slowly for this step budget")  # fmt: skip
     if high:
-        out.append(f"too high (but stable): lr {high[-1].lr:.3g} ended {gap[high[-1].lr]:.2f} nats above the best")
+        out.append(
+            f"too high (but stable): lr {high[-1].lr:.3g} ended {gap[high[-1].lr]:.2f} nats above the best"
+        )
     diverged = [g for g in view.groups if g.state == "diverged" and g.lr > best.lr]
     if diverged:
         out.append(f"too high: from lr {diverged[0].lr:.3g} on, training diverged")
     near = [g for g in finished if abs(gap[g.lr]) <= CLEARLY_WORSE and g.lr != best.lr]
     if near:
-        out.append(f"within {CLEARLY_WORSE} nats of the best: lr {', '.join(f'{g.lr:.3g}' for g in near)} — the optimum is broad")
+        out.append(
+            f"within {CLEARLY_WORSE} nats of the best: lr {', '.join(f'{g.lr:.3g}' for g in near)} — the optimum is broad"
+        )
     if best.lr == min(gap):
         out.append("the best is the smallest finished learning rate: smaller ones might do better")
     if best.lr == max(gap) and not diverged:
-        out.append("the best is the largest learning rate tried and nothing above it diverged: larger ones might do better")
+        out.append(
+            "the best is the largest learning rate tried and nothing above it diverged: larger ones might do better"
+        )
     return out
 
 
@@ -175,7 +183,9 @@ def search_strategy(view: SweepView) -> list[str]:
     else:
         out = ["the grid is not recorded (sweep.json missing): points were found from the run directories"]
     if meta.get("seeds", 1) > 1:
-        out.append(f"{meta['seeds']} seeds per learning rate (the seed changes initialisation and data order)")
+        out.append(
+            f"{meta['seeds']} seeds per learning rate (the seed changes initialisation and data order)"
+        )
     if meta.get("extend"):
         out.append("bracketing was on: after the grid, points are added one at a time on the 1-3-10 ladder until the "
                    "best lr has a neighbour on each side and a point above it diverged "
@@ -266,7 +276,9 @@ def analyze(
     """Write the two figures and the two markdown files; return their paths and the findings."""
     view = load_sweep(sweep_dir)
     if not view.meta and not view.points:
-        raise UserError(f"{view.path} is not a sweep (no {SWEEP_FILE} and no run directories); nothing written")
+        raise UserError(
+            f"{view.path} is not a sweep (no {SWEEP_FILE} and no run directories); nothing written"
+        )
     out = Path(out_dir) if out_dir is not None else view.path
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -322,7 +334,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in (result.comparison_png, result.lr_loss_png, result.analysis_md, result.experiment_log_md):
         print(f"wrote {path}")
     return 0
-
 
 
 if __name__ == "__main__":

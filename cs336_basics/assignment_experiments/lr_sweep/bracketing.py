@@ -66,7 +66,9 @@ def next_extension(outcomes: list[PointOutcome]) -> tuple[float, str] | None:
         return ladder_above(best.lr), f"best lr {best.lr:g} is the largest tried; trying above it"
     if not diverged:
         top = lrs[-1]
-        return ladder_above(top), f"no point above the best diverged; trying above {top:g} to find the edge of stability"
+        return ladder_above(
+            top
+        ), f"no point above the best diverged; trying above {top:g} to find the edge of stability"
     if best.lr == lrs[0]:
         return ladder_below(best.lr), f"best lr {best.lr:g} is the smallest tried; trying below it"
     return None

@@ -46,7 +46,9 @@ def learning_rate_sweep(config: ExperimentConfig, learning_rates=None, out_dir=D
     """Run (or resume) the sweep in ``out_dir``; returns (the final ``SweepView``, lines about unfinished points)."""
     from cs336_basics.assignment_experiments.sweep.executors import InProcessExecutor
 
-    grid = parse_learning_rates(learning_rates or PRESET_LEARNING_RATES.get(config.preset, DEFAULT_LEARNING_RATES))
+    grid = parse_learning_rates(
+        learning_rates or PRESET_LEARNING_RATES.get(config.preset, DEFAULT_LEARNING_RATES)
+    )
     if max_extra_points < 0 or seeds < 1:
         raise UserError(f"--max-extra-points must be >= 0 and --seeds >= 1, got {max_extra_points}, {seeds}")
     extend = extend and config.preset != "quick-test"  # a handful of steps says nothing about stability
@@ -59,7 +61,9 @@ def learning_rate_sweep(config: ExperimentConfig, learning_rates=None, out_dir=D
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lr-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="lr-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="full (default on CUDA), low-resource (default elsewhere), quick-test, demo")  # fmt: skip
     p.add_argument("--low-resource", dest="preset", action="store_const", const="low-resource",
@@ -69,11 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rates", nargs="*", default=None, metavar="LR",
                    help=f"learning rates to sweep (default {' '.join(f'{x:g}' for x in DEFAULT_LEARNING_RATES)}; "
                    f"demo: {' '.join(f'{x:g}' for x in PRESET_LEARNING_RATES['demo'])})")  # fmt: skip
-    p.add_argument("--seeds", type=int, default=1, help="seeds per learning rate (seed changes init and data order)")
-    p.add_argument("--out", type=Path, default=DEFAULT_SWEEP_DIR, help="sweep directory (default runs/lr_sweep)")
+    p.add_argument(
+        "--seeds", type=int, default=1, help="seeds per learning rate (seed changes init and data order)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_SWEEP_DIR, help="sweep directory (default runs/lr_sweep)"
+    )
     p.add_argument("--no-extend", dest="extend", action="store_false",
                    help="don't add points beyond the grid to bracket the optimum and the divergence edge")  # fmt: skip
-    p.add_argument("--max-extra-points", type=int, default=3, help="most points bracketing may add (default 3)")
+    p.add_argument(
+        "--max-extra-points", type=int, default=3, help="most points bracketing may add (default 3)"
+    )
     p.add_argument("--restart", action="append", default=[], metavar="LR",
                    help="retrain this point from scratch (its old run dir is moved aside); repeatable")  # fmt: skip
     p.add_argument("--fresh", action="store_true", help="move the whole sweep dir aside and start over")
@@ -89,7 +99,9 @@ def split_values(argv: list[str], flag: str) -> tuple[list[str], list[str] | Non
     if flag not in argv:
         return argv, None
     i = j = argv.index(flag)
-    while j + 1 < len(argv) and not (argv[j + 1].startswith("--") or argv[j + 1][:1] == "-" and argv[j + 1][1:2].isalpha()):
+    while j + 1 < len(argv) and not (
+        argv[j + 1].startswith("--") or argv[j + 1][:1] == "-" and argv[j + 1][1:2].isalpha()
+    ):
         j += 1
     return argv[:i] + argv[j + 1 :], argv[i + 1 : j + 1]
 

@@ -312,7 +312,18 @@ def results_table_markdown(view: SweepView, label: str = "lr") -> str:
             loss_text(g.final_val_loss, g.final_val_std), count(g.tokens), duration(g.wallclock_s),
             fmt(g.tokens_per_sec, ",.0f"),
         ])  # fmt: skip
-    headers = [label, "state", "seeds", "steps", "final train", "best val", "final val", "tokens", "time", "tokens/s"]
+    headers = [
+        label,
+        "state",
+        "seeds",
+        "steps",
+        "final train",
+        "best val",
+        "final val",
+        "tokens",
+        "time",
+        "tokens/s",
+    ]
     return md_table(headers, rows) if rows else "_No points yet._"
 
 

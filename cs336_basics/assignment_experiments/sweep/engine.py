@@ -60,7 +60,11 @@ class SweepSpec:
         return f"{self.prefix}_{value_text(value)}" + (f"_s{seed}" if seed else "")
 
     def config(self, base: ExperimentConfig, value, seed: int) -> ExperimentConfig:
-        cfg = self.configure(base, value) if self.configure else dataclasses.replace(base, **{self.field: value})
+        cfg = (
+            self.configure(base, value)
+            if self.configure
+            else dataclasses.replace(base, **{self.field: value})
+        )
         return dataclasses.replace(cfg, seed=base.seed + seed, extra=dict(cfg.extra))
 
 
@@ -162,7 +166,10 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
                 busy.append(f"{job.name}: {error}")
                 return
             if error and error.startswith("cannot read checkpoint"):
-                error = error.rsplit(";", 1)[0] + f"; retrain this point with {spec.restart_flag} {record.point(job.name)['value']:g}"
+                error = (
+                    error.rsplit(";", 1)[0]
+                    + f"; retrain this point with {spec.restart_flag} {record.point(job.name)['value']:g}"
+                )
             record.launch_error(job.name, job_attempt[job.name], error or "failed")
             print(f"{job.name} failed: {error} (the sweep goes on)", file=sys.stderr)
 
@@ -176,7 +183,9 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
                     attempted.update(p.name for p in todo)
                     for p in todo:
                         wait_if_live(out_dir / p.name)
-                    executor.run([Launch(p.name, out_dir / p.name, spec.reference) for p in todo], on_start, on_done)
+                    executor.run(
+                        [Launch(p.name, out_dir / p.name, spec.reference) for p in todo], on_start, on_done
+                    )
                     continue
                 proposal = propose(view) if propose else None
                 if proposal is None:

@@ -58,8 +58,15 @@ class WorkerExecutor:
                         job, slot = queue.pop(0), free.pop(0)
                         log = job.run_dir.parent / "logs" / f"{job.name}.log"
                         log.parent.mkdir(exist_ok=True)
-                        start = log.stat().st_size if log.exists() else 0  # only this attempt's output is read
-                        running[launcher.spawn(job.run_dir, slot, log, job.reference)] = (job, slot, log, start)
+                        start = (
+                            log.stat().st_size if log.exists() else 0
+                        )  # only this attempt's output is read
+                        running[launcher.spawn(job.run_dir, slot, log, job.reference)] = (
+                            job,
+                            slot,
+                            log,
+                            start,
+                        )
                         on_start(job)
                     for proc in [p for p in running if p.poll() is not None]:
                         job, slot, log, start = running.pop(proc)
@@ -84,7 +91,11 @@ def _result(returncode: int, log: Path, start: int) -> dict:
             with contextlib.suppress(json.JSONDecodeError):
                 return json.loads(line)
     tail = " | ".join(lines[-3:])
-    return {"state": "failed", "reason": None, "error": f"process exited with code {returncode}; see {log}: {tail}"}
+    return {
+        "state": "failed",
+        "reason": None,
+        "error": f"process exited with code {returncode}; see {log}: {tail}",
+    }
 
 
 @dataclass
@@ -105,7 +116,9 @@ class SubmititExecutor:
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
         executor.update_parameters(name=f"sweep_{folder.parent.name}", **self.parameters)
         with executor.batch():  # one job array on SLURM
-            jobs = [(job, executor.submit(PointJob(job.run_dir.resolve(), job.reference))) for job in launches]
+            jobs = [
+                (job, executor.submit(PointJob(job.run_dir.resolve(), job.reference))) for job in launches
+            ]
         for job, handle in jobs:
             print(f"submitted {job.name} as job {handle.job_id} ({self.cluster}); logs in {folder}")
             on_start(job)
@@ -165,7 +178,9 @@ def choose_executor(args):
     if args.concurrent < 1:
         raise UserError(f"--concurrent must be >= 1, got {args.concurrent}")
     if args.executor == "slurm":
-        params = slurm_parameters(args.partition, _minutes(args.time), args.gpus_per_job, args.account, args.slurm_option)
+        params = slurm_parameters(
+            args.partition, _minutes(args.time), args.gpus_per_job, args.account, args.slurm_option
+        )
         return SubmititExecutor("slurm", params)
     if args.executor == "local":
         return SubmititExecutor("local", {"timeout_min": _minutes(args.time)} if args.time else {})

@@ -38,7 +38,9 @@ def visible_devices(parent: str | None, slots: list[str | None]) -> list[str | N
         elif slot.isdigit() and int(slot) < len(visible):
             out.append(visible[int(slot)])
         else:
-            raise UserError(f"--gpus {slot}: this process sees {len(visible)} GPU(s) (CUDA_VISIBLE_DEVICES={parent})")
+            raise UserError(
+                f"--gpus {slot}: this process sees {len(visible)} GPU(s) (CUDA_VISIBLE_DEVICES={parent})"
+            )
     return out
 
 

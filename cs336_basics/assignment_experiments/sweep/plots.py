@@ -152,14 +152,23 @@ def plot_lr_vs_loss(view: SweepView, out_path: str | os.PathLike, label: str = "
         if g.state in ("diverged", "failed"):
             style = dict(marker="x", ms=12, mew=3, color=DIVERGED_COLOR) if g.state == "diverged" else \
                 dict(marker="s", ms=8, mfc="white", mec="gray", mew=1.5)  # fmt: skip
-            ax.plot(g.value, 0.96 if g.state == "diverged" else 0.04, ls="", transform=top, clip_on=False, **style)
+            ax.plot(
+                g.value, 0.96 if g.state == "diverged" else 0.04, ls="", transform=top, clip_on=False, **style
+            )
     best, diverged = view.best, view.smallest_diverged
     if best is not None:
         ax.axvline(best.value, color="green", ls="--", lw=1.2)
         ax.text(best.value, 0.98, f" best {best.value:.3g}", color="green", transform=top, va="top")
     if diverged is not None:
         ax.axvline(diverged.value, color=DIVERGED_COLOR, ls=":", lw=1.5)
-        ax.text(diverged.value, 0.88, f" diverges from {diverged.value:.3g}", color=DIVERGED_COLOR, transform=top, va="top")
+        ax.text(
+            diverged.value,
+            0.88,
+            f" diverges from {diverged.value:.3g}",
+            color=DIVERGED_COLOR,
+            transform=top,
+            va="top",
+        )
     if view.target_val_loss is not None:
         ax.axhline(view.target_val_loss, color="gray", ls="--", lw=1)
     ax.set_xscale("log")

@@ -36,7 +36,11 @@ def read_sweep_json(sweep_dir: Path) -> dict:
     if not path.exists():
         return {}
     meta = read_json_dict(path)
-    bad = meta is None or not isinstance(meta.get("points", []), list) or not isinstance(meta.get("config", {}), dict)
+    bad = (
+        meta is None
+        or not isinstance(meta.get("points", []), list)
+        or not isinstance(meta.get("config", {}), dict)
+    )
     bad = bad or not all(isinstance(p, dict) for p in meta.get("points", []))
     if bad:
         raise UserError(f"{path} is not a sweep record (corrupt or edited); move it aside or use --fresh")
@@ -58,9 +62,13 @@ def _from_version_1(meta: dict) -> dict:
     points, errors = [], []
     for p in meta.get("points", []):
         added = "bracketing" if p.get("added_by") == "extension" else "grid"
-        points.append({"value": p.get("lr"), "seed": 0, "name": p.get("name"), "added_by": added, "why": p.get("why")})
+        points.append(
+            {"value": p.get("lr"), "seed": 0, "name": p.get("name"), "added_by": added, "why": p.get("why")}
+        )
         if p.get("state") == "failed" and p.get("error"):
-            errors.append({"name": p.get("name"), "at": p.get("finished_at"), "attempt": 1, "error": p["error"]})
+            errors.append(
+                {"name": p.get("name"), "at": p.get("finished_at"), "attempt": 1, "error": p["error"]}
+            )
     return {**meta, "version": VERSION, "field": "max_lr", "values": meta.get("learning_rates", []),
             "points": points, "launch_errors": errors}  # fmt: skip
 
@@ -78,7 +86,14 @@ class SweepRecord:
             raise UserError(f"{sweep_dir} holds a sweep over {meta['field']}, not {field}; use another --out")
         for stale in ("state", "learning_rates", "best_lr", "target_met", "bracketing", "finished_at"):
             meta.pop(stale, None)  # derived from the run dirs, or version-1 leftovers
-        meta = {"version": VERSION, "created_at": now(), "points": [], "launch_errors": [], "values": [], **meta}
+        meta = {
+            "version": VERSION,
+            "created_at": now(),
+            "points": [],
+            "launch_errors": [],
+            "values": [],
+            **meta,
+        }
         meta.update(field=field, config=config, preset=config.get("preset"), state="running", **settings)
         record = cls(sweep_dir, meta)
         record.save()

@@ -60,7 +60,11 @@ class SweepPoint:
 
     @property
     def reason(self) -> str | None:
-        if self.launch_error is not None and self.state == "failed" and (self.log is None or self.log.state != "failed"):
+        if (
+            self.launch_error is not None
+            and self.state == "failed"
+            and (self.log is None or self.log.state != "failed")
+        ):
             return self.launch_error.get("error")
         return self.log.reason if self.log is not None else None
 
@@ -168,7 +172,11 @@ class SweepView:
         """The sweep's own state; ``running`` whose lock holder is gone on this host reads ``interrupted``."""
         state = self.meta.get("state") if self.meta else None
         holder = read_json_dict(self.path / LOCK_FILE) or {}
-        if state == "running" and holder.get("host") == socket.gethostname() and not pid_alive(holder.get("pid")):
+        if (
+            state == "running"
+            and holder.get("host") == socket.gethostname()
+            and not pid_alive(holder.get("pid"))
+        ):
             return "interrupted"
         return state or "unknown (no sweep.json)"
 
@@ -260,7 +268,9 @@ def format_table(view: SweepView, label: str = "lr", value_spec: str = ".3g") ->
     lines.append(f"(+) added beyond the grid by bracketing; * best {label}"
                  + (f"; losses are mean ± std over {seeds} seeds" if seeds > 1 else ""))  # fmt: skip
     if best is not None:
-        lines.append(f"best {label}: {best.value:g} (final val loss {loss_text(best.final_val_loss, best.final_val_std, '.4f')})")
+        lines.append(
+            f"best {label}: {best.value:g} (final val loss {loss_text(best.final_val_loss, best.final_val_std, '.4f')})"
+        )
     else:
         lines.append(f"best {label}: none yet (no point has finished)")
     if view.target_val_loss is not None:
