@@ -49,12 +49,19 @@ def test_ratios_pair_rounds_and_settings():
     assert bench.paired_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 3.0]) == 2.0  # median of 2, 4, 2
     row = dict(precision="fp32", compile=False, batch_size=8)
     rows = [
-        {**row, "loop": "package", "rounds_tokens_per_sec": [9.0, 10.0, 12.0]},
-        {**row, "loop": "plain", "rounds_tokens_per_sec": [10.0, 10.0, 10.0]},
-        {**row, "loop": "package", "batch_size": 16, "rounds_tokens_per_sec": [1.0]},  # no plain at batch 16
+        {**row, "loop": "package", "rounds_tokens_per_sec": [9, 10, 12], "rounds_cpu_ms_per_step": [5, 4, 2]},
+        {**row, "loop": "plain", "rounds_tokens_per_sec": [10, 10, 10], "rounds_cpu_ms_per_step": [4, 4, 4]},
+        {
+            **row,
+            "loop": "package",
+            "batch_size": 16,
+            "rounds_tokens_per_sec": [1],
+            "rounds_cpu_ms_per_step": [1],
+        },
     ]
     bench.add_plain_ratios(rows)
     assert [r["vs_plain"] for r in rows] == [pytest.approx(1.0), None, None]
+    assert rows[0]["vs_plain_cpu"] == pytest.approx(1.0)  # plain's CPU time over the package's: 0.8, 1, 2
 
 
 def test_mfu_against_hand_computation():

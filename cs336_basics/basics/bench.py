@@ -230,9 +230,9 @@ def apply_tf32(runtime: Runtime) -> None:
 
 def build(cfg, runtime: Runtime, v: Variant, tokens: np.ndarray, out_dir: Path):
     apply_tf32(runtime)
-    if v.loop == "plain":
-        return PlainLoop(cfg, runtime, tokens)
-    return PackageLoop(cfg, runtime, tokens, out_dir)
+    return (
+        PlainLoop(cfg, runtime, tokens) if v.loop == "plain" else PackageLoop(cfg, runtime, tokens, out_dir)
+    )
 
 
 def label(v: Variant, runtime: Runtime) -> dict:
@@ -332,8 +332,8 @@ def _rss(field: str) -> int:
     raise OSError(f"no {field} in /proc/self/status")
 
 
-def _memory_child(base, v: Variant, steps: int) -> dict:
-    torch.set_num_threads(int(os.environ.get("CS336_BENCH_THREADS", torch.get_num_threads())))
+def _memory_child(base, v: Variant, steps: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
     cfg = variant_config(base, v)
     runtime = variant_runtime(cfg, v)
     tokens = random_tokens(cfg.vocab_size, 1 << 20, cfg.seed)
@@ -351,33 +351,25 @@ def _memory_child(base, v: Variant, steps: int) -> dict:
 
 def cpu_step_memory(base, v: Variant, steps: int) -> dict:
     """Peak RSS of a training step in a fresh process (spawned, so nothing of this one is in its RSS)."""
-    os.environ["CS336_BENCH_THREADS"] = str(torch.get_num_threads())
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_memory_child, base, v, steps).result()
+        return pool.submit(_memory_child, base, v, steps, torch.get_num_threads()).result()
 
 
 def run_share(base, steps: int, tokens: np.ndarray) -> dict:
     """Train ``steps`` steps through run_experiment (random tokens, the preset's intervals, divergence rule
     off: random tokens cannot be learned) and read the eval/checkpoint/log share from its summary."""
-    never = dict.fromkeys(
-        ("divergence_explode_factor", "divergence_rebound_margin", "divergence_stall_fraction"), 1e9
-    )
-    cfg = dataclasses.replace(
-        base, max_steps=steps, target_val_loss=None, divergence_stall_margin=1e9, **never
-    )
+    never = {
+        f"divergence_{k}": 1e9 for k in ("explode_factor", "rebound_margin", "stall_fraction", "stall_margin")
+    }
+    cfg = dataclasses.replace(base, max_steps=steps, target_val_loss=None, **never)
     val = random_tokens(cfg.vocab_size, cfg.batch_size * cfg.eval_batches * (cfg.context_length + 2), 1)
     with (
         tempfile.TemporaryDirectory(prefix="cs336-bench-run-") as tmp,
         contextlib.redirect_stdout(io.StringIO()),
     ):
         s = run_experiment(cfg, tokens, val, Path(tmp) / "run", resume="never", progress=False)
-    share = (s["eval_s"] + s["checkpoint_s"]) / s["wallclock_s"]
-    keys = ("steps", "wallclock_s", "eval_s", "checkpoint_s", "tokens_per_sec")
-    return {
-        **{k: s[k] for k in keys},
-        "share": share,
-        "intervals": [cfg.eval_interval, cfg.checkpoint_interval],
-    }
+    out = {k: s[k] for k in ("steps", "wallclock_s", "eval_s", "checkpoint_s", "tokens_per_sec")}
+    return {**out, "share": (s["eval_s"] + s["checkpoint_s"]) / s["wallclock_s"]}
 
 
 def benchmark(
@@ -389,25 +381,22 @@ def benchmark(
 
         # Every variant keeps its compiled graphs alive (same code objects, other shapes): compile each one
         # static, as a run of one shape is, instead of letting dynamo switch to dynamic shapes.
-        torch._dynamo.config.automatic_dynamic_shapes = False
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        torch._dynamo.config.accumulated_cache_size_limit = max(
-            torch._dynamo.config.accumulated_cache_size_limit, 512
-        )
+        dynamo = torch._dynamo.config
+        dynamo.automatic_dynamic_shapes, dynamo.cache_size_limit = False, max(dynamo.cache_size_limit, 64)
+        dynamo.accumulated_cache_size_limit = max(dynamo.accumulated_cache_size_limit, 512)
     tmp = Path(tempfile.mkdtemp(prefix="cs336-bench-"))
     live, seen, skipped, extras = [], set(), [], {}
     for i, v in enumerate(variants):
         cfg = variant_config(base, v)
         runtime = variant_runtime(cfg, v)
         row = label(v, runtime)
-        key = tuple(row.values())
         if v.precision == "tf32" and runtime.device.type != "cuda":
             skipped.append(f"{v}: tf32 is a CUDA tensor-core mode")
             continue
-        if key in seen:
+        if tuple(row.values()) in seen:
             skipped.append(f"{v}: same settings as an earlier variant")
             continue
-        seen.add(key)
+        seen.add(tuple(row.values()))
         tokens = random_tokens(cfg.vocab_size, max(1 << 20, 64 * cfg.tokens_per_step), cfg.seed)
         log(f"  building {row} and warming up ({warmup} step(s))...")
         t0 = time.perf_counter()
@@ -426,31 +415,25 @@ def benchmark(
         log(
             f"  round {r + 1}/{rounds}: "
             + ", ".join(f"{m['rounds'][-1]['tokens_per_sec']:,.0f}" for m in live)
-            + " tok/s"
         )
-    first_package = next((m for m in live if m["v"].loop == "package"), None)
-    if first_package is not None:
+    first = next((m for m in live if m["v"].loop == "package"), None)
+    if first is not None:
         start = warmup + rounds * steps
-        extras["sync_check"] = sync_check(first_package["loop"], first_package["runtime"], start, steps)
-        extras["breakdown_ms"] = breakdown(
-            first_package["loop"], first_package["runtime"], start + steps, max(1, min(steps, 3))
-        )
+        extras["sync_check"] = sync_check(first["loop"], first["runtime"], start, steps)
+        extras["breakdown_ms"] = breakdown(first["loop"], first["runtime"], start + steps, min(steps, 3))
     rows = []
     for m in live:
-        tps = [x["tokens_per_sec"] for x in m["rounds"]]
-        mfus = [x["mfu"] for x in m["rounds"] if x.get("mfu") is not None]  # proportional to tokens/s
-        ms = 1e3 * m["cfg"].tokens_per_step / statistics.median(tps)
-        row = {
-            **m["row"],
-            "tokens_per_sec": statistics.median(tps),
-            "ms_per_step": ms,
-            "rounds_tokens_per_sec": tps,
-            "rounds_cpu_ms_per_step": [x["cpu_ms_per_step"] for x in m["rounds"]],
-        }
-        row["mfu"] = statistics.median(mfus) if mfus else None
+        col = {k: [x.get(k) for x in m["rounds"]] for k in ("tokens_per_sec", "cpu_ms_per_step", "mfu")}
+        tps = statistics.median(col["tokens_per_sec"])
+        row = {**m["row"], "tokens_per_sec": tps, "ms_per_step": 1e3 * m["cfg"].tokens_per_step / tps}
+        row["mfu"] = None if None in col["mfu"] else statistics.median(col["mfu"])  # ~ tokens/s
         row["data_wait_ms"] = statistics.median(x.get("data_wait_ms", 0.0) for x in m["rounds"])
-        row["startup_s"] = max(m["warmup_s"] - warmup * ms / 1e3, 0.0)
+        row["startup_s"] = max(m["warmup_s"] - warmup * row["ms_per_step"] / 1e3, 0.0)
         row["memory_bytes"] = m.get("peak")
+        row["rounds_tokens_per_sec"], row["rounds_cpu_ms_per_step"] = (
+            col["tokens_per_sec"],
+            col["cpu_ms_per_step"],
+        )
         if memory and m["runtime"].device.type == "cpu":
             log(f"  memory of {m['row']} in a fresh process...")
             row["memory_bytes"] = cpu_step_memory(base, m["v"], steps)["step_bytes"]
@@ -467,14 +450,12 @@ def add_plain_ratios(rows: list[dict]) -> None:
     plain = {(r["precision"], r["compile"], r["batch_size"]): r for r in rows if r["loop"] == "plain"}
     for r in rows:
         ref = plain.get((r["precision"], r["compile"], r["batch_size"])) if r["loop"] == "package" else None
-        r["vs_plain"] = (
-            paired_ratio(r["rounds_tokens_per_sec"], ref["rounds_tokens_per_sec"]) if ref else None
-        )
-        # The same ratio from CPU time per step (plain's over the package's): with one thread per process it
-        # counts the work done, not the time spent waiting for a core.
-        r["vs_plain_cpu"] = (
-            paired_ratio(ref["rounds_cpu_ms_per_step"], r["rounds_cpu_ms_per_step"]) if ref else None
-        )
+        r["vs_plain"] = r["vs_plain_cpu"] = None
+        if ref is not None:
+            r["vs_plain"] = paired_ratio(r["rounds_tokens_per_sec"], ref["rounds_tokens_per_sec"])
+            # From CPU time per step (plain's over the package's): with one thread per process it counts the
+            # work done, not the time spent waiting for a core on a shared machine.
+            r["vs_plain_cpu"] = paired_ratio(ref["rounds_cpu_ms_per_step"], r["rounds_cpu_ms_per_step"])
 
 
 # ---- output and command line ------------------------------------------------------------------------------
@@ -496,14 +477,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _choices(kind, allowed=None):
+def _list(allowed=None):
+    """A comma-separated list: of ``allowed`` words, or of integers."""
+
     def parse(text: str) -> list:
-        values = [kind(s.strip()) for s in text.split(",") if s.strip()]
-        bad = [x for x in values if allowed and x not in allowed]
-        if bad or not values:
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: expected a comma-separated list of {', '.join(allowed or ['integers'])}"
-            )
+        values = [x.strip() if allowed else int(x) for x in text.split(",") if x.strip()]
+        if not values or (allowed and set(values) - set(allowed)):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of {allowed or 'integers'}")
         return values
 
     return parse
@@ -513,61 +493,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cs336-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--preset", default=None, choices=list(PRESETS), help="default: full on CUDA, low-resource elsewhere"
-    )
-    p.add_argument(
-        "--precision",
-        dest="precisions",
-        type=_choices(str, PRECISIONS),
-        default=["auto"],
-        help="comma list of auto (run_experiment's choice), fp32, tf32 (CUDA), bf16; default auto",
-    )
-    p.add_argument(
-        "--compile",
-        dest="compiles",
-        type=_choices(str, COMPILE),
-        default=["auto"],
-        help="comma list of auto, on, off; default auto",
-    )
-    p.add_argument(
-        "--batch-size",
-        dest="batch_sizes",
-        type=_choices(int),
-        default=None,
-        help="comma list of batch sizes; default the preset's",
-    )
-    p.add_argument(
-        "--kernels",
-        dest="kernel_list",
-        type=_choices(str, KERNELS),
-        default=None,
-        help="package kernels, comma list of fast, reference; default the config's",
-    )
-    p.add_argument("--no-plain", action="store_true", help="skip the plain-PyTorch baseline")
-    p.add_argument(
-        "--steps", type=int, default=None, help="timed steps per round (default 20 on CUDA, 3 elsewhere)"
-    )
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        help="warm-up steps per variant, compile included (default 5 CUDA, 2 elsewhere)",
-    )
-    p.add_argument(
-        "--rounds", type=int, default=3, help="alternating timed rounds; rows report medians (default 3)"
-    )
-    p.add_argument(
-        "--memory", action="store_true", help="CPU: a step's peak RSS per variant, each in a fresh process"
-    )
-    p.add_argument(
-        "--run",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also train N steps through run_experiment: eval/checkpoint/log share",
-    )
-    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    flag = p.add_argument
+    flag("--preset", choices=list(PRESETS), help="default: full on CUDA, low-resource elsewhere")
+    flag("--precision", dest="precisions", type=_list(PRECISIONS), default=["auto"], help="default auto")
+    flag("--compile", dest="compiles", type=_list(COMPILE), default=["auto"], help="default auto")
+    flag("--batch-size", dest="batch_sizes", type=_list(), help="comma list; default the preset's")
+    flag("--kernels", dest="kernel_list", type=_list(KERNELS), help="package rows; default the config's")
+    flag("--no-plain", action="store_true", help="skip the plain-PyTorch baseline")
+    flag("--steps", type=int, help="timed steps per round (default 20 on CUDA, 3 elsewhere)")
+    flag("--warmup", type=int, help="warm-up steps per variant, compile included (default 5 CUDA, 2 else)")
+    flag("--rounds", type=int, default=3, help="alternating timed rounds; rows give medians (default 3)")
+    flag("--memory", action="store_true", help="CPU: each variant's step memory, in a fresh process")
+    flag("--run", type=int, default=0, metavar="N", help="N steps of run_experiment: eval/ckpt/log share")
+    flag("--json", type=Path, help="write the report here")
     add_config_arguments(p, skip=("dtype", "tf32", "compile", "batch_size", "kernels"))
     return p
 
@@ -582,12 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     base.resolved()  # validates
     steps = args.steps if args.steps is not None else (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
-    for flag, value, low in (
-        ("--steps", steps, 1),
-        ("--warmup", warmup, 0),
-        ("--rounds", args.rounds, 1),
-        ("--run", args.run, 0),
-    ):
+    for flag, value, low in (("--steps", steps, 1), ("--warmup", warmup, 0), ("--rounds", args.rounds, 1)):
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
     kernels = args.kernel_list or [getattr(base, "kernels", "fast")]
@@ -621,10 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {s}")
     sc = extras.get("sync_check")
     if sc is not None:
-        print(
-            f"host syncs outside log steps: {sc if isinstance(sc, str) else sc['host_syncs']} in {steps} steps"
-        )
-        for site, n in ({} if isinstance(sc, str) else sc["sites"]).items():
+        sc = {"host_syncs": sc, "sites": {}} if isinstance(sc, str) else sc
+        print(f"host syncs outside log steps: {sc['host_syncs']} in {steps} steps")
+        for site, n in sc["sites"].items():
             print(f"  {n:>4} x {site}")
     if extras.get("breakdown_ms"):
         print(
