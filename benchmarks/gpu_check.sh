@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
-# Training-throughput check on one GPU (written for an H100), in one call of about 5-6 minutes:
+# Training-throughput check on one GPU (written for an H100), in one call of about 5 minutes:
 #
 #     OUT=/path/for/results bash benchmarks/gpu_check.sh
 #
 # Runs from the repository root with the preinstalled torch: PYTHONPATH=. python3 -m cs336_basics.basics.bench
 # (no uv, no network). Everything lands in $OUT:
-#   env.txt                    GPU, driver, torch, which optional packages were stubbed
-#   full_variants.{json,log}   full preset: run_experiment's path (bf16 + compile) vs the plain loop,
-#                              fp32 / tf32 / bf16 eager, the step breakdown, --sync-check, --overhead
-#   cache_and_run.{json,log}   a second process (warm inductor cache: compile startup again) and a
-#                              1500-step run_experiment at the full preset's intervals (eval/ckpt/log share)
-#   extras.{json,log}          tf32+compile, naive attention, torch AdamW fused/foreach, compiled optimizer
-#   summary.txt                the headline numbers against the targets
-# Each bench call has its own time limit; results are saved after every variant, so a limit that cuts one
-# short still leaves the finished rows in its JSON. GPU_CHECK_BUDGET_S (default 330) caps the total;
-# GPU_CHECK_ARGS adds flags to every bench call (a dry run on CPU: "--device cpu --preset demo ...").
+#   env.txt                 GPU, driver, torch, which optional packages were stubbed
+#   compiled.{json,log}     full preset, bf16: the package's step (run_experiment's path) vs the plain loop,
+#                           compile on and off, side by side in 3 rounds; the host-sync check, the step
+#                           breakdown, and a 1500-step run_experiment (eval/checkpoint/log share)
+#   eager.{json,log}        full preset, eager: tf32 / fp32 / bf16, kernels fast and reference, vs the plain loop
+#   summary.txt             the headline numbers against the targets
+# Each bench call has its own time limit. GPU_CHECK_BUDGET_S (default 330) caps the total; GPU_CHECK_ARGS
+# adds flags to every bench call (a dry run on CPU: "--device cpu --preset demo ...").
 set -u -o pipefail
 : "${OUT:?set OUT to the directory for the results}"
 cd "$(dirname "$0")/.."
@@ -88,58 +86,41 @@ bench() {  # bench NAME LIMIT_S ARGS...: one bench process with its own time lim
 
 min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
 
-# 1. The table that matters: run_experiment's own path against the plain loop; precisions; sync check;
-#    evaluation/checkpoint/logging cost at the preset's intervals.
-bench full_variants "$(min 200 "$(left)")" --steps 30 --warmup 5 \
-  --variants auto,plain,fp32,tf32,bf16,plain-bf16 --sync-check --overhead
-# 2. A second process (warm inductor FX-graph/AOTAutograd cache: how much startup a resumed run saves),
-#    then 1500 steps through run_experiment itself at the preset's log/eval/checkpoint intervals.
-bench cache_and_run "$(min 120 "$(left)")" --steps 30 --warmup 5 --variants auto \
-  --breakdown-steps 0 --overhead --overhead-run 1500
-# 3. The rest of the table, as far as the budget goes.
-bench extras "$(($(left) - 5))" --steps 30 --warmup 5 --breakdown-steps 0 \
-  --variants tf32+compile,naive-attention,torch-adamw-fused,torch-adamw-foreach,compiled-optimizer
+# 1. What runs: bf16 + compile, package vs plain, and the same eager; then run_experiment's overhead share.
+bench compiled "$(min 230 "$(left)")" --precision bf16 --compile on,off --steps 30 --warmup 5 --rounds 3 \
+  --run 1500
+# 2. Precisions and kernels, eager (no compile time), as far as the budget goes.
+bench eager "$(($(left) - 5))" --precision tf32,fp32,bf16 --compile off --kernels fast,reference \
+  --steps 20 --warmup 3 --rounds 3
 
 "$PY" - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-def load(name):
-    p = out / f"{name}.json"
-    return json.loads(p.read_text()) if p.exists() else None
-full, cache, extras = load("full_variants"), load("cache_and_run"), load("extras")
-if not full or not full.get("results"):
-    sys.exit("no results in full_variants.json: see full_variants.log")
-a = full["results"][0]
-print(f"device {full['device']} | torch {full['torch']} | {full['runtime']['dtype']} compile={full['runtime']['compile']}")
-print(f"run_experiment path: {a['tokens_per_sec']:,.0f} tokens/s ({a['ms_per_step']:.1f} ms/step), "
-      f"MFU {'-' if a['mfu'] is None else format(100 * a['mfu'], '.1f') + '%'} vs {a['peak_source']} | target 2,000,000: "
-      f"{'MET' if a['tokens_per_sec'] >= 2e6 else 'NOT met'}")
-if full.get("package_vs_plain"):
-    print(f"package / plain loop: {full['package_vs_plain']:.3f}x")
-for report in (full, extras):
-    for r in (report or {}).get("results", []):
-        print(f"  {r['variant']:<22} {r['precision']:<5} compile={str(r['compile']):<5} {r['tokens_per_sec']:>12,.0f} tok/s"
-              f"  MFU {'-' if r['mfu'] is None else format(100 * r['mfu'], '5.1f') + '%':>6}  startup {r['startup_s']:.1f}s  mem {(r['peak_memory_bytes'] or 0) / 2**30:.2f} GiB")
-if full.get("breakdown_ms"):
-    print("breakdown (instrumented, ms):", {k: round(v, 2) for k, v in full["breakdown_ms"].items()})
-sc = full.get("sync_check")
-if sc and sc.get("ran"):
-    print(f"sync check: {sc['host_syncs']} host sync(s) in {sc['steps']} hot-loop steps (log steps excluded)")
-    for site in sc["sites"]:
-        print(f"  {site['count']:>4} x {site['where']}: {site['message']}")
-elif sc:
-    print(f"sync check: {sc['note']}")
-for name, r in (("full_variants", full), ("cache_and_run", cache)):
-    oh = (r or {}).get("overhead")
-    if oh:
-        print(f"{name}: computed overhead share {100 * oh['share']:.2f}% (with background writes "
-              f"{100 * oh['share_with_background_writes']:.2f}%), eval {oh['eval_s']:.2f}s first {oh['eval_first_s']:.2f}s")
-run = (cache or {}).get("overhead_run")
-if run:
-    print(f"run_experiment {run['steps']} steps: overhead {100 * run.get('share', run['share_incl_eval_compile']):.2f}% "
-          f"(incl. eval compile {100 * run['share_incl_eval_compile']:.2f}%), training startup {run['train_startup_s']:.1f}s")
-if cache and cache.get("results"):
-    print(f"compile startup: cold process {a['startup_s']:.1f}s ({a.get('compile_cache')}), "
-          f"second process {cache['results'][0]['startup_s']:.1f}s ({cache['results'][0].get('compile_cache')})")
+reports = {n: json.loads((out / f"{n}.json").read_text()) for n in ("compiled", "eager") if (out / f"{n}.json").exists()}
+if not reports:
+    sys.exit("no results: see compiled.log and eager.log")
+for name, r in reports.items():
+    print(f"== {name}: {r['device']} | torch {r['torch']} | {r['rounds']} x {r['steps']} steps")
+    for row in r["rows"]:
+        mfu = "-" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"
+        ratio = "" if row["vs_plain"] is None else f"  vs plain {row['vs_plain']:.3f}x"
+        print(f"  {row['loop']:<8} {row['precision']:<5} compile={str(row['compile']):<5} {row['kernels']:<9} "
+              f"{row['tokens_per_sec']:>12,.0f} tok/s  MFU {mfu:>6}  mem {(row['memory_bytes'] or 0) / 2**30:.2f} GiB  "
+              f"startup {row['startup_s']:.1f}s{ratio}")
+    sc = r.get("sync_check")
+    if sc is not None:
+        print(f"  host syncs outside log steps: {sc if isinstance(sc, str) else sc['host_syncs']}")
+        for site, n in ({} if isinstance(sc, str) else sc["sites"]).items():
+            print(f"    {n:>4} x {site}")
+    if r.get("breakdown_ms"):
+        print("  breakdown (ms):", {k: round(v, 2) for k, v in r["breakdown_ms"].items()})
+    if r.get("run"):
+        run = r["run"]
+        print(f"  run_experiment {run['steps']} steps: eval+checkpoint+log {100 * run['share']:.2f}% of "
+              f"{run['wallclock_s']:.1f}s, {run['tokens_per_sec']:,.0f} tok/s overall")
+package = [x for x in reports.get("compiled", {}).get("rows", []) if x["loop"] == "package" and x["compile"]]
+if package:
+    print(f"run_experiment path: {package[0]['tokens_per_sec']:,.0f} tokens/s | target 2,000,000: "
+          f"{'MET' if package[0]['tokens_per_sec'] >= 2e6 else 'NOT met'}")
 EOF
 echo "gpu_check: done in ${SECONDS}s; results in $OUT"

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cs336_basics.atomic import atomic_write_json
 from cs336_basics.basics.config import (
     PRESETS,
     add_config_arguments,
@@ -358,9 +359,7 @@ def cpu_step_memory(base, v: Variant, steps: int) -> dict:
 def run_share(base, steps: int, tokens: np.ndarray) -> dict:
     """Train ``steps`` steps through run_experiment (random tokens, the preset's intervals, divergence rule
     off: random tokens cannot be learned) and read the eval/checkpoint/log share from its summary."""
-    never = {
-        f"divergence_{k}": 1e9 for k in ("explode_factor", "rebound_margin", "stall_fraction", "stall_margin")
-    }
+    never = dict(divergence_explode_factor=1e9, divergence_rebound_margin=1e9, divergence_min_steps=steps + 1)
     cfg = dataclasses.replace(base, max_steps=steps, target_val_loss=None, **never)
     val = random_tokens(cfg.vocab_size, cfg.batch_size * cfg.eval_batches * (cfg.context_length + 2), 1)
     with (
@@ -563,18 +562,19 @@ def main(argv: list[str] | None = None) -> int:
             "step breakdown (first package row, synchronised per phase), ms: "
             + ", ".join(f"{k} {v:.1f}" for k, v in extras["breakdown_ms"].items())
         )
+    save = (lambda: atomic_write_json(args.json, report)) if args.json is not None else (lambda: None)
+    save()  # the table survives a failing --run
     if args.run:
         print(f"run_experiment for {args.run} steps at the preset's intervals...")
         report["run"] = run = run_share(base, args.run, random_tokens(base.vocab_size, 1 << 20, base.seed))
         print(
             f"  eval + checkpoint + log: {100 * run['share']:.1f}% of {run['wallclock_s']:.1f} s (eval {run['eval_s']:.1f} s, checkpoint {run['checkpoint_s']:.2f} s)"
         )
-    print(f"load average {os.getloadavg()[0]:.1f} (was {load[0]:.1f})")
-    if args.json is not None:
-        from cs336_basics.atomic import atomic_write_json
-
-        atomic_write_json(args.json, report)
-        print(f"wrote {args.json}")
+    print(
+        f"load average {os.getloadavg()[0]:.1f} (was {load[0]:.1f})"
+        + (f"; wrote {args.json}" if args.json else "")
+    )
+    save()
     return 0
 
 
