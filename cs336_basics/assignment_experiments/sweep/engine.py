@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cs336_basics.assignment_experiments.sweep.executors import Launch
-from cs336_basics.assignment_experiments.sweep.record import SweepLock, SweepRecord
+from cs336_basics.assignment_experiments.sweep.record import SweepLock, SweepRecord, read_sweep_json
 from cs336_basics.assignment_experiments.sweep.view import SweepView, load_sweep
 from cs336_basics.atomic import atomic_write_json
 from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig, resume_differences
@@ -84,8 +84,11 @@ def prepare_data(config: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-def prepare_point(spec: SweepSpec, base: ExperimentConfig, value, seed: int, run_dir: Path) -> None:
-    """Resolve the point's config and write it as config.json, or check the one there like cs336-train."""
+def prepare_point(
+    spec: SweepSpec, base: ExperimentConfig, value, seed: int, run_dir: Path, write=True
+) -> None:
+    """Resolve the point's config and write it as config.json (unless ``write`` is False), or check the one
+    there like cs336-train does (data paths may differ: they are resumable)."""
     restart = f"{spec.restart_flag} {value:g}"
     cfg = spec.config(base, value, seed)
     try:
@@ -99,6 +102,8 @@ def prepare_point(spec: SweepSpec, base: ExperimentConfig, value, seed: int, run
         if diffs:
             raise UserError(f"{path} is from a different config ({'; '.join(map(str, diffs[:4]))}); re-run with "
                             f"the settings it was made with, retrain it with {restart}, or use --fresh / --out DIR")  # fmt: skip
+        return
+    if not write:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     derived = [k for k in DERIVED_FIELDS if getattr(cfg, k) is None]  # re-derived if config.json is reused
@@ -132,15 +137,20 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
             print(f"moved the previous sweep {out_dir} to {move_aside(out_dir)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with SweepLock(out_dir):
-        base = prepare_data(base)
-        if device_check:
+        known = [
+            (p["value"], p["added_by"], p.get("why")) for p in read_sweep_json(out_dir).get("points", [])
+        ]
+        values = [(v, "grid", None) for v in spec.values] + known
+        if device_check:  # before the data is prepared: a mistake every point would hit is the only line
             from cs336_basics.basics.device import resolve_device
 
             resolve_device(base.device)
+        for value, _, _ in values:
+            for seed in range(spec.seeds):
+                prepare_point(spec, base, value, seed, out_dir / spec.name(value, seed), write=False)
+        base = prepare_data(base)
         record = SweepRecord.open(out_dir, spec.field, base.to_dict(), seeds=spec.seeds, executor=executor.name,
                                   **(settings or {}))  # fmt: skip
-        values = [(v, "grid", None) for v in spec.values]
-        values += [(p["value"], p["added_by"], p.get("why")) for p in record.meta["points"]]
         for value, added_by, why in values:
             add_value(spec, base, record, out_dir, value, added_by, why)
         for value in restart:
