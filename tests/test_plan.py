@@ -147,3 +147,21 @@ def test_tiny_out_filesystem_reported(tmp_path, tiny_fs):
     [small] = [c for c in plan.disk_checks if c.mount == tiny_fs]
     assert small.free <= 64 * 1024 < small.needed
     assert f"NOT ENOUGH ROOM under {tiny_fs}" in format_plan(plan)
+
+
+def test_lr_sweep_plan_flag_prints_and_creates_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "sweep"
+    flags = ["--preset", "demo", "--vocab-size", "64", "--context-length", "16", "--d-model", "32", "--d-ff", "64",
+             "--num-layers", "1", "--num-heads", "2", "--batch-size", "4", "--max-steps", "20", "--device", "cpu",
+             "--dtype", "fp32", "--compile", "off", "--learning-rates", "1e-3", "1e-2"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep", *flags,
+         "--plan", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "2 point(s), 0 already done" in result.stdout and "tokens/s" in result.stdout
+    assert not out.exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cs336_basics.assignment_experiments.lr_sweep.bracketing import PointOutcome, next_extension
 from cs336_basics.assignment_experiments.lr_sweep.naming import parse_learning_rates
+from cs336_basics.assignment_experiments.lr_sweep.plan import format_plan, make_plan
 from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
 from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep
@@ -29,6 +30,7 @@ from cs336_basics.basics.config import (
 )
 from cs336_basics.basics.run_experiment import default_preset
 from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.experiment_log.reader import DONE_STATES
 
 DEFAULT_SWEEP_DIR = Path("runs/lr_sweep")
 DEFAULT_LEARNING_RATES = [1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 6e-3, 1e-2]
@@ -60,6 +62,15 @@ def learning_rate_sweep(config: ExperimentConfig, learning_rates=None, out_dir=D
                      settings={"extend": extend, "max_extra_points": max_extra_points})  # fmt: skip
 
 
+def sweep_plan(config: ExperimentConfig, rates, out: Path, seeds: int, extra_points: int):
+    """The plan of this sweep: its grid's points (seeds included), those already done in ``out``, measured."""
+    grid = parse_learning_rates(rates or PRESET_LEARNING_RATES.get(config.preset, DEFAULT_LEARNING_RATES))
+    spec = SweepSpec("max_lr", "lr", grid, seeds=seeds)
+    points = [(spec.name(lr, s), spec.config(config, lr, s).resolved()) for lr in grid for s in range(seeds)]
+    done = {p.name for p in load_sweep(out).points if p.state in DONE_STATES} if out.is_dir() else set()
+    return make_plan(points, out, done=done, extra_points=extra_points)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lr-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain this point from scratch (its old run dir is moved aside); repeatable")  # fmt: skip
     p.add_argument("--fresh", action="store_true", help="move the whole sweep dir aside and start over")
     p.add_argument("--summary", action="store_true", help="print the results table of --out and exit")
+    p.add_argument("--plan", action="store_true",
+                   help="print the plan (points, device, measured tokens/s, time, disk) and exit; creates nothing")  # fmt: skip
     add_executor_arguments(p)
     add_config_arguments(p, skip=("max_lr",))
     return p
@@ -125,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if rates is not None:
         rates = parse_learning_rates(rates)  # an empty --learning-rates is refused, not the preset's grid
     config = create_experiment_config(args.preset or default_preset(), **config_overrides(args))
+    if args.plan:
+        print(format_plan(sweep_plan(config, rates, args.out, args.seeds, args.max_extra_points if args.extend else 0)))
+        return 0
     view, problems = learning_rate_sweep(config, rates, args.out, seeds=args.seeds, extend=args.extend,
                                          max_extra_points=args.max_extra_points, executor=choose_executor(args),
                                          restart=tuple(args.restart), fresh=args.fresh)  # fmt: skip
