@@ -211,9 +211,8 @@ class Variant:
 
 def variant_config(base, v: Variant):
     """The resolved config of a variant (``base`` unresolved, so derived fields follow its max_steps)."""
-    cfg = dataclasses.replace(base, batch_size=v.batch_size).resolved()
-    cfg.kernels = v.kernels if v.loop == "package" else "fast"  # a config field once kernels.py's lands
-    return cfg
+    kernels = v.kernels if v.loop == "package" else base.kernels
+    return dataclasses.replace(base, batch_size=v.batch_size, kernels=kernels).resolved()
 
 
 def variant_runtime(cfg, v: Variant) -> Runtime:
@@ -522,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value, low in (("--steps", steps, 1), ("--warmup", warmup, 0), ("--rounds", args.rounds, 1)):
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
-    kernels = args.kernel_list or [getattr(base, "kernels", "fast")]
+    kernels = args.kernel_list or [base.kernels]
     points = list(itertools.product(args.precisions, args.compiles, args.batch_sizes or [base.batch_size]))
     variants = [Variant("package", p, c, b, k) for p, c, b in points for k in kernels]
     variants += [] if args.no_plain else [Variant("plain", p, c, b) for p, c, b in points]
