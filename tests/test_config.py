@@ -264,7 +264,7 @@ def test_every_flag_has_help_with_unit_and_default():
         assert text and ("unit: " in text or "(none)" in text), flag
         assert "default: " in text, flag
     assert field_docs()["weight_decay"][0] in flags["--weight-decay"]  # the field's own documentation
-    assert "demo 0.2" in flags["--sharpness-share"] and "full 0.05" in flags["--sharpness-share"]
+    assert "demo 0.3" in flags["--sharpness-share"] and "full 0.05" in flags["--sharpness-share"]
     parser.format_help()  # every help string survives argparse's %-formatting
 
 
