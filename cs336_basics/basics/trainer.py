@@ -265,6 +265,7 @@ class Trainer:
         self.step_fn = TrainStep(cfg, runtime)
         self.model, self.optimizer = self.step_fn.model, self.step_fn.optimizer
         self.state = TrainState()
+        self._evaluated_at: int | None = None  # the step of the last evaluation: its row carries val_loss
         self.latest = out_dir / "checkpoints" / "latest.pt"
         self.reference_loss = reference_loss
         self.rule = DivergenceRule.from_config(cfg)
