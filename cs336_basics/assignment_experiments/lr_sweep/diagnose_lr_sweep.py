@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while True:
             d = diagnose(args.sweep_dir, stale_after=args.stale_after)
-            if not d.points and d.sweep["state"].startswith("unknown"):
+            started = (Path(args.sweep_dir) / "sweep.json").exists()  # a sweep that has only just started
+            if not d.points and not started and d.sweep["state"].startswith("unknown"):
                 print(f"nothing here yet: {args.sweep_dir} has no sweep.json and no run directories "
                       "(not a sweep, or one that has not started)", file=sys.stderr)  # fmt: skip
                 return 1
