@@ -128,7 +128,9 @@ def test_watch_redraws_until_ctrl_c(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(diag.time, "sleep", fake_sleep)
-    (tmp_path / "sweep.json").write_text("{}")  # a sweep that has just started
+    (tmp_path / "sweep.json").write_text(
+        '{"version": 2, "field": "max_lr", "points": [], "state": "running"}'
+    )
     assert diag.main(["--watch", str(tmp_path)]) == 0  # --watch without a number takes the default
     out = capsys.readouterr().out
     assert calls == [diag.DEFAULT_WATCH_S] * 2 and out.count(diag.CLEAR_SCREEN) == 2
