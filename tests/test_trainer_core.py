@@ -96,7 +96,14 @@ class _DeviceReads(TorchFunctionMode):
 def test_one_device_read_per_log_step(tmp_path):
     """20 steps, log every 5, no evaluation or checkpoint inside: 1 read at step 1 (the initial loss) + 4 log
     steps x 1 transfer + the final evaluation's 1 read."""
-    cfg = tiny_config(max_steps=20, log_interval=5, eval_interval=1000, checkpoint_interval=1000)
+    cfg = tiny_config(
+        max_steps=20,
+        log_interval=5,
+        eval_interval=1000,
+        checkpoint_interval=1000,
+        sharpness_share=0.0,
+        signals=False,
+    )
     with _DeviceReads() as reads:
         run_experiment(
             cfg, pattern_tokens(20_000), pattern_tokens(4_000, seed=1), tmp_path / "r", progress=False
