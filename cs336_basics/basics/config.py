@@ -11,7 +11,6 @@ import ast
 import dataclasses
 import difflib
 import functools
-import inspect
 import json
 import math
 import re
@@ -208,9 +207,7 @@ class ExperimentConfig:
         """Exactly the given fields (the rest at the dataclass defaults); an unknown key is an error."""
         unknown = sorted(set(data) - set(FIELD_NAMES))
         if unknown:
-            raise UserError(
-                f"{source}: " + "; ".join(_unknown_key(k) for k in unknown) + "; fix or remove it"
-            )
+            raise UserError(f"{source}: {'; '.join(map(_unknown_key, unknown))}; fix or remove it")
         return cls(**data)
 
     @classmethod
@@ -244,11 +241,8 @@ DERIVED_FIELDS = ("min_lr", "warmup_steps", "cosine_cycle_steps")
 # What the trainer writes into a run's config.json besides the config fields (see ExperimentConfig.run_info).
 RUN_INFO_KEYS = ("runtime", "provenance", "parameters", "non_embedding_parameters", "train_tokens")
 RUN_INFO_KEYS += ("val_tokens", "derived_fields")
-CHOICES = {
-    "dtype": ("auto", "bf16", "fp32"),
-    "compile": ("auto", "on", "off"),
-    "kernels": ("fast", "reference"),
-}
+CHOICES = {"dtype": ("auto", "bf16", "fp32"), "compile": ("auto", "on", "off")}
+CHOICES["kernels"] = ("fast", "reference")
 
 _RULES: dict[str, Callable[[Any], bool]] = {
     "> 0": lambda v: v > 0,
@@ -361,11 +355,7 @@ def _flag(name: str) -> str:
 def _refuse(name: str, value: Any, rule: str) -> typing.NoReturn:
     default = _DEFAULTS[name]
     shown = default if isinstance(default, str) else f"{default:g}" if default is not None else None
-    hint = (
-        f"use e.g. --{_flag(name)} {shown} (the full preset's)"
-        if shown is not None
-        else "leave it out to derive it"
-    )
+    hint = f"use e.g. --{_flag(name)} {shown} (the full preset's)" if shown else "leave it out to derive it"
     what = re.split(r"[,;(]", field_docs()[name][0])[0].strip().rstrip(".")
     raise UserError(f"--{_flag(name)} must be {rule}, got {value!r} ({what}); {hint}")
 
@@ -382,9 +372,11 @@ def _unknown_key(key: str) -> str:
 def field_docs() -> dict[str, tuple[str, str]]:
     """``{field: (text, unit)}`` from the docstring under each field of ExperimentConfig."""
     try:
-        body, docs = ast.parse(inspect.getsource(ExperimentConfig)).body[0].body, {}
-    except (OSError, TypeError):  # no source shipped (frozen app): flags go without help
+        tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    except OSError:  # no source shipped (a frozen app): the flags go without help
         return {}
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ExperimentConfig").body
+    docs = {}
     for node, after in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr):
             text = " ".join(str(after.value.value).split())
@@ -442,20 +434,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
     for name in FIELD_NAMES:
         if name in ("preset", "extra") or name in skip:
             continue
-        kind, flag, doc, absent = (
-            _scalar_type(hints[name]),
-            f"--{_flag(name)}",
-            field_help(name),
-            argparse.SUPPRESS,
-        )
+        kind, flag, doc = _scalar_type(hints[name]), f"--{_flag(name)}", field_help(name)
         if kind is bool:
-            group.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=absent, help=doc
-            )
+            action = argparse.BooleanOptionalAction
+            group.add_argument(flag, dest=name, action=action, default=argparse.SUPPRESS, help=doc)
         else:
             metavar = "|".join(CHOICES[name]) if name in CHOICES else kind.__name__.upper()
             parse = _parser(kind, _optional(hints[name]))
-            group.add_argument(flag, dest=name, type=parse, default=absent, metavar=metavar, help=doc)
+            group.add_argument(
+                flag, dest=name, type=parse, default=argparse.SUPPRESS, metavar=metavar, help=doc
+            )
     if "max_lr" not in skip:
         lr_help = "the same as --max-lr: " + field_help("max_lr")
         group.add_argument("--lr", dest="max_lr", type=float, default=argparse.SUPPRESS, help=lr_help)

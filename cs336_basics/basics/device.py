@@ -4,6 +4,10 @@ CUDA > MPS > CPU by default. On CUDA: TF32 on, bf16 autocast (fp32 + TF32 on car
 On MPS: no TF32, compile with the "aot_eager" backend. On CPU: bf16 autocast only if a brief measurement
 (cached per CPU model and torch version) shows it is faster; compile only for runs long enough to repay the
 warm-up. Every choice is recorded (``Runtime.as_dict``) in the run's config.json and printed in the banner.
+
+CPU runs are deterministic for a given machine and intra-op thread count: ``torch.use_deterministic_algorithms``
+is on there (see ``setup_runtime``), and the thread count is recorded, since a reduction split over another
+number of threads rounds differently.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ class Runtime:
     compile_backend: str
     tf32: bool
     notes: list[str] = field(default_factory=list)
+    threads: int = field(
+        default_factory=torch.get_num_threads
+    )  # intra-op threads (CPU numerics depend on it)
+    deterministic: bool = field(default_factory=torch.are_deterministic_algorithms_enabled)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -59,13 +67,18 @@ class Runtime:
             "compile": self.compile,
             "compile_backend": self.compile_backend,
             "tf32": self.tf32,
+            "threads": self.threads,
+            "deterministic": self.deterministic,
             "torch": torch.__version__,
             "notes": list(self.notes),
         }
 
     def banner(self) -> str:
         compiled = f"compile={self.compile_backend}" if self.compile else "compile=off"
-        return f"device {self.device} ({self.device_name()}) | precision {self.dtype} | {compiled} | tf32={self.tf32}"
+        where = f"{self.device} ({self.device_name()}" + (
+            f", {self.threads} threads)" if self.device.type == "cpu" else ")"
+        )
+        return f"device {where} | precision {self.dtype} | {compiled} | tf32={self.tf32}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,6 +136,11 @@ def setup_runtime(
         do_compile, backend = compile != "off", "aot_eager"
     else:
         tf32 = False
+        # The embedding's backward (an index_put_ with accumulate) adds rows on several threads in whatever
+        # order they finish: two runs of one command differed from step 10 on (tests/test_determinism.py).
+        # Deterministic mode sorts the indices first; on CPU that costs nothing measurable. warn_only: an op
+        # without a deterministic CPU kernel warns rather than stopping the run.
+        torch.use_deterministic_algorithms(True, warn_only=True)
         if dtype == "auto":
             dtype, why = cpu_autocast_choice()
             notes.append(f"dtype auto -> {dtype} on this CPU ({why})")
