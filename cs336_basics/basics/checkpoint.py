@@ -177,7 +177,11 @@ def clean_stale_temp_files(run_dir: Path) -> None:
 @contextlib.contextmanager
 def run_dir_lock(out_dir: Path):
     """One trainer per run directory: an flock the kernel drops when the holder dies (even by kill -9)."""
-    with open(out_dir / ".run.lock", "a+") as handle:
+    from cs336_basics.experiment_log.reader import (
+        RUN_LOCK_FILE,  # the run-dir contract (readers check it too)
+    )
+
+    with open(out_dir / RUN_LOCK_FILE, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

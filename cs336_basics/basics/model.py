@@ -48,6 +48,17 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
         *batch, seq, d_model = x.shape
+        q, k, v = self.heads_qkv(x, token_positions)
+        if self.kernels == "fast":
+            out = fast.causal_attention(q, k, v)
+        else:
+            causal = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()  # query i sees keys <= i
+            out = scaled_dot_product_attention(q, k, v, causal)
+        return self.output_proj(out.transpose(-3, -2).reshape(*batch, seq, d_model))
+
+    def heads_qkv(self, x: Tensor, token_positions: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k (rotated by RoPE) and v per head, each (..., heads, seq, d_head)."""
+        *batch, seq, _ = x.shape
         # One matmul for q, k and v: the three weights stay separate parameters (CS336 names).
         qkv_weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
         qkv = fast.linear(x, qkv_weight) if self.kernels == "fast" else x @ qkv_weight.T
@@ -59,12 +70,7 @@ class MultiHeadSelfAttention(nn.Module):
             elif token_positions.dim() > 1:
                 token_positions = token_positions.unsqueeze(-2)  # broadcast over the head dim
             q, k = self.rope(q, token_positions), self.rope(k, token_positions)
-        if self.kernels == "fast":
-            out = fast.causal_attention(q, k, v)
-        else:
-            causal = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()  # query i sees keys <= i
-            out = scaled_dot_product_attention(q, k, v, causal)
-        return self.output_proj(out.transpose(-3, -2).reshape(*batch, seq, d_model))
+        return q, k, v
 
 
 class TransformerBlock(nn.Module):

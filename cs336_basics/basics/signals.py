@@ -17,18 +17,8 @@ from torch import Tensor, nn
 def attention_logits(attn: nn.Module, h: Tensor, token_positions: Tensor | None = None) -> Tensor:
     """q.k / sqrt(d_head) of a ``MultiHeadSelfAttention`` on its input ``h``: (..., heads, seq, seq), -inf above
     the diagonal (the causal mask)."""
-    *batch, seq, _ = h.shape
-
-    def heads(t: Tensor) -> Tensor:
-        return t.view(*batch, seq, attn.num_heads, attn.d_head).transpose(-3, -2)
-
-    q, k = heads(attn.q_proj(h)), heads(attn.k_proj(h))
-    if attn.rope is not None:
-        if token_positions is None:
-            token_positions = torch.arange(seq, device=h.device)
-        elif token_positions.dim() > 1:
-            token_positions = token_positions.unsqueeze(-2)  # broadcast over the head dim
-        q, k = attn.rope(q, token_positions), attn.rope(k, token_positions)
+    seq = h.shape[-2]
+    q, k, _ = attn.heads_qkv(h, token_positions)  # the model's own projections and RoPE
     scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(attn.d_head)
     causal = torch.ones(seq, seq, dtype=torch.bool, device=h.device).tril()
     return scores.masked_fill(~causal, float("-inf"))
