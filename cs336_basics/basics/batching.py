@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -103,18 +104,32 @@ def eval_batches(
     return out
 
 
-def load_run_data(cfg, train_data=None, val_data=None) -> tuple[npt.NDArray, npt.NDArray, str | None]:
-    """Training and validation token arrays (memmaps) and the tokenizer path, preparing the dataset if needed."""
-    from cs336_basics.data import load_token_file, prepare_dataset
+def with_data_files(cfg):
+    """``cfg`` with absolute train/val token files and tokenizer, preparing the dataset (download, BPE,
+    tokenize) for any that are missing: a sweep does it once for all its points."""
+    if cfg.train_data is not None and cfg.val_data is not None:
+        return cfg
+    from cs336_basics.data import prepare_dataset
 
+    prepared = prepare_dataset(cfg.dataset, cfg.data_dir, vocab_size=cfg.vocab_size)
+    return dataclasses.replace(
+        cfg,
+        train_data=cfg.train_data or str(Path(prepared.train_tokens).resolve()),
+        val_data=cfg.val_data or str(Path(prepared.valid_tokens).resolve()),
+        tokenizer_path=cfg.tokenizer_path or str(Path(prepared.tokenizer_path).resolve()),
+    )
+
+
+def load_run_data(cfg, train_data=None, val_data=None) -> tuple[npt.NDArray, npt.NDArray, str | None]:
+    """Training and validation token arrays (memmaps) and the tokenizer path, preparing the dataset if needed.
+    ``train_data``/``val_data`` (arrays or paths) replace the config's files."""
+    from cs336_basics.data import load_token_file
+
+    if train_data is None or val_data is None:
+        cfg = with_data_files(cfg)
     tokenizer_path = cfg.tokenizer_path
     train_data = train_data if train_data is not None else cfg.train_data
     val_data = val_data if val_data is not None else cfg.val_data
-    if train_data is None or val_data is None:
-        prepared = prepare_dataset(cfg.dataset, cfg.data_dir, vocab_size=cfg.vocab_size)
-        train_data = prepared.train_tokens if train_data is None else train_data
-        val_data = prepared.valid_tokens if val_data is None else val_data
-        tokenizer_path = tokenizer_path or str(Path(prepared.tokenizer_path).resolve())
     arrays = []
     for name, data in (("training", train_data), ("validation", val_data)):
         if isinstance(data, (str, Path)):

@@ -70,17 +70,10 @@ class SweepSpec:
 
 def prepare_data(config: ExperimentConfig) -> ExperimentConfig:
     """Prepare (download, tokenize) and check the data once for all points; the config points at the files."""
-    from cs336_basics.basics.trainer import load_run_data
+    from cs336_basics.basics.batching import load_run_data, with_data_files
 
-    cfg = dataclasses.replace(config)
-    if cfg.train_data is None or cfg.val_data is None:
-        from cs336_basics.data import prepare_dataset
-
-        prepared = prepare_dataset(cfg.dataset, cfg.data_dir, vocab_size=cfg.vocab_size)
-        cfg.train_data = cfg.train_data or str(Path(prepared.train_tokens).resolve())
-        cfg.val_data = cfg.val_data or str(Path(prepared.valid_tokens).resolve())
-        cfg.tokenizer_path = cfg.tokenizer_path or str(Path(prepared.tokenizer_path).resolve())
-    load_run_data(cfg.resolved())
+    cfg = with_data_files(config)
+    load_run_data(cfg.resolved())  # validates the files (vocab, length) once, before any point starts
     return cfg
 
 
