@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +259,7 @@ class Trainer:
         progress: bool = True,
         reference_loss: Callable[[int], float | None] | None = None,
         sink=None,
+        derived_fields: tuple[str, ...] = (),
     ):
         self.cfg, self.out_dir, self.runtime = cfg, out_dir, runtime
         train, val, self.tokenizer_path = data
@@ -278,21 +279,21 @@ class Trainer:
         self.flops_per_token = flops_per_token(**shape)
         # None where the device has no known peak (CPUs): the mfu column then stays empty.
         self.peak_flops = peak_flops(runtime.device_name(), peak_precision(runtime.dtype, runtime.tf32))
-        self.run_info = {
-            **cfg.to_dict(),
-            "runtime": runtime.as_dict(),
-            "provenance": provenance(
+        # config.json: the config (with the tokenizer actually used) plus facts about the run.
+        self.run_info = replace(cfg, tokenizer_path=self.tokenizer_path).run_info(
+            runtime=runtime.as_dict(),
+            provenance=provenance(
                 runtime.device,
                 cfg.train_data or _path_of(train),
                 cfg.val_data or _path_of(val),
                 self.tokenizer_path,
             ),
-            "tokenizer_path": self.tokenizer_path,
-            "train_tokens": len(train),
-            "val_tokens": len(val),
-            "parameters": self.model.num_parameters(exclude_embeddings=False),
-            "non_embedding_parameters": self.model.num_parameters(),
-        }
+            train_tokens=len(train),
+            val_tokens=len(val),
+            parameters=self.model.num_parameters(exclude_embeddings=False),
+            non_embedding_parameters=self.model.num_parameters(),
+            derived_fields=list(derived_fields),
+        )
         # One small fixed probe batch, the same windows for every learning rate and step: sharpness and signals.
         self.probe = tuple(t[:PROBE_WINDOWS] for t in self.val_set[0])
         self.signal_columns = signal_columns(cfg.num_layers) if cfg.signals else ()
@@ -592,8 +593,15 @@ def run_experiment(
         runtime = runtime or setup_runtime(
             cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens
         )
-        trainer = Trainer(cfg, out_dir, runtime, data, progress=progress, reference_loss=reference_loss)
-        trainer.run_info["derived_fields"] = derived
+        trainer = Trainer(
+            cfg,
+            out_dir,
+            runtime,
+            data,
+            progress=progress,
+            reference_loss=reference_loss,
+            derived_fields=derived,
+        )
         if wandb:
             from cs336_basics.experiment_log.wandb_sink import WandbSink
 
