@@ -51,7 +51,7 @@ class WorkerExecutor:
     def run(self, launches, on_start, on_done) -> None:
         queue, running = list(launches), {}
         free = launcher.visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), self.slots)
-        with launcher.sigterm_as_interrupt():
+        with launcher.stop_signals_as_interrupt():
             try:
                 while queue or running:
                     while queue and free:

@@ -80,14 +80,17 @@ def stop(procs: list[subprocess.Popen], wait_s: float = STOP_WAIT_S) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM to the sweep (kill, a scheduler) stops it the way Ctrl-C does: children get one SIGINT."""
+def stop_signals_as_interrupt():
+    """Ctrl-C and SIGTERM (kill, a scheduler) stop the sweep alike: children get one SIGINT. SIGINT is
+    caught explicitly, like the trainer does, because a sweep started from a background job (`cmd &` in a
+    script) inherits it ignored and would otherwise never forward the stop to its children."""
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
