@@ -61,7 +61,7 @@ def real_sweep_template(tmp_path_factory) -> Path:
         return _TEMPLATE["sweep"]
     from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name
     from cs336_basics.basics.config import create_experiment_config
-    from cs336_basics.basics.trainer import run_experiment
+    from cs336_basics.basics.run_experiment import run_experiment
 
     root = tmp_path_factory.mktemp("real_sweep")
     ids = _tiny_tokenizer_and_tokens(root)

@@ -199,7 +199,7 @@ def test_partial_config_file_starts_from_its_preset(tmp_path):
 
 def test_run_config_json_reads_back(tmp_path, tokens):
     """The config.json the trainer writes (fields + RUN_INFO_KEYS) loads as the same config."""
-    from cs336_basics.basics.trainer import run_experiment
+    from cs336_basics.basics.run_experiment import run_experiment
     from tests.conftest import tiny_config
 
     cfg = tiny_config(

@@ -10,11 +10,11 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cs336_basics.basics import AdamW, TransformerLM, cross_entropy
+from cs336_basics.basics.probe import sharpness_interval
 from cs336_basics.basics.sharpness import (
     adam_preconditioner,
     measurement_model,
     preconditioned_sharpness,
-    sharpness_due,
     stability_threshold,
     top_hessian_eigenvalue,
 )
@@ -199,16 +199,25 @@ def test_no_state_is_an_error():
         adam_preconditioner(AdamW(model.parameters()))
 
 
-def test_sharpness_due_keeps_the_share():
-    """A simulated run: 1 s steps, 3 s measurements, 10% share, checked at every step."""
-    spent, elapsed, steps = 0.0, 0.0, []
-    for step in range(1, 601):
-        elapsed += 1.0
-        if sharpness_due(spent, elapsed, 0.1):
-            spent, elapsed = spent + 3.0, elapsed + 3.0
+def test_sharpness_interval_keeps_the_share():
+    """Known answers: 10 s measurements, 0.1 s steps, 5% share, log every 10 steps -> 1,900 training steps
+    are needed per measurement, so the interval is the next 10 * 2**k above it: 2,560."""
+    assert sharpness_interval(10.0, 0.1, 0.05, 10) == 2560
+    assert 10.0 <= 0.05 * (2560 * 0.1 + 10.0)  # within the share
+    assert 10.0 > 0.05 * (1280 * 0.1 + 10.0)  # and half of it would not be
+    assert sharpness_interval(0.01, 1.0, 0.05, 10) == 10  # cheap: at every log step
+    assert sharpness_interval(5.0, 0.1, 1.0, 10) == 10  # share 1: always
+
+
+def test_sharpness_interval_simulated_run():
+    """A simulated run whose measured share stays under the cap and whose steps are the same for any lr."""
+    step_s, cost_s, share, every, spent, elapsed, steps = 0.2, 3.0, 0.1, 0, 0.0, 0.0, []
+    for step in range(1, 3001):
+        elapsed += step_s
+        if step % 10 == 0 and step % max(every, 1) == 0:
+            spent, elapsed = spent + cost_s, elapsed + cost_s
             steps.append(step)
-        assert spent <= 0.1 * elapsed + 3.0  # never more than one measurement over the share
-    assert steps[0] == 1  # the first check measures: the curve starts at the start
-    assert 0.09 < spent / elapsed <= 0.1 + 3.0 / elapsed
-    assert {b - a for a, b in zip(steps, steps[1:])} <= {26, 27, 28}  # evenly spaced: 3 s / 0.1 - 3 s
-    assert not sharpness_due(0.0, 100.0, 0.0)  # share 0 = off
+            every = sharpness_interval(cost_s, step_s, share, 10)
+    assert steps[:3] == [10, 160, 320]  # 3 s / (0.1 * 0.2 s) * 0.9 = 135 steps -> 160
+    assert spent / elapsed <= share
+

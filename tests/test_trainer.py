@@ -16,7 +16,7 @@ import torch
 
 from cs336_basics.basics.checkpoint import read_checkpoint
 from cs336_basics.basics.run_experiment import main as train_main
-from cs336_basics.basics.trainer import run_experiment
+from cs336_basics.basics.run_experiment import run_experiment
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log import load_experiment_log
 from tests.conftest import tiny_config

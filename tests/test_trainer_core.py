@@ -17,7 +17,7 @@ from torch.overrides import TorchFunctionMode
 
 from cs336_basics.basics.batching import BatchLoader, batch_starts
 from cs336_basics.basics.provenance import git_state
-from cs336_basics.basics.trainer import run_experiment
+from cs336_basics.basics.run_experiment import run_experiment
 from cs336_basics.data.token_file import write_sidecar
 from cs336_basics.experiment_log import load_experiment_log
 from tests.conftest import pattern_tokens, tiny_config

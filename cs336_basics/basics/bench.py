@@ -51,7 +51,9 @@ from cs336_basics.basics.config import (
 )
 from cs336_basics.basics.device import Runtime, _cpu_model, resolve_device, setup_runtime
 from cs336_basics.basics.hardware import flops_per_token, model_flops_utilization, peak_flops, peak_precision
-from cs336_basics.basics.trainer import Interval, Trainer, run_experiment
+from cs336_basics.basics.progress import Interval
+from cs336_basics.basics.run_experiment import run_experiment
+from cs336_basics.basics.trainer import Trainer
 from cs336_basics.errors import UserError, cli_entry
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")

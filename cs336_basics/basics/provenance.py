@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -95,3 +96,19 @@ def provenance(device: torch.device, train_path=None, val_path=None, tokenizer_p
         "hostname": socket.gethostname(),
         "command": [sys.executable, *sys.argv],
     }
+
+
+def run_info(cfg, runtime, model, train, val, tokenizer_path, derived_fields=()) -> dict:
+    """config.json: every setting of the resolved config (with the tokenizer actually used), the device and
+    precision choices made and why, provenance, and the sizes of data and model."""
+    train_path = cfg.train_data or getattr(train, "filename", None)  # a memmap knows its file
+    val_path = cfg.val_data or getattr(val, "filename", None)
+    return replace(cfg, tokenizer_path=tokenizer_path).run_info(
+        runtime=runtime.as_dict(),
+        provenance=provenance(runtime.device, train_path, val_path, tokenizer_path),
+        train_tokens=len(train),
+        val_tokens=len(val),
+        parameters=model.num_parameters(exclude_embeddings=False),
+        non_embedding_parameters=model.num_parameters(),
+        derived_fields=list(derived_fields),
+    )

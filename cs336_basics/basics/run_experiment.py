@@ -13,20 +13,26 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from cs336_basics.basics.batching import load_run_data
+from cs336_basics.basics.checkpoint import clean_stale_temp_files, run_dir_lock
 from cs336_basics.basics.config import (
+    DERIVED_FIELDS,
     PRESETS,
     ExperimentConfig,
     add_config_arguments,
     config_overrides,
     create_experiment_config,
 )
-from cs336_basics.basics.trainer import run_experiment as _run_experiment
-from cs336_basics.errors import cli_entry
+from cs336_basics.basics.device import Runtime, setup_runtime
+from cs336_basics.basics.trainer import RunInterrupted, Trainer, check_compatible
+from cs336_basics.errors import UserError, cli_entry, describe_os_error
+from cs336_basics.experiment_log import load_experiment_log
+from cs336_basics.experiment_log.reader import DONE_STATES
+from cs336_basics.experiment_log.tracker import print_summary
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
-
-run_experiment = _run_experiment  # the public name: cs336_basics.basics.run_experiment.run_experiment
 
 
 def move_aside(path: Path) -> Path | None:
@@ -40,6 +46,114 @@ def move_aside(path: Path) -> Path | None:
         n += 1
     path.rename(target)
     return target
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    train_data=None,
+    val_data=None,
+    out_dir: str | Path = "runs/experiment",
+    *,
+    resume: str = "auto",
+    progress: bool = True,
+    reference_loss: Callable[[int], float | None] | None = None,
+    runtime: Runtime | None = None,
+    wandb: dict | None = None,
+) -> dict:
+    """Train one run into ``out_dir`` and return its summary (as in summary.json).
+
+    ``train_data``/``val_data``: token arrays or token-file paths (default: the config's, else the prepared
+    dataset). ``resume``: "auto" continues from ``checkpoints/latest.pt`` if there is one (a finished or
+    diverged run is not retrained), "never" starts over, "must" fails without a checkpoint.
+    ``reference_loss(step)``: the best smoothed train loss of smaller learning rates at ``step`` (sweeps).
+    ``wandb``: ``WandbSink.open`` arguments (project, entity, mode, group, tags) to mirror the run to W&B.
+    """
+    if resume not in ("auto", "never", "must"):
+        raise ValueError(f"resume must be auto, never or must, not {resume!r}")
+    cfg, out_dir = config.resolved(), Path(out_dir)
+    derived = [
+        k for k in DERIVED_FIELDS if getattr(config, k) is None
+    ]  # re-derived when config.json is reused
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with run_dir_lock(out_dir):
+        if resume != "never":
+            log = load_experiment_log(out_dir)
+            if log.summary and log.summary.get("status") in DONE_STATES:
+                check_compatible(log.config, cfg, out_dir / "config.json")
+                print(f"{out_dir}: already {log.summary['status']}, not retrained (use --fresh to retrain)")
+                return log.summary
+        clean_stale_temp_files(out_dir)
+        data = load_run_data(cfg, train_data, val_data)
+        runtime = runtime or setup_runtime(
+            cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens
+        )
+        trainer = Trainer(
+            cfg,
+            out_dir,
+            runtime,
+            data,
+            progress=progress,
+            reference_loss=reference_loss,
+            derived_fields=derived,
+        )
+        if wandb:
+            from cs336_basics.experiment_log.wandb_sink import WandbSink
+
+            trainer.tracker.sink = WandbSink.open(
+                out_dir, name=out_dir.name, config=trainer.run_info, **wandb
+            )
+        resumed = resume != "never" and trainer.resume()
+        if resume == "must" and not resumed:
+            raise UserError(f"--resume given but there is no checkpoint at {trainer.latest}")
+        _print_banner(trainer, resumed)
+        trainer.tracker.start(resume_step=trainer.state.step if resumed else None)
+        try:
+            summary = trainer.run()
+        except (RunInterrupted, KeyboardInterrupt):
+            trainer.tracker.close()
+            trainer.tracker.set_status(
+                "interrupted",
+                step=trainer.state.step,
+                reason="stopped by the user; re-run the same command to resume",
+                background=False,
+            )
+            raise KeyboardInterrupt from None
+        except BaseException as err:
+            reason = _failure_reason(err, trainer)
+            trainer.tracker.close()
+            trainer.tracker.set_status("failed", step=trainer.state.step, reason=reason, background=False)
+            if isinstance(err, (OSError, UserError)):
+                raise UserError(reason) from None
+            raise
+        finally:
+            trainer.close()
+            trainer.writer.wait(raise_error=False)
+            if trainer.tracker.sink is not None:
+                trainer.tracker.sink.finish()
+        if progress:
+            print_summary(summary, out_dir)
+        return summary
+
+
+def _failure_reason(err: BaseException, trainer: Trainer) -> str:
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, OSError):
+        return describe_os_error(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def _print_banner(trainer: Trainer, resumed: bool) -> None:
+    cfg, name = trainer.cfg, trainer.out_dir.name
+    print(f"[{name}] {trainer.runtime.banner()}")
+    for note in trainer.runtime.notes:
+        print(f"[{name}]   {note}")
+    print(
+        f"[{name}] {trainer.run_info['non_embedding_parameters'] / 1e6:.2f}M non-embedding parameters | "
+        f"lr {cfg.max_lr:g} | {cfg.max_steps} steps x {cfg.tokens_per_step} tokens = {cfg.total_tokens / 1e6:.2f}M tokens"
+        + (f" | resuming at step {trainer.state.step}" if resumed else ""),
+        flush=True,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,10 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         config = create_experiment_config(args.preset or default_preset(), **overrides)
     out = args.out or Path("runs") / f"{config.preset}_lr_{config.max_lr:g}"
-    if args.fresh:
-        moved = move_aside(out)
-        if moved:
-            print(f"moved the previous {out} to {moved}")
+    if args.fresh and out.exists():
+        with run_dir_lock(out):  # refuses while another process trains it: nothing moves from under it
+            print(f"moved the previous {out} to {move_aside(out)}")
     summary = run_experiment(
         config,
         out_dir=out,

@@ -158,14 +158,3 @@ def measurement_model(model: nn.Module) -> nn.Module:
         p.grad = None
         p.requires_grad_(True)
     return twin
-
-
-def sharpness_due(spent_s: float, elapsed_s: float, share: float) -> bool:
-    """Whether to measure now to keep measuring time near ``share`` of the run's wallclock (0 = never).
-
-    ``spent_s``: seconds spent measuring so far; ``elapsed_s``: the run's wallclock so far, measurements
-    included. The first check measures (the curve starts at the start); then measurements come about every
-    ``cost / share`` seconds, and the total never exceeds ``share`` of the wallclock by more than one
-    measurement.
-    """
-    return share > 0 and spent_s <= share * elapsed_s

@@ -44,7 +44,7 @@ def fits(cfg: ExperimentConfig) -> bool:
     import torch
 
     from cs336_basics.basics.device import setup_runtime
-    from cs336_basics.basics.trainer import TrainStep
+    from cs336_basics.basics.step import TrainStep
 
     cfg = dataclasses.replace(cfg, compile="off").resolved()
     runtime = setup_runtime(cfg.device, cfg.dtype, "off", cfg.tf32, run_tokens=cfg.total_tokens)

@@ -152,7 +152,7 @@ def measure_throughput(
     compiling, else 1: compile, allocator), then up to ``measure_steps`` timed (fewer once they pass
     ``budget_s``, at least one), then the eval forward (after an untimed one when compiling)."""
     from cs336_basics.basics.device import setup_runtime
-    from cs336_basics.basics.trainer import TrainStep
+    from cs336_basics.basics.step import TrainStep
 
     cfg = cfg.resolved()
     runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens)

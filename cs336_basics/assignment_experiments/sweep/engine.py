@@ -9,6 +9,7 @@ data, a --min-lr above a point's learning rate) fail once, before any point star
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import sys
@@ -20,6 +21,7 @@ from cs336_basics.assignment_experiments.sweep.executors import Launch
 from cs336_basics.assignment_experiments.sweep.record import SweepLock, SweepRecord, read_sweep_json
 from cs336_basics.assignment_experiments.sweep.view import SweepView, load_sweep
 from cs336_basics.atomic import atomic_write_json
+from cs336_basics.basics.checkpoint import run_dir_lock
 from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig, resume_differences
 from cs336_basics.basics.run_experiment import move_aside
 from cs336_basics.errors import UserError
@@ -126,7 +128,9 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
     that did not end finished or diverged."""
     out_dir = Path(out_dir)
     if fresh and out_dir.exists():
-        with SweepLock(out_dir):  # held while moving: no other sweep is using what moves
+        with SweepLock(out_dir), contextlib.ExitStack() as live:  # no sweep, no point trainer uses what moves
+            for run_dir in sorted(lock.parent for lock in out_dir.glob(f"*/{RUN_LOCK_FILE}")):
+                live.enter_context(run_dir_lock(run_dir))  # a point whose sweep is gone (SLURM) counts too
             print(f"moved the previous sweep {out_dir} to {move_aside(out_dir)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with SweepLock(out_dir):

@@ -26,7 +26,7 @@ def run_point(run_dir: str | Path, *, reference: bool = False, progress: bool = 
     trainer saved a checkpoint.
     """
     from cs336_basics.assignment_experiments.lr_sweep.reference import ReferenceCurves
-    from cs336_basics.basics.trainer import run_experiment
+    from cs336_basics.basics.run_experiment import run_experiment
 
     run_dir = Path(run_dir)
     try:

@@ -1,0 +1,77 @@
+"""``--fresh`` moves a run (or a sweep) aside only when nothing is using it: the lock is taken before the move,
+so a live trainer never has its directory renamed from under it (issue 10)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
+from cs336_basics.assignment_experiments.sweep.record import LOCK_FILE
+from cs336_basics.basics.run_experiment import main as train_main
+from cs336_basics.experiment_log.reader import RUN_LOCK_FILE
+from tests.test_sweep import demo_data_dir  # noqa: F401 (fixture)
+from tests.test_sweep_engine import _tiny
+
+HOLD = """
+import fcntl, sys, time
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX)
+handle.write("pid 999 on the-other-host"); handle.flush()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def hold_lock():
+    """Hold an flock on a file from another process, as a live trainer or sweep does."""
+    procs = []
+
+    def hold(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _refused(capsys, fn, args) -> str:
+    with pytest.raises(SystemExit) as exc:
+        fn(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    return err[0]
+
+
+def test_train_fresh_refuses_while_the_run_is_live(tmp_path, hold_lock, capsys):
+    run = tmp_path / "run"
+    hold_lock(run / RUN_LOCK_FILE)
+    (run / "metrics.csv").write_text("step\n")
+    line = _refused(capsys, train_main, ["--preset", "demo", "--fresh", "--out", str(run), "--max-steps", "1"])
+    assert "is being trained by pid 999 on the-other-host" in line
+    assert (run / "metrics.csv").exists() and not list(tmp_path.glob("run.old-*"))  # nothing moved
+
+
+def test_sweep_fresh_refuses_while_another_sweep_holds_it(tmp_path, hold_lock, capsys, demo_data_dir):  # noqa: F811
+    out = tmp_path / "sweep"
+    hold_lock(out / LOCK_FILE)
+    line = _refused(capsys, sweep_main, [*_tiny(demo_data_dir, out, 1e-2), "--fresh"])
+    assert "another sweep" in line
+    assert out.exists() and not list(tmp_path.glob("sweep.old-*"))
+
+
+def test_sweep_fresh_refuses_while_a_point_is_live(tmp_path, hold_lock, capsys, demo_data_dir):  # noqa: F811
+    """The sweep that started a point may be gone (a SLURM job outlives it): its run lock still counts."""
+    out = tmp_path / "sweep"
+    hold_lock(out / "lr_1e_02" / RUN_LOCK_FILE)
+    line = _refused(capsys, sweep_main, [*_tiny(demo_data_dir, out, 1e-2), "--fresh"])
+    assert "lr_1e_02" in line and "pid 999 on the-other-host" in line
+    assert (out / "lr_1e_02").exists() and not list(tmp_path.glob("sweep.old-*"))
