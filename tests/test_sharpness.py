@@ -135,7 +135,8 @@ def test_tiny_lm_preconditioned_against_dense_hessian():
     with sdpa_kernel(SDPBackend.MATH):  # the fused CPU kernel has no double backward
         h = dense_hessian(model, lambda call: cross_entropy(call(x), y))
     p = torch.cat([d.reshape(-1) for d in adam_preconditioner(opt)])
-    # Embedding rows absent from the batch have v = 0, so P = eps there; their Hessian rows are exactly 0.
+    # Embedding rows no training batch held have v = 0: adam_preconditioner leaves them out (P = inf), and so does
+    # this dense reference (h / inf = 0). The probe batch holds such tokens: their Hessian rows are not 0.
     exact = torch.linalg.eigvalsh(h / p.sqrt()[:, None] / p.sqrt()[None, :])[-1].item()
     twin = measurement_model(model)
     got = preconditioned_sharpness(twin, opt, x, y)  # the default 20 products
@@ -221,3 +222,39 @@ def test_sharpness_interval_simulated_run():
     assert steps[:3] == [10, 160, 320]  # 3 s / (0.1 * 0.2 s) * 0.9 = 135 steps -> 160
     assert spent / elapsed <= share
 
+
+def test_an_infinite_preconditioner_entry_leaves_its_coordinate_out():
+    """½ Σ a_i x_i² has H = diag(a): with coordinate 1 (the largest curvature) left out, λ_max is max(a_0, a_2)."""
+    a = torch.tensor([3.0, 50.0, 7.0], dtype=torch.float64)
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    precond = [torch.tensor([1.0, math.inf, 2.0], dtype=torch.float64)]
+    value = top_hessian_eigenvalue(lambda: 0.5 * (a * x * x).sum(), [x], precond, iters=10)
+    assert value == pytest.approx(max(3.0 / 1.0, 7.0 / 2.0), rel=1e-6)
+
+
+def test_rows_adam_never_moved_are_left_out_of_the_preconditioned_sharpness():
+    """Embedding rows of tokens no training batch held have v = 0 exactly: their P is inf (not eps = 1e-8), so
+    a probe batch holding such a token does not inflate the sharpness by 1e8."""
+    torch.manual_seed(0)
+    model = TransformerLM(16, 8, 16, 1, 2, 16, 10_000.0)
+    opt = AdamW(model.parameters(), lr=1e-3)
+    seen = torch.randint(0, 8, (4, 9))  # training uses tokens 0..7 only
+    for _ in range(3):
+        cross_entropy(model(seen[:, :-1]), seen[:, 1:]).backward()
+        opt.step()
+        opt.zero_grad()
+    diag = dict(zip((n for n, _ in model.named_parameters()), adam_preconditioner(opt)))
+    emb = diag["token_embeddings.weight"]
+    assert torch.isinf(emb[8:]).all() and torch.isfinite(emb[:8]).all()
+    probe = torch.randint(0, 16, (4, 9))  # holds unseen tokens
+    got = preconditioned_sharpness(model, opt, probe[:, :-1], probe[:, 1:], iters=40, tol=1e-9)
+    p_eps = [torch.where(torch.isfinite(d), d, 1e-8) for d in adam_preconditioner(opt)]
+    with sdpa_kernel(SDPBackend.MATH):
+        as_eps = top_hessian_eigenvalue(
+            lambda: cross_entropy(model(probe[:, :-1]), probe[:, 1:]),
+            list(model.parameters()),
+            p_eps,
+            40,
+            1e-9,
+        )
+    assert as_eps > 1e4 * got  # P = eps on the unmoved rows would blow the measurement up by ~1e8

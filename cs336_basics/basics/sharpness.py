@@ -32,11 +32,11 @@ def top_hessian_eigenvalue(
 ) -> float:
     """lambda_max(P^-1/2 H P^-1/2) of the Hessian H of ``loss_fn()`` in ``params`` (lambda_max(H) without P).
 
-    ``preconditioner`` is the diagonal of P, positive tensors shaped like ``params``. Lanczos with full
+    ``preconditioner`` is the diagonal of P, positive tensors shaped like ``params``; an entry of inf leaves its
+    coordinate out (the eigenvalue is that of the remaining principal submatrix). Lanczos with full
     reorthogonalisation; ``iters`` bounds the number of Hessian-vector products (each one double backward
-    through a single forward/backward graph); it stops early once the top Ritz value changes by at most
-    ``tol`` (relative) from one step to the next, or its residual bound says it is within ``tol`` of an
-    eigenvalue. Returns the largest (algebraic) eigenvalue: negative curvature does not count as sharp.
+    through a single forward/backward graph); it stops early once the top Ritz value's residual bound says it
+    is within ``tol`` (relative) of an eigenvalue. Returns the largest (algebraic) eigenvalue: negative curvature does not count as sharp.
     """
     params = list(params)
     if preconditioner is not None and [p.shape for p in preconditioner] != [p.shape for p in params]:
@@ -76,7 +76,6 @@ def lanczos_top_eigenvalue(
     basis[0] = (q / q.norm()).to(dtype=dtype, device=device)
     alphas: list[float] = []
     betas: list[float] = []
-    theta_prev = None
     for j in range(steps):
         w = matvec(basis[j])
         alphas.append(torch.dot(w, basis[j]).item())
@@ -94,10 +93,10 @@ def lanczos_top_eigenvalue(
         residual = beta * abs(evecs[-1, -1].item())  # |A y - theta y| for the Ritz vector y
         scale = max(abs(theta), 1e-30)
         if beta <= 1e-10 * max(abs(a) for a in alphas) + 1e-30 or residual <= tol * scale:
-            break  # an invariant subspace, or the Ritz value is provably within tol of an eigenvalue
-        if theta_prev is not None and abs(theta - theta_prev) <= tol * scale:
+            # An invariant subspace, or the Ritz value is provably within tol of an eigenvalue. (Not: "the top
+            # Ritz value stopped moving": it can rest on the second eigenvalue for a few steps before the top
+            # one enters the Krylov space; a tiny LM's probe batch did exactly that, 112 instead of 129.)
             break
-        theta_prev = theta
         if j + 1 < steps:
             betas.append(beta)
             basis[j + 1] = w / beta
@@ -105,7 +104,8 @@ def lanczos_top_eigenvalue(
 
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer) -> list[Tensor]:
-    """diag(P) = sqrt(v / (1 - beta2^t)) + eps per parameter, in the optimizer's parameter order."""
+    """diag(P) = sqrt(v / (1 - beta2^t)) + eps per parameter, in the optimizer's parameter order; inf (the
+    coordinate is left out) where v is exactly 0."""
     diag = []
     for group in optimizer.param_groups:
         beta2, eps = group["betas"][1], group["eps"]
@@ -114,7 +114,11 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer) -> list[Tensor]:
             if not state or "exp_avg_sq" not in state:
                 raise ValueError("the optimizer has no second-moment state yet: measure after the first step")
             t = float(state["step"])  # an int here, a tensor in torch.optim.AdamW
-            diag.append((state["exp_avg_sq"].detach() / (1.0 - beta2**t)).sqrt() + eps)
+            v = state["exp_avg_sq"].detach()
+            # v == 0: a coordinate whose gradient has always been exactly zero (the embedding row of a token no
+            # training batch held). Adam has never moved it, so it takes no part in the dynamics; left in, its
+            # P = eps (1e-8) would blow the probe batch's curvature there up by 1e8 and swamp the measurement.
+            diag.append(torch.where(v > 0, (v / (1.0 - beta2**t)).sqrt() + eps, math.inf))
     return diag
 
 
