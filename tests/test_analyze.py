@@ -4,6 +4,7 @@ partial / empty sweeps: figures are PNGs, the reports name the right best LR and
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -110,9 +111,15 @@ def _expected_best(sweep: Path) -> float:
 def test_full_sweep_reports_and_figures(sweep_copy, capsys):
     assert analyze_main([str(sweep_copy), "--device", "cpu", "--max-tokens", "24"]) == 0
     out = capsys.readouterr().out
-    for name in ("lr_sweep_comparison.png", "lr_vs_final_loss.png"):
+    for name in (
+        "lr_sweep_comparison.png",
+        "lr_vs_final_loss.png",
+        "lr_sweep_sharpness.png",
+        "lr_sweep_signals.png",
+    ):
         data = (sweep_copy / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+        assert f"wrote {sweep_copy / name}" in out
     best = _expected_best(sweep_copy)
     assert f"best lr: {best:g}" in out
     md = (sweep_copy / "lr_sweep_analysis.md").read_text()
@@ -120,6 +127,11 @@ def test_full_sweep_reports_and_figures(sweep_copy, capsys):
     assert "smallest learning rate above the best that diverged: 0.1 (exploded" in md
     assert "largest learning rate that converged: 0.03" in md
     assert f"the best learning rate is {best / DIVERGED_LR:.2g}x the divergence threshold" in md
+    # The measured half, on real runs: the demo preset measures sharpness and signals.
+    assert re.search(r"\*\*(Yes|No)\*\*: the best learning rate \S+ (trains|does not train) at the edge of stability", md)
+    assert "| lr | state | seeds | measurements |" in md
+    assert "lr 0.1 diverged at step 15" in md and "LR sensitivity (Wortsman et al. 2023): **" in md
+    assert "Fitted optimum: lr **" in md and "These are public reports for the real budgets only" in md
     assert "lr_3e_01: failed (RuntimeError: CUDA out of memory)" in md  # the failed point, no run dir
     assert "added lr 0.1: no point diverged; trying above 0.03 -> diverged" in md
     assert "validation loss 5.5 was **" in md

@@ -12,7 +12,9 @@ DECLARED = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_tex
 
 
 def test_the_batch_size_sweep_is_a_command():
-    assert DECLARED["batch-size-sweep"] == "cs336_basics.assignment_experiments.batch_size.batch_size_sweep:main"
+    assert (
+        DECLARED["batch-size-sweep"] == "cs336_basics.assignment_experiments.batch_size.batch_size_sweep:main"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(DECLARED))

@@ -55,7 +55,9 @@ def test_train_fresh_refuses_while_the_run_is_live(tmp_path, hold_lock, capsys):
     run = tmp_path / "run"
     hold_lock(run / RUN_LOCK_FILE)
     (run / "metrics.csv").write_text("step\n")
-    line = _refused(capsys, train_main, ["--preset", "demo", "--fresh", "--out", str(run), "--max-steps", "1"])
+    line = _refused(
+        capsys, train_main, ["--preset", "demo", "--fresh", "--out", str(run), "--max-steps", "1"]
+    )
     assert "is being trained by pid 999 on the-other-host" in line
     assert (run / "metrics.csv").exists() and not list(tmp_path.glob("run.old-*"))  # nothing moved
 

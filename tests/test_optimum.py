@@ -79,3 +79,13 @@ def test_beats_neighbours_by_more_than_the_noise():
     )
     single = beats_neighbours([1e-3, 3e-3, 1e-2], [2.0, 1.5, None])
     assert single[0].beats is None and single[1].beats is True and single[1].margin == math.inf
+
+
+def test_unknown_noise_gives_no_interval():
+    # One seed per lr and no sigma: the vertex is still exact, but there is no noise to bootstrap.
+    fit = fit_optimum([10**u for u in GRID], bowl(GRID).tolist(), [None] * 5)
+    assert fit.noise == "unknown" and math.isnan(fit.low) and math.isnan(fit.high)
+    assert math.log10(fit.lr) == pytest.approx(-2.3, abs=1e-9)
+    assert fit.fit_text == "fit: quadratic in log10 lr through 0.001, 0.00316, 0.01"
+    two = fit_optimum([1e-3, 1e-2], [2.0, 1.9])  # no sigmas at all, too few points for a parabola
+    assert two.fit_text == "fit: best point (fewer than 3 converged lrs: no parabola)" and math.isnan(two.low)

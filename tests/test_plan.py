@@ -1,4 +1,5 @@
-"""The sweep plan: a real (tiny) measurement, consistent arithmetic, no files written, a full disk reported."""
+"""The sweep plan: a real (tiny) measurement, consistent arithmetic, no files written, a full disk reported;
+printed by every sweep before any work, and a too-small disk stops the sweep there."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
 from cs336_basics.assignment_experiments.lr_sweep.plan import (
     DEMO_DATA_BYTES,
     DiskNeed,
@@ -20,6 +22,8 @@ from cs336_basics.assignment_experiments.lr_sweep.plan import (
     schedule,
 )
 from cs336_basics.basics.config import ExperimentConfig
+from tests.test_sweep import demo_data_dir  # noqa: F401 (fixture)
+from tests.test_sweep_engine import _one_line_exit_2, _tiny
 
 
 def tiny(tmp_path: Path, **overrides) -> ExperimentConfig:
@@ -85,6 +89,8 @@ def test_plan_writes_nothing_and_is_consistent(tmp_path):
     p = two.points[0]
     assert p.evals == 4 and p.tokens == 40 * 32
     assert p.train_s == pytest.approx(40 * m.step_s) and p.eval_s == pytest.approx(4 * 2 * m.forward_s)
+    # The stability measurements take sharpness_share of the wallclock (the config's default, 5%).
+    assert p.measure_s / (p.train_s + p.eval_s + p.measure_s) == pytest.approx(0.05)
     assert p.seconds > 0 and two.remaining_s == pytest.approx(2 * p.seconds)
     on_two_slots = dataclasses.replace(two, slots=2)
     assert schedule([pt.seconds for pt in on_two_slots.points], 2) == pytest.approx(p.seconds)
@@ -107,6 +113,15 @@ def test_done_points_excluded_and_extra_points_counted(tmp_path):
         "demo data (text, tokenizer, tokens)",
     ]
     assert plan.disk[-1].bytes == DEMO_DATA_BYTES and plan.disk_ok
+
+
+def test_nothing_is_timed_when_every_point_is_done(tmp_path):
+    pts = points(tmp_path)
+    plan = make_plan(pts, tmp_path / "sweep", done={name for name, _ in pts}, extra_points=2)
+    assert plan.measurements == [] and plan.remaining_s == 0 and plan.disk_ok
+    text = format_plan(plan)
+    assert "every point is done" in text and "bracketing may add 2 point(s) (not timed)" in text
+    assert "measured" not in text
 
 
 def test_schedule_on_slots():
@@ -165,3 +180,26 @@ def test_lr_sweep_plan_flag_prints_and_creates_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 point(s), 0 already done" in result.stdout and "tokens/s" in result.stdout
     assert not out.exists()
+
+
+def test_every_sweep_prints_its_plan_before_any_work(tmp_path, demo_data_dir, capsys):  # noqa: F811
+    out = tmp_path / "sweep"
+    args = _tiny(demo_data_dir, out, 1e-2, steps=5)
+    assert sweep_main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.index(f"plan for {out}: 1 point(s), 0 already done") < printed.index("=== lr_1e_02 ===")
+    assert "measured" in printed and "lr_1e_02       320 tokens (5 steps): " in printed
+    # Run again: the plan says every point is done and times nothing.
+    assert sweep_main(args) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"plan for {out}: 1 point(s), 1 already done" in printed and "sweep: every point is done" in printed
+    )
+    assert "measured" not in printed
+
+
+def test_tiny_out_filesystem_stops_the_sweep_before_it_starts(tmp_path, tiny_fs, demo_data_dir, capsys):  # noqa: F811
+    out = tiny_fs / "sweep"
+    error = _one_line_exit_2(capsys, sweep_main, _tiny(demo_data_dir, out, 1e-3, 1e-2, steps=5))
+    assert error.startswith(f"error: not enough disk space under {out} for this sweep: ")
+    assert [p.name for p in out.iterdir()] == [".sweep.lock"]  # no run dir, no sweep.json

@@ -1,4 +1,6 @@
-"""The W&B sink against the real ``wandb`` package in offline mode, read back from its ``.wandb`` log file.
+"""The W&B sink against the real ``wandb`` package in offline mode, read back from its ``.wandb`` log file:
+on its own, under a sweep (each point a run, through the real command line, interrupted and resumed) and
+under lr-analyze.
 
 The reader below follows the documented file format (a LevelDB-style log of ``wandb.proto`` ``Record``
 messages; see the module docstring of ``wandb/sdk/internal/datastore.py`` in wandb < 0.20), written
@@ -7,9 +9,13 @@ independently of the sink, so what the sink wrote is checked by what W&B would s
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
 import struct
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -18,8 +24,13 @@ import pytest
 
 wandb = pytest.importorskip("wandb")
 
+from cs336_basics.assignment_experiments.lr_sweep.analyze_lr_sweep import main as analyze_main  # noqa: E402
+from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main  # noqa: E402
 from cs336_basics.errors import UserError  # noqa: E402
+from cs336_basics.experiment_log import load_experiment_log  # noqa: E402
 from cs336_basics.experiment_log.wandb_sink import ID_FILE, INSTALL_HINT, WandbSink  # noqa: E402
+from tests.test_sweep import demo_data_dir  # noqa: E402, F401 (fixture)
+from tests.test_sweep_engine import _one_line_exit_2, _tiny, _wait_for  # noqa: E402
 
 # System stats, machine info and the metadata probe cost seconds per init and are not under test.
 FAST = dict(x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True)
@@ -38,6 +49,8 @@ def wandb_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # discard port: any network use fails fast
+    for knob in ("WANDB__DISABLE_STATS", "WANDB__DISABLE_META", "WANDB__DISABLE_MACHINE_INFO"):
+        monkeypatch.setenv(knob, "true")  # FAST for the runs the commands open (and their worker processes)
     (tmp_path / "wandb_dir").mkdir()
     return tmp_path
 
@@ -230,7 +243,7 @@ def test_failure_mid_run_warns_once(wandb_env, capsys):
     assert [r["_step"] for r in history(finished_records(offline_runs(wandb_env)[0]))] == [10]
 
 
-def test_missing_wandb_is_one_line_error(wandb_env, monkeypatch):
+def test_missing_wandb_is_one_line_error(wandb_env, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)  # what `import wandb` sees when it is not installed
     with pytest.raises(UserError) as info:
         WandbSink.open(wandb_env / "run", "proj", mode="offline")
@@ -240,3 +253,119 @@ def test_missing_wandb_is_one_line_error(wandb_env, monkeypatch):
     assert WandbSink.open(wandb_env / "run", None, mode="offline") is None
     assert WandbSink.open(wandb_env / "run", "proj", mode="disabled") is None
     assert not (wandb_env / "run").exists()
+    # lr-sweep says so before any work: nothing is created.
+    out = wandb_env / "sweep"
+    args = _tiny(wandb_env / "data", out, 1e-3, extra=("--wandb", "P"))
+    assert _one_line_exit_2(capsys, sweep_main, args) == f"error: {INSTALL_HINT}"
+    assert not out.exists() and not (wandb_env / "data").exists()
+
+
+# ---- a sweep's points and its analysis ------------------------------------------------------------------
+def sessions_by_run(root: Path) -> dict[str, list[list]]:
+    """Each W&B run's sessions (one ``.wandb`` file per process that opened it), oldest first, by run id."""
+    runs: dict[str, list[list]] = {}
+    for path in sorted(offline_runs(root), key=lambda p: p.parent.name):  # offline-run-<time>-<id>
+        runs.setdefault(path.stem.removeprefix("run-"), []).append(finished_records(path))
+    return runs
+
+
+def metrics_rows(run_dir: Path) -> dict[int, dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return {
+            int(r["step"]): {k: float(v) for k, v in r.items() if k != "step" and v}
+            for r in csv.DictReader(f)
+        }
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One intra-op thread here and in every process a command starts: on a shared 2-core machine a tiny
+    model's steps are several times faster so."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def has_rows(run_dir: Path) -> bool:
+    path = run_dir / "metrics.csv"
+    return path.exists() and len(path.read_text().splitlines()) >= 2
+
+
+def test_sweep_points_are_runs_that_resume_and_are_not_repeated(wandb_env, demo_data_dir, one_thread):  # noqa: F811
+    out = wandb_env / "sweep"
+    args = _tiny(demo_data_dir, out, 3e-3, 1e-2, steps=100, extra=("--wandb", "P", "--wandb-mode", "offline"))
+    tags = {"lr_3e_03": ["lr=0.003"], "lr_1e_02": ["lr=0.01"]}
+    runs = {name: out / name for name in tags}
+
+    # Session 1, in-process executor: Ctrl-C (a real SIGINT to this process, which runs the command) once the
+    # first point has logged a row (at step 5 of 100).
+    def interrupt():
+        _wait_for(lambda: has_rows(runs["lr_3e_03"]))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(SystemExit) as stopped:
+        sweep_main(args)
+    assert stopped.value.code == 130
+    assert [load_experiment_log(r).state for r in runs.values()] == ["interrupted", "pending"]
+    first_id = (runs["lr_3e_03"] / ID_FILE).read_text().strip()
+    # Session 2, worker processes: the interrupted point resumes its W&B run, the other one starts its own.
+    assert sweep_main([*args, "--concurrent", "2"]) == 0
+    sessions = sessions_by_run(wandb_env)
+    ids = {name: (run / ID_FILE).read_text().strip() for name, run in runs.items()}
+    assert ids["lr_3e_03"] == first_id and set(sessions) == set(ids.values())
+    assert [len(sessions[ids[n]]) for n in runs] == [2, 1]
+    sweep_json = json.loads((out / "sweep.json").read_text())
+    for name, run_dir in runs.items():
+        records = [r for session in sessions[ids[name]] for r in session]
+        run = one(sessions[ids[name]][-1], "run")
+        assert (run.display_name, run.run_group, list(run.tags)) == (name, sweep_json["id"], tags[name])
+        config = json.loads((run_dir / "config.json").read_text())
+        logged_config = {u.key: json.loads(u.value_json) for u in run.config.update}
+        assert {k: logged_config[k] for k in config} == config
+        # Every metrics.csv row at its step, the later session's value where both logged one.
+        logged: dict[int, dict] = {}
+        for row in history(records):
+            logged.setdefault(row["_step"], {}).update(row)
+        expected = metrics_rows(run_dir)
+        assert sorted(s for s, row in logged.items() if "train_loss" in row) == sorted(expected)
+        for step, row in expected.items():
+            assert {k: logged[step][k] for k in row} == row, (name, step)
+    # Session 3: everything finished, no new W&B run and no new session.
+    before = offline_runs(wandb_env)
+    assert sweep_main(args) == 0
+    assert offline_runs(wandb_env) == before
+
+
+def test_analysis_attached_to_the_sweeps_group(wandb_env, demo_data_dir, one_thread):  # noqa: F811
+    sweep = wandb_env / "sweep"
+    assert sweep_main(_tiny(demo_data_dir, sweep, 3e-3, 1e-2, steps=10)) == 0
+    assert analyze_main([str(sweep), "--no-sample", "--wandb", "P", "--wandb-mode", "offline"]) == 0
+    [path] = offline_runs(wandb_env)
+    records = finished_records(path)
+    run = one(records, "run")
+    group = json.loads((sweep / "sweep.json").read_text())["id"]
+    assert (run.display_name, run.run_group, run.job_type) == ("sweep-analysis", group, "analysis")
+    files = path.parent / "files"
+    written = [p for p in sweep.iterdir() if p.suffix in (".png", ".md")]
+    assert {p.suffix for p in written} == {".png", ".md"}
+    for p in written:
+        assert (files / p.name).read_bytes() == p.read_bytes(), p.name
+    media = {k.split("/")[0] for row in history(records) for k in row if k.endswith("/_type")}
+    assert media == {p.stem for p in written if p.suffix == ".png"} | {"results"}  # images and the table
+    # The results table: one row per point, its numbers those of the point's summary.json.
+    [table_row] = [row for row in history(records) if "results/_type" in row]
+    table = json.loads((files / table_row["results/path"]).read_text())
+    by_name = {row[table["columns"].index("name")]: dict(zip(table["columns"], row)) for row in table["data"]}
+    assert sorted(by_name) == sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
+    for name, row in by_name.items():
+        summary = json.loads((sweep / name / "summary.json").read_text())
+        assert (row["state"], row["final_val_loss"], row["tokens"]) == (
+            summary["status"],
+            summary["final_val_loss"],
+            summary["tokens"],
+        )

@@ -39,6 +39,15 @@ STATES: tuple[str, ...] = ("pending", "running", "finished", "diverged", "failed
 DONE_STATES: tuple[str, ...] = ("finished", "diverged")  # terminal: a re-run does not train these again
 SHARPNESS_FILE = "sharpness.csv"
 SHARPNESS_COLUMNS: tuple[str, ...] = ("step", "lr", "sharpness", "threshold", "ratio")
+ATTN_LOGIT_PREFIX = "max_attn_logit_l"  # metrics.csv has one such column per layer
+# The instability signals per log step as ExperimentLog.signals gives them, with their names in words.
+SIGNALS: dict[str, str] = {
+    "max_attn_logit": "max attention logit",  # the max over the layers' max_attn_logit_l<i>
+    "attn_entropy_min": "min attention entropy",
+    "logz_mean": "mean log Z",
+    "logz_sq_mean": "mean (log Z)²",
+    "update_rms_ratio": "update-RMS ratio",
+}
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -244,6 +253,28 @@ class ExperimentLog:
     def sharpness(self) -> pd.DataFrame:
         """sharpness.csv (step, lr, sharpness, threshold, ratio); empty when the run measured none."""
         return read_csv(self.path / SHARPNESS_FILE, SHARPNESS_COLUMNS)
+
+    @property
+    def signals(self) -> pd.DataFrame:
+        """``step`` and the ``SIGNALS`` of the metrics rows that carry any signal (``max_attn_logit`` is the
+        max over the layers' columns); empty when the run logged none."""
+        m = self.metrics
+        layers = [c for c in m.columns if c.startswith(ATTN_LOGIT_PREFIX)]
+        out = pd.DataFrame({"step": m["step"]})
+        out["max_attn_logit"] = m[layers].max(axis=1, skipna=False) if layers else math.nan
+        for name in list(SIGNALS)[1:]:
+            out[name] = m[name] if name in m.columns else math.nan
+        return out[out[list(SIGNALS)].notna().any(axis=1)].reset_index(drop=True)
+
+    @property
+    def initial_loss(self) -> float | None:
+        """summary.json's loss at step 1 (the loss at initialisation, l0 of the LR sensitivity)."""
+        return self._from_summary("initial_loss")
+
+    @property
+    def val_loss_sem(self) -> float | None:
+        """summary.json's std / sqrt(n) of the final evaluation's per-batch validation losses (its noise)."""
+        return self._from_summary("val_loss_sem")
 
     def smoothed_train_loss(self) -> tuple[np.ndarray, np.ndarray]:
         """(steps, smoothed train loss) of the rows with a train loss: the curve the stall rule compares."""

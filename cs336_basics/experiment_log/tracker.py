@@ -138,7 +138,9 @@ class ExperimentTracker:
         """Append one row of sharpness.csv (step, lr, sharpness, threshold, ratio)."""
         self.sharpness.append(row)
         if self.sink is not None:
-            self.sink.log_row({"step": row["step"], "sharpness": row["sharpness"], "sharpness_ratio": row["ratio"]})
+            self.sink.log_row(
+                {"step": row["step"], "sharpness": row["sharpness"], "sharpness_ratio": row["ratio"]}
+            )
 
     def set_status(self, state: str, *, step: int, reason: str | None = None, background=True) -> None:
         """Write status.json (on the background thread unless ``background=False``)."""

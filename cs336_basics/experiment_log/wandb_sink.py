@@ -1,8 +1,9 @@
 """Weights & Biases mirror of a run directory: optional, never required, never able to stop training.
 
 The run directory stays the source of truth; W&B gets a copy of every metrics row (same step numbers), the
-summary, and for a sweep's analysis its plots and report. ``wandb`` is imported only when asked for
-(``uv sync --extra wandb``). The W&B run id is kept in ``<run_dir>/wandb_id``, so a resumed run continues the
+summary, and for a sweep's analysis (``log_sweep_analysis``) its plots, report and results table. ``wandb``
+is imported only when asked for (``uv sync --extra wandb``); ``wandb_options`` checks it is there before any
+work. The W&B run id is kept in ``<run_dir>/wandb_id``, so a resumed run continues the
 same W&B run. Any W&B failure (no login, outage, init timeout) prints one warning and turns the sink into a
 no-op; offline mode (``--wandb-mode offline``, synced later with ``wandb sync``) needs no login.
 """
@@ -10,6 +11,7 @@ no-op; offline mode (``--wandb-mode offline``, synced later with ``wandb sync``)
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import secrets
@@ -197,6 +199,15 @@ class WandbSink:
         except Exception as err:
             self._warn(err, "W&B image upload failed")
 
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        """A ``wandb.Table`` under ``key``."""
+        if self.run is None:
+            return
+        try:
+            self.run.log({key: self._wandb.Table(columns=columns, data=rows)})
+        except Exception as err:
+            self._warn(err, "W&B table upload failed")
+
     def finish(self, exit_code: int = 0) -> None:
         """End the W&B run (uploads pending data when online); safe to call twice."""
         run, self.run = self.run, None
@@ -253,9 +264,12 @@ def _summary_value(value: Any) -> Any:
 
 
 def wandb_options(args: argparse.Namespace, *, tags=(), group: str | None = None) -> dict | None:
-    """The ``WandbSink.open`` arguments from the ``--wandb*`` flags, or None when W&B is not asked for."""
+    """The ``WandbSink.open`` arguments from the ``--wandb*`` flags, or None when W&B is not asked for.
+    Asked for but not installed: the install hint as a UserError, now, before the command does any work."""
     if not getattr(args, "wandb", None):
         return None
+    if args.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:
+        raise UserError(INSTALL_HINT)
     return {
         "project": args.wandb,
         "entity": args.wandb_entity,
@@ -263,3 +277,33 @@ def wandb_options(args: argparse.Namespace, *, tags=(), group: str | None = None
         "group": group,
         "tags": list(tags),
     }
+
+
+def log_sweep_analysis(analysis, options: dict | None) -> None:
+    """Attach an ``lr-analyze`` result (``AnalysisOutputs``) to one W&B run in its sweep's group, named
+    ``<sweep>-analysis`` (job type "analysis"; its id kept beside the report, so a re-run updates that run):
+    every file the analysis wrote (PNGs also as images) and the results table, one row per point, as a
+    ``wandb.Table``. Does nothing when ``options`` is None (no --wandb)."""
+    if not options:
+        return
+    from cs336_basics.assignment_experiments.sweep.record import sweep_id
+
+    view = analysis.view
+    written = [v for v in vars(analysis).values() if isinstance(v, Path)]
+    options = {**options, "group": sweep_id(view.meta, view.path)}
+    sink = WandbSink.open(analysis.analysis_md.parent, name=f"{view.path.resolve().name}-analysis",
+                          config=view.config, job_type="analysis", **options)  # fmt: skip
+    if sink is None:
+        return
+    sink.log_images([p for p in written if p.suffix == ".png"])
+    sink.attach_files(written)
+    sink.log_table("results", *_results(view))
+    sink.finish()
+
+
+def _results(view) -> tuple[list[str], list[list]]:
+    """The sweep's points as table rows: what lr-sweep's table shows, per seed, in the run dirs' units."""
+    columns = [view.field, "seed", "name", "state", "added_by", "final_train_loss", "best_val_loss",
+               "final_val_loss", "tokens", "wallclock_s", "tokens_per_sec"]  # fmt: skip
+    rows = [[getattr(p, "value" if c == view.field else c) for c in columns] for p in view.points]
+    return columns, rows

@@ -2,9 +2,12 @@
 
     python -m cs336_basics.assignment_experiments.lr_sweep.analyze_lr_sweep [SWEEP_DIR] [--out DIR]
 
-Writes into the sweep dir (or ``--out``): ``lr_sweep_comparison.png``, ``lr_vs_final_loss.png``,
-``lr_sweep_analysis.md`` (results, best LR, target, edge of stability, a reading of the curves, the search
-strategy and a sample from the best checkpoint) and ``EXPERIMENT_LOG.md`` (one entry per run).
+Writes into the sweep dir (or ``--out``): ``lr_sweep_comparison.png``, ``lr_vs_final_loss.png`` (with the
+fitted optimum), ``lr_sweep_sharpness.png`` (sharpness / its stability threshold against step),
+``lr_sweep_signals.png`` (the instability signals against step), ``lr_sweep_analysis.md`` (results, best LR
+and the fitted optimum, target, where you stand against public results, edge of stability: bracketed and
+measured, a reading of the curves, the search strategy and a sample from the best checkpoint) and
+``EXPERIMENT_LOG.md`` (one entry per run).
 """
 
 from __future__ import annotations
@@ -17,10 +20,19 @@ from pathlib import Path
 
 from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import DEFAULT_SWEEP_DIR, bracketing
 from cs336_basics.assignment_experiments.lr_sweep.report import analysis_markdown, experiment_log_markdown
+from cs336_basics.assignment_experiments.lr_sweep.stability import (
+    EDGE_FRACTION,
+    StabilityFindings,
+    stability_findings,
+)
 from cs336_basics.assignment_experiments.sweep.plots import (
     COMPARISON_FILE,
     LR_LOSS_FILE,
+    SHARPNESS_PLOT_FILE,
+    SIGNALS_PLOT_FILE,
     plot_lr_vs_loss,
+    plot_sharpness,
+    plot_signals,
     plot_sweep_comparison,
 )
 from cs336_basics.assignment_experiments.sweep.record import SWEEP_FILE
@@ -51,6 +63,7 @@ class SweepFindings:
     reading: list[str] = field(default_factory=list)
     strategy: list[str] = field(default_factory=list)
     threshold_ratio: float | None = None  # best lr / smallest diverging lr above it
+    stability: StabilityFindings | None = None  # measured: sharpness, signals, sensitivity, fitted optimum
 
 
 def missing_parts(view: SweepView) -> list[str]:
@@ -206,7 +219,7 @@ def search_strategy(view: SweepView) -> list[str]:
 def findings(view: SweepView) -> SweepFindings:
     edge, ratio = stability_edge(view)
     return SweepFindings(missing_parts(view), best_text(view), target_text(view), edge, curve_reading(view),
-                         search_strategy(view), ratio)  # fmt: skip
+                         search_strategy(view), ratio, stability_findings(view))  # fmt: skip
 
 
 # ---- sample from the best checkpoint -------------------------------------------------------------------
@@ -258,6 +271,8 @@ class AnalysisOutputs:
     view: SweepView
     comparison_png: Path
     lr_loss_png: Path
+    sharpness_png: Path
+    signals_png: Path
     analysis_md: Path
     experiment_log_md: Path
     findings: SweepFindings
@@ -286,20 +301,24 @@ def analyze(
         raise UserError(
             f"cannot create output directory {out} ({err.strerror}); pass a writable --out"
         ) from None
-    comparison = plot_sweep_comparison(view, out / COMPARISON_FILE)
-    lr_loss = plot_lr_vs_loss(view, out / LR_LOSS_FILE)
     found = findings(view)
+    comparison = plot_sweep_comparison(view, out / COMPARISON_FILE)
+    lr_loss = plot_lr_vs_loss(view, out / LR_LOSS_FILE, fit=found.stability.fit)
+    sharpness = plot_sharpness(view, out / SHARPNESS_PLOT_FILE, edge_fraction=EDGE_FRACTION)
+    signals = plot_signals(view, out / SIGNALS_PLOT_FILE)
     sample_lines = (
         sample_section(view, prompt, max_tokens, seed, device) if sample else ["_Skipped (--no-sample)._"]
     )
     figures = {
         "train and validation loss of every learning rate": os.path.relpath(comparison, out),
-        "final validation loss against learning rate": os.path.relpath(lr_loss, out),
+        "final validation loss against learning rate, with the fitted optimum": os.path.relpath(lr_loss, out),
+        "preconditioned sharpness against its stability threshold": os.path.relpath(sharpness, out),
+        "instability signals against step": os.path.relpath(signals, out),
     }
     analysis_path, log_path = out / ANALYSIS_FILE, out / LOG_FILE
     atomic_write_text(analysis_path, analysis_markdown(view, found, figures, sample_lines))
     atomic_write_text(log_path, experiment_log_markdown(view))
-    return AnalysisOutputs(view, comparison, lr_loss, analysis_path, log_path, found)
+    return AnalysisOutputs(view, comparison, lr_loss, sharpness, signals, analysis_path, log_path, found)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=256, help="sample length (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     p.add_argument("--device", default="auto", help="device for sampling (default: auto)")
+    from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments
+
+    add_wandb_arguments(p)  # --wandb PROJECT: the plots, report and table to a run in the sweep's W&B group
     return p
 
 
@@ -329,10 +351,16 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
     )
     print(format_table(result.view))
-    for line in result.findings.edge + [f"missing: {m}" for m in result.findings.missing]:
-        print(line)
-    for path in (result.comparison_png, result.lr_loss_png, result.analysis_md, result.experiment_log_md):
+    for line in result.findings.edge + result.findings.stability.sentences():
+        print(line.replace("**", ""))
+    for line in result.findings.missing:
+        print(f"missing: {line}")
+    for path in (result.comparison_png, result.lr_loss_png, result.sharpness_png, result.signals_png,
+                 result.analysis_md, result.experiment_log_md):  # fmt: skip
         print(f"wrote {path}")
+    from cs336_basics.experiment_log.wandb_sink import log_sweep_analysis, wandb_options
+
+    log_sweep_analysis(result, wandb_options(args))
     return 0
 
 

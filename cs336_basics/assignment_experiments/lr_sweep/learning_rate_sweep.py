@@ -4,9 +4,12 @@ and the edge of stability.
     uv run python -m cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep --preset demo
     lr-sweep --low-resource --learning-rates 1e-3 3e-3 1e-2 --seeds 2
     lr-sweep --summary                      # the results table of runs/lr_sweep, live or finished
+    lr-sweep --plan                         # what it will run, how long it takes here, the disk it needs
 
+Every sweep prints that plan before it prepares data or trains, and stops there if the disk is too small.
 Re-running the same command resumes: finished points are skipped, interrupted ones continue from their last
-checkpoint, pending (and previously failed) ones start. See README.md beside this file.
+checkpoint, pending (and previously failed) ones start. ``--wandb PROJECT`` makes each point a W&B run
+(grouped by sweep). See README.md beside this file.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from pathlib import Path
 
 from cs336_basics.assignment_experiments.lr_sweep.bracketing import PointOutcome, next_extension
 from cs336_basics.assignment_experiments.lr_sweep.naming import parse_learning_rates
-from cs336_basics.assignment_experiments.lr_sweep.plan import format_plan, make_plan
-from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep
+from cs336_basics.assignment_experiments.lr_sweep.plan import Plan, format_plan, make_plan, size
+from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep, sweep_points
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
 from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep
 from cs336_basics.basics.config import (
@@ -30,7 +33,7 @@ from cs336_basics.basics.config import (
 )
 from cs336_basics.basics.run_experiment import default_preset
 from cs336_basics.errors import UserError, cli_entry
-from cs336_basics.experiment_log.reader import DONE_STATES
+from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 
 DEFAULT_SWEEP_DIR = Path("runs/lr_sweep")
 DEFAULT_LEARNING_RATES = [1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 6e-3, 1e-2]
@@ -43,32 +46,59 @@ def bracketing(view: SweepView) -> tuple[float, str] | None:
     return next_extension([PointOutcome(g.value, g.state, g.final_val_loss) for g in view.groups])
 
 
-def learning_rate_sweep(config: ExperimentConfig, learning_rates=None, out_dir=DEFAULT_SWEEP_DIR, *, seeds: int = 1,
-                        extend: bool = True, max_extra_points: int = 3, executor=None, restart=(), fresh=False):  # fmt: skip
-    """Run (or resume) the sweep in ``out_dir``; returns (the final ``SweepView``, lines about unfinished points)."""
-    from cs336_basics.assignment_experiments.sweep.executors import InProcessExecutor
-
+def lr_spec(config: ExperimentConfig, learning_rates=None, seeds: int = 1) -> SweepSpec:
+    """The sweep over ``max_lr``: the given learning rates, else the preset's grid, at ``seeds`` seeds."""
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
     grid = parse_learning_rates(
         learning_rates or PRESET_LEARNING_RATES.get(config.preset, DEFAULT_LEARNING_RATES)
     )
-    if max_extra_points < 0 or seeds < 1:
-        raise UserError(f"--max-extra-points must be >= 0 and --seeds >= 1, got {max_extra_points}, {seeds}")
-    extend = extend and config.preset != "quick-test"  # a handful of steps says nothing about stability
+    return SweepSpec("max_lr", "lr", grid, seeds=seeds, reference=True)
+
+
+def bracketing_on(config: ExperimentConfig, extend: bool, max_extra_points: int) -> bool:
+    """Whether bracketing adds points: not with --no-extend, nor on quick-test (a handful of steps says
+    nothing about stability)."""
+    if max_extra_points < 0:
+        raise UserError(f"--max-extra-points must be >= 0, got {max_extra_points}")
+    return extend and config.preset != "quick-test"
+
+
+def learning_rate_sweep(config: ExperimentConfig, learning_rates=None, out_dir=DEFAULT_SWEEP_DIR, *, seeds: int = 1,
+                        extend: bool = True, max_extra_points: int = 3, executor=None, restart=(), fresh=False,
+                        wandb: dict | None = None):  # fmt: skip
+    """Run (or resume) the sweep in ``out_dir``, after printing its plan (refused when the disk is too small);
+    ``wandb``: ``wandb_options`` (each point a W&B run). Returns (the final ``SweepView``, lines about
+    unfinished points)."""
+    from cs336_basics.assignment_experiments.sweep.executors import InProcessExecutor
+
+    spec = lr_spec(config, learning_rates, seeds)
+    extend = bracketing_on(config, extend, max_extra_points)
     executor = executor or InProcessExecutor()
-    spec = SweepSpec("max_lr", "lr", grid, seeds=seeds, reference=True)
+
+    def show_plan(points, done) -> None:
+        plan = sweep_plan(points, done, out_dir, max_extra_points if extend else 0, executor)
+        print(format_plan(plan), flush=True)
+        short = next((c for c in plan.disk_checks if not c.fits), None)
+        if short is not None:
+            raise UserError(f"not enough disk space under {short.mount} for this sweep: {size(short.needed)} "
+                            f"needed, {size(short.free)} free (see the plan above); free some space or choose "
+                            "another --out / --data-dir")  # fmt: skip
+
     return run_sweep(spec, config, out_dir, executor, propose=bracketing if extend else None,
                      max_extra_points=max_extra_points, restart=tuple(parse_learning_rates(restart, "--restart")) if restart else (),
                      fresh=fresh, device_check=getattr(executor, "cluster", None) != "slurm",
-                     settings={"extend": extend, "max_extra_points": max_extra_points})  # fmt: skip
+                     settings={"extend": extend, "max_extra_points": max_extra_points}, plan=show_plan, wandb=wandb)  # fmt: skip
 
 
-def sweep_plan(config: ExperimentConfig, rates, out: Path, seeds: int, extra_points: int):
-    """The plan of this sweep: its grid's points (seeds included), those already done in ``out``, measured."""
-    grid = parse_learning_rates(rates or PRESET_LEARNING_RATES.get(config.preset, DEFAULT_LEARNING_RATES))
-    spec = SweepSpec("max_lr", "lr", grid, seeds=seeds)
-    points = [(spec.name(lr, s), spec.config(config, lr, s).resolved()) for lr in grid for s in range(seeds)]
-    done = {p.name for p in load_sweep(out).points if p.state in DONE_STATES} if out.is_dir() else set()
-    return make_plan(points, out, done=done, extra_points=extra_points)
+def sweep_plan(points, done: set[str], out_dir: Path, extra: int, executor) -> Plan:
+    """``make_plan`` for the points as ``executor`` runs them: one point per device at once (``--concurrent``
+    on one device shares it), and not timed here when they run as SLURM jobs on other machines."""
+    slots = len(set(getattr(executor, "slots", [None])))
+    unmeasured = None
+    if getattr(executor, "cluster", None) == "slurm":
+        unmeasured = "the points run as SLURM jobs on other machines (lr-sweep --plan in a job times them)"
+    return make_plan(points, out_dir, done=done, extra_points=extra, slots=slots, unmeasured=unmeasured)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true",
                    help="print the plan (points, device, measured tokens/s, time, disk) and exit; creates nothing")  # fmt: skip
     add_executor_arguments(p)
+    add_wandb_arguments(p)
     add_config_arguments(p, skip=("max_lr",))
     return p
 
@@ -138,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     if rates is not None:
         rates = parse_learning_rates(rates)  # an empty --learning-rates is refused, not the preset's grid
     config = create_experiment_config(args.preset or default_preset(), **config_overrides(args))
+    wandb = wandb_options(args)  # not installed: the one line now, before any work
+    executor = choose_executor(args)
     if args.plan:
-        print(format_plan(sweep_plan(config, rates, args.out, args.seeds, args.max_extra_points if args.extend else 0)))
+        points, done = sweep_points(lr_spec(config, rates, args.seeds), config, args.out, fresh=args.fresh)
+        extra = args.max_extra_points if bracketing_on(config, args.extend, args.max_extra_points) else 0
+        print(format_plan(sweep_plan(points, done, args.out, extra, executor)))
         return 0
     view, problems = learning_rate_sweep(config, rates, args.out, seeds=args.seeds, extend=args.extend,
-                                         max_extra_points=args.max_extra_points, executor=choose_executor(args),
-                                         restart=tuple(args.restart), fresh=args.fresh)  # fmt: skip
+                                         max_extra_points=args.max_extra_points, executor=executor,
+                                         restart=tuple(args.restart), fresh=args.fresh, wandb=wandb)  # fmt: skip
     code = finish(view, problems, args.out)
     print(f"\nnext: lr-diagnose {args.out}   |   lr-analyze {args.out}  (plots + report)")
     return code

@@ -16,7 +16,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Optimum:
     lr: float  # the estimated best learning rate
-    low: float  # 68% interval (bootstrap 16th and 84th percentiles)
+    low: float  # 68% interval (bootstrap 16th and 84th percentiles); NaN when the noise is unknown
     high: float
     loss: float  # the fitted (or best observed) loss there
     fit: str  # "quadratic": parabola in log10(lr) through the best point and its neighbours; "best point"
@@ -25,7 +25,16 @@ class Optimum:
         tuple[float, float, float] | None
     )  # loss = a u^2 + b u + c with u = log10(lr); None for "best point"
     on_edge: bool  # the optimum sits on the grid's edge: more points beyond it would move it
-    noise: str  # where the bootstrap's noise level came from
+    noise: str  # where the bootstrap's noise level came from: NOISE_SEEDS, NOISE_SIGMA, NOISE_MIXED, NOISE_UNKNOWN
+
+    @property
+    def fit_text(self) -> str:
+        """Which fit, in words (the report's sentence and the plot's legend)."""
+        through = ", ".join(f"{lr:.3g}" for lr in self.fit_lrs)
+        if self.fit == "quadratic":
+            return f"fit: quadratic in log10 lr through {through}"
+        why = "fewer than 3 converged lrs" if len(self.fit_lrs) < 3 else f"{through} are not convex"
+        return f"fit: best point ({why}: no parabola)"
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,12 @@ class NeighbourComparison:
     margin: float  # neighbour's mean loss - best lr's mean loss (inf if the neighbour diverged)
     noise: float  # std of the best lr's seeds + std of the neighbour's (nan with a single seed)
     beats: bool | None  # margin > noise; None when there is no seed spread to judge by
+
+
+NOISE_SEEDS = "std of seeds"
+NOISE_SIGMA = "caller's sigma"
+NOISE_MIXED = "mixed"  # seeds for some lrs, the caller's sigma for the others
+NOISE_UNKNOWN = "unknown"  # a single-seed lr without a sigma: no interval
 
 
 def _finite(v) -> bool:
@@ -60,7 +75,8 @@ def fit_optimum(
 
     Each converged lr's point is the mean of its runs; its noise is std/sqrt(n) over seeds when it has
     several, else the caller's ``sigmas`` for its run (e.g. std of the per-batch validation losses /
-    sqrt(batches), which measures evaluation noise only). ``None`` when no lr converged.
+    sqrt(batches), which measures evaluation noise only); a single-seed lr without a sigma leaves the noise
+    unknown and the interval NaN. ``None`` when no lr converged.
     """
     lr_list, y, s, from_seeds = [], [], [], []
     for lr, runs, sig in _by_lr(lrs, losses, sigmas):
@@ -71,16 +87,18 @@ def fit_optimum(
             if len(runs) > 1:
                 s.append(float(np.std(runs, ddof=1)) / math.sqrt(len(runs)))
             else:
-                s.append(float(sig[0]) if _finite(sig[0]) else 0.0)
+                s.append(float(sig[0]) if _finite(sig[0]) else math.nan)
     if not y:
         return None
     u, y, s = np.log10(lr_list), np.array(y), np.array(s)
-    noise = "std of seeds" if all(from_seeds) else "caller's sigma" if not any(from_seeds) else "mixed"
+    noise = NOISE_SEEDS if all(from_seeds) else NOISE_SIGMA if not any(from_seeds) else NOISE_MIXED
+    if not np.isfinite(s).all():
+        noise, n_boot = NOISE_UNKNOWN, 0
     best = int(np.argmin(y))
     edge = best in (0, len(y) - 1)
     samples = y + s * np.random.default_rng(seed).standard_normal((n_boot, len(y)))
     if len(y) < 3:  # no parabola: the interval is where the lowest point lands under the noise
-        lo, hi = np.percentile(u[np.argmin(samples, axis=1)], [16, 84])
+        lo, hi = _interval(u[np.argmin(samples, axis=1)])
         return Optimum(
             lr_list[best], 10**lo, 10**hi, y[best], "best point", tuple(lr_list), None, edge, noise
         )
@@ -90,7 +108,7 @@ def fit_optimum(
     observed = np.concatenate([y[None, w], samples[:, w]])  # row 0: the data; then the bootstrap draws
     coeffs = np.linalg.solve(np.stack([uw**2, uw, np.ones(3)], axis=1), observed.T)  # parabolas through 3
     vertices = _vertices(coeffs, uw, observed)
-    lo, hi = np.percentile(vertices[1:], [16, 84])
+    lo, hi = _interval(vertices[1:])
     a, b, c = coeffs[:, 0]
     u_opt = vertices[0]  # clamped to the fitted range: a parabola says nothing beyond its points
     if a <= 0:  # the three points are not convex: no vertex to speak of
@@ -98,6 +116,11 @@ def fit_optimum(
     edge = edge or not uw[0] <= -b / (2 * a) <= uw[-1]
     fitted = a * u_opt**2 + b * u_opt + c
     return Optimum(10**u_opt, 10**lo, 10**hi, fitted, "quadratic", tuple(10**uw), (a, b, c), edge, noise)
+
+
+def _interval(u: np.ndarray) -> tuple[float, float]:
+    """The 16th and 84th percentiles of bootstrap draws of log10(lr); NaN without draws."""
+    return tuple(np.percentile(u, [16, 84])) if len(u) else (math.nan, math.nan)
 
 
 def _vertices(coeffs: np.ndarray, u: np.ndarray, observed: np.ndarray) -> np.ndarray:

@@ -2,9 +2,10 @@
 
 ``make_plan`` times a few real optimizer steps of the actual config (``TrainStep``, the trainer's own step, on
 random token batches of the run's shape; warm-up and compile excluded and counted apart), then derives the
-time per point, for the sweep and for the points bracketing may add, and the disk the checkpoints and data
-will take. It writes nothing under the sweep directory. ``format_plan`` turns it into the lines
-``lr-sweep --plan`` prints.
+time per point (steps, evaluations, the stability measurements' ``sharpness_share`` of the wallclock), for
+the sweep and for the points bracketing may add, and the disk the checkpoints and data will take. Nothing is
+timed when every point is done. It writes nothing under the sweep directory. ``format_plan`` turns it into
+the lines ``lr-sweep --plan`` and every sweep print before they start.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from cs336_basics.assignment_experiments.lr_sweep.report import count, duration
 from cs336_basics.basics.config import MODEL_FIELDS, ExperimentConfig
 
 # Measured in TinyStoriesV2-GPT4 (Content-Length of the two files) and of our tokenizer: about 4 bytes of text
@@ -79,12 +81,19 @@ class PointPlan:
     eval_batches: int
     train_s: float
     eval_s: float
+    measure_s: float  # sharpness and signals: up to sharpness_share of the point's wallclock
     startup_s: float
-    measurement: int  # index into Plan.measurements
+    measurement: int  # index into Plan.measurements, -1 when not timed
+
+    @property
+    def run_s(self) -> float:
+        """The point's time from its first step, done or not."""
+        return self.train_s + self.eval_s + self.measure_s + self.startup_s
 
     @property
     def seconds(self) -> float:
-        return 0.0 if self.done else self.train_s + self.eval_s + self.startup_s
+        """The time still to spend on it."""
+        return 0.0 if self.done else self.run_s
 
 
 @dataclass
@@ -92,6 +101,7 @@ class DiskNeed:
     what: str
     path: Path  # where it will be written
     bytes: int
+    optional: bool = False  # only if bracketing adds points
 
 
 @dataclass
@@ -100,11 +110,18 @@ class DiskCheck:
 
     mount: Path  # nearest existing parent of the paths
     free: int
-    needed: int
+    needed: int  # by the points to run and the data
+    optional: int = 0  # by the points bracketing may add
+
+    @property
+    def fits(self) -> bool:
+        """Room for what the sweep will write for sure."""
+        return self.needed <= self.free
 
     @property
     def ok(self) -> bool:
-        return self.needed <= self.free
+        """Room for that and for every point bracketing may add."""
+        return self.needed + self.optional <= self.free
 
 
 @dataclass
@@ -114,17 +131,23 @@ class Plan:
     measurements: list[Measurement]
     slots: int
     extra_points: int
-    extra_point_s: float  # time of one point bracketing may add (same config as the grid's)
+    extra_point_s: float  # time of one point bracketing may add (same config as the grid's); 0: not timed
     remaining_s: float  # the not-done points, scheduled on ``slots``
     with_extra_s: float  # ... plus ``extra_points`` more
     disk: list[DiskNeed] = field(default_factory=list)
     disk_checks: list[DiskCheck] = field(default_factory=list)
     extra_disk_bytes: int = 0  # checkpoints of the points bracketing may add (included in disk_checks)
-    measure_s: float = 0.0  # how long the plan itself took
+    unmeasured: str | None = None  # why nothing was timed although points are to run
+    plan_s: float = 0.0  # how long the plan itself took
 
     @property
     def disk_ok(self) -> bool:
         return all(c.ok for c in self.disk_checks)
+
+    @property
+    def disk_fits(self) -> bool:
+        """Room for what the sweep will write for sure (bracketing's points aside)."""
+        return all(c.fits for c in self.disk_checks)
 
 
 # ---- measuring -----------------------------------------------------------------------------------------
@@ -214,6 +237,9 @@ def measure_throughput(
         compiled=runtime.compile,
     )
     m.expected_tokens_per_sec, m.expected_note = expected_rate(cfg, m)
+    del step, model, batches
+    if device.type == "cuda":  # the sweep's points (maybe other processes on this GPU) get the memory back
+        torch.cuda.empty_cache()
     return m
 
 
@@ -296,7 +322,10 @@ def check_disk(needs: list[DiskNeed]) -> list[DiskCheck]:
         dev = anchor.stat().st_dev
         if dev not in by_device:
             by_device[dev] = DiskCheck(anchor, shutil.disk_usage(anchor).free, 0)
-        by_device[dev].needed += need.bytes
+        if need.optional:
+            by_device[dev].optional += need.bytes
+        else:
+            by_device[dev].needed += need.bytes
     return list(by_device.values())
 
 
@@ -329,61 +358,44 @@ def make_plan(
     measure_steps: int = 5,
     warmup_steps: int | None = None,
     budget_s: float = 10.0,
+    unmeasured: str | None = None,
 ) -> Plan:
     """The plan for ``points`` ((run name, config); the sweep's lr grid and those already added), ``done`` the
     names already finished, ``extra_points`` the most bracketing may add, ``slots`` points run at once (each
-    at the measured rate: one point per GPU; ``--concurrent`` on one device shares it). Writes nothing."""
+    at the measured rate: one point per GPU; ``--concurrent`` on one device shares it). Each config that
+    differs in speed and still has a point to run is timed once; none when every point is done or when
+    ``unmeasured`` says why this machine can't time them. Writes nothing."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    points = [(name, cfg.resolved()) for name, cfg in points]
     measurements: list[Measurement] = []
     by_key: dict[tuple, int] = {}
-    plans = []
     for name, cfg in points:
-        cfg = cfg.resolved()
-        is_done = name in done
         key = _speed_key(cfg)
-        if key not in by_key and not (is_done and extra_points == 0):
+        if name not in done and key not in by_key and unmeasured is None:
             by_key[key] = len(measurements)
             measurements.append(
                 measure_throughput(
                     cfg, measure_steps=measure_steps, warmup_steps=warmup_steps, budget_s=budget_s
                 )
             )
-        idx = by_key.get(key, -1)
-        m = measurements[idx] if idx >= 0 else None
-        evals = _evals(cfg)
-        plans.append(
-            PointPlan(
-                name=name,
-                lr=cfg.max_lr,
-                done=is_done,
-                steps=cfg.max_steps,
-                tokens=cfg.total_tokens,
-                evals=evals,
-                eval_batches=cfg.eval_batches,
-                train_s=cfg.max_steps * m.step_s if m else 0.0,
-                eval_s=evals * cfg.eval_batches * m.forward_s if m else 0.0,
-                startup_s=m.startup_s if m else 0.0,
-                measurement=idx,
-            )
-        )
+    plans = [_point_plan(name, cfg, name in done, by_key.get(_speed_key(cfg), -1), measurements)
+             for name, cfg in points]  # fmt: skip
     todo = [p.seconds for p in plans if not p.done]
     # A point bracketing adds is the sweep's config at another learning rate: time it like the last grid point.
-    extra_point_s = (plans[-1].train_s + plans[-1].eval_s + plans[-1].startup_s) if plans else 0.0
+    extra_point_s = plans[-1].run_s if plans else 0.0
 
-    disk = []
-    for p in plans:
-        if not p.done and p.measurement >= 0:
-            m = measurements[p.measurement]
-            disk.append(
-                DiskNeed(f"{p.name} checkpoints", out_dir / p.name, m.checkpoint_bytes + RUN_FILES_BYTES)
-            )
+    disk = [
+        DiskNeed(f"{p.name} checkpoints", out_dir / p.name, _point_bytes(measurements[p.measurement]))
+        for p in plans
+        if not p.done and p.measurement >= 0
+    ]
     if points:
         disk.extend(data_needs(points[0][1]))
     extra_disk = 0
     if extra_points and plans and plans[-1].measurement >= 0:
-        extra_disk = extra_points * (measurements[plans[-1].measurement].checkpoint_bytes + RUN_FILES_BYTES)
-    checks = check_disk([*disk, DiskNeed("bracketing points", out_dir, extra_disk)] if extra_disk else disk)
+        extra_disk = extra_points * _point_bytes(measurements[plans[-1].measurement])
+    extra_need = [DiskNeed("bracketing points", out_dir, extra_disk, optional=True)] if extra_disk else []
     return Plan(
         out_dir=out_dir,
         points=plans,
@@ -394,25 +406,44 @@ def make_plan(
         remaining_s=schedule(todo, slots) if todo else 0.0,
         with_extra_s=schedule(todo + [extra_point_s] * extra_points, slots) if todo or extra_points else 0.0,
         disk=disk,
-        disk_checks=checks,
+        disk_checks=check_disk(disk + extra_need),
         extra_disk_bytes=extra_disk,
-        measure_s=time.perf_counter() - started,
+        unmeasured=unmeasured if todo else None,
+        plan_s=time.perf_counter() - started,
+    )
+
+
+def _point_bytes(m: Measurement) -> int:
+    return m.checkpoint_bytes + RUN_FILES_BYTES
+
+
+def _point_plan(name: str, cfg: ExperimentConfig, done: bool, idx: int, measurements) -> PointPlan:
+    """One point's time from its config and its measurement (``idx``; -1: not timed, all times 0)."""
+    m = measurements[idx] if idx >= 0 else None
+    evals = _evals(cfg)
+    train_s = cfg.max_steps * m.step_s if m else 0.0
+    eval_s = evals * cfg.eval_batches * m.forward_s if m else 0.0
+    # The trainer spaces its sharpness measurements to keep them near sharpness_share of the wallclock.
+    measure_s = (train_s + eval_s) * cfg.sharpness_share / (1 - cfg.sharpness_share)
+    return PointPlan(
+        name=name,
+        lr=cfg.max_lr,
+        done=done,
+        steps=cfg.max_steps,
+        tokens=cfg.total_tokens,
+        evals=evals,
+        eval_batches=cfg.eval_batches,
+        train_s=train_s,
+        eval_s=eval_s,
+        measure_s=measure_s,
+        startup_s=m.startup_s if m else 0.0,
+        measurement=idx,
     )
 
 
 # ---- output --------------------------------------------------------------------------------------------
-def duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
 def size(n: float) -> str:
+    """Bytes as 512 B / 27.6 MB / 1.2 GB (decimal units, as ``df -H``)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -423,6 +454,7 @@ def size(n: float) -> str:
 def format_plan(plan: Plan) -> str:
     """The plan as the lines printed before a sweep (and by ``lr-sweep --plan``)."""
     n_done = sum(p.done for p in plan.points)
+    n_todo = len(plan.points) - n_done
     lines = [
         f"plan for {plan.out_dir}: {len(plan.points)} point(s), {n_done} already done"
         + (f"; bracketing may add up to {plan.extra_points}" if plan.extra_points else "")
@@ -445,34 +477,50 @@ def format_plan(plan: Plan) -> str:
             )
         elif m.expected_note:
             lines.append(f"  {tag}{m.expected_note}")
+    if plan.unmeasured:
+        lines.append(f"  not timed: {plan.unmeasured}")
     for p in plan.points:
         if p.done:
             lines.append(f"  {p.name:<14} done")
             continue
-        lines.append(
-            f"  {p.name:<14} {p.tokens / 1e6:,.2f}M tokens ({p.steps} steps): {duration(p.seconds)} = train "
-            f"{duration(p.train_s)} + eval {duration(p.eval_s)} ({p.evals} x {p.eval_batches} batches)"
-            + (f" + warm-up {duration(p.startup_s)}" if p.startup_s >= 0.05 else "")
-        )
-    slots = f" on {plan.slots} slots at once" if plan.slots > 1 else ""
-    sweep = f"  sweep: {duration(plan.remaining_s)} for the {sum(not p.done for p in plan.points)} point(s) to run{slots}"
-    if plan.extra_points:
+        line = f"  {p.name:<14} {count(p.tokens)} tokens ({p.steps} steps)"
+        if p.measurement >= 0:
+            line += (
+                f": {duration(p.seconds)} = train {duration(p.train_s)} + eval {duration(p.eval_s)} "
+                f"({p.evals} x {p.eval_batches} batches) + stability measurements {duration(p.measure_s)}"
+                + (f" + warm-up {duration(p.startup_s)}" if p.startup_s >= 0.05 else "")
+            )
+        lines.append(line)
+    if n_todo == 0:
+        sweep = "  sweep: every point is done"
+    elif plan.unmeasured:
+        sweep = f"  sweep: {n_todo} point(s) to run, time not estimated"
+    else:
+        slots = f" on {plan.slots} slots at once" if plan.slots > 1 else ""
+        sweep = f"  sweep: {duration(plan.remaining_s)} for the {n_todo} point(s) to run{slots}"
+    if plan.extra_points and plan.extra_point_s:
         sweep += (
             f"; up to {duration(plan.with_extra_s)} if bracketing adds {plan.extra_points} "
             f"({duration(plan.extra_point_s)} each; diverging points stop early)"
         )
+    elif plan.extra_points:
+        sweep += f"; bracketing may add {plan.extra_points} point(s) (not timed)"
     lines.append(sweep)
     for need in plan.disk:
         lines.append(f"  disk: {need.what}: {size(need.bytes)} in {need.path}")
     if plan.extra_disk_bytes:
         lines.append(f"  disk: checkpoints of the bracketing points: up to {size(plan.extra_disk_bytes)}")
     for c in plan.disk_checks:
+        needed = f"{size(c.needed)} needed"
+        if c.optional:
+            needed += f" (+ up to {size(c.optional)} for bracketing)"
         if c.ok:
-            lines.append(f"  disk: {size(c.needed)} needed, {size(c.free)} free under {c.mount}: ok")
+            lines.append(f"  disk: {needed}, {size(c.free)} free under {c.mount}: ok")
+        elif c.fits:
+            lines.append(f"  disk: {needed}, {size(c.free)} free under {c.mount}: room for the points to run, "
+                         "not for every point bracketing may add (--max-extra-points)")  # fmt: skip
         else:
-            lines.append(
-                f"  disk: NOT ENOUGH ROOM under {c.mount}: {size(c.needed)} needed, {size(c.free)} free; "
-                "free some space or choose another --out / --data-dir"
-            )
-    lines.append(f"  (planned in {duration(plan.measure_s)})")
+            lines.append(f"  disk: NOT ENOUGH ROOM under {c.mount}: {needed}, {size(c.free)} free; "
+                         "free some space or choose another --out / --data-dir")  # fmt: skip
+    lines.append(f"  (planned in {duration(plan.plan_s)})")
     return "\n".join(lines)

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from cs336_basics.assignment_experiments.lr_sweep.public_results import where_you_stand
+from cs336_basics.assignment_experiments.lr_sweep.stability import EDGE_FRACTION, EdgeRow, moved_rule_text
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, fmt, loss_text
 from cs336_basics.experiment_log.reader import smoothed
 
@@ -327,10 +329,56 @@ def results_table_markdown(view: SweepView, label: str = "lr") -> str:
     return md_table(headers, rows) if rows else "_No points yet._"
 
 
+def edge_table_markdown(rows: list[EdgeRow]) -> str:
+    """stability.py's per-lr sharpness rows: peak ratio (mean ± std over seeds), its step, the share above
+    the edge fraction of the measured steps."""
+    body = [
+        [f"{r.lr:.3g}", r.state, str(r.seeds), str(r.measured), loss_text(r.peak, r.peak_std, ".2f"),
+         " / ".join(str(s) for s in r.peak_steps) or "-",
+         f"{r.share:.0%} ({r.above} of {r.measured})" if r.share is not None else "-"]
+        for r in rows
+    ]  # fmt: skip
+    headers = ["lr", "state", "seeds", "measurements", "peak ratio", "step of peak",
+               f"measured steps above {EDGE_FRACTION:g} x threshold"]  # fmt: skip
+    return md_table(headers, body) if body else "_No points yet._"
+
+
+def edge_section(view: SweepView, findings) -> list[str]:
+    """The "Edge of stability" section: the bracketing sentences, then the measured answer."""
+    st = findings.stability
+    lines = ["## Edge of stability", ""] + [f"- {e}" for e in findings.edge] + [""]
+    if st is None:
+        return lines
+    seeds = max((r.seeds for r in st.rows), default=1) > 1
+    lines += [st.at_edge, ""]
+    lines += [
+        f"Preconditioned sharpness λ_max(P⁻¹H) (P = Adam's diag(√v̂ + ε)) on one fixed probe batch, as a ratio to "
+        f"the stability threshold {view.threshold_text} at each measured step's scheduled lr (sharpness.csv); the "
+        "share counts measured steps, not all training steps"
+        + ("; with seeds, the peak ratio is the mean ± std over seeds, the step of the peak is given per seed "
+           "and the counts are pooled over seeds." if seeds else "."),
+        "",
+        edge_table_markdown(st.rows),
+        "",
+    ]  # fmt: skip
+    if st.moved_first:
+        lines += ["Which instability signal moved first in the runs that diverged. " + moved_rule_text(), ""]
+        lines += [f"- {m}" for m in st.moved_first] + [""]
+    lines += [st.sensitivity, ""]
+    return lines
+
+
+def where_you_stand_section(view: SweepView) -> list[str]:
+    text, rows = where_you_stand(view)
+    body = [[r.preset, r.what, r.val_loss, r.lr, r.source] for r in rows]
+    table = md_table(["budget", "result", "val loss", "lr", "source"], body)
+    return ["## Where you stand", "", *text, "", table, ""]
+
+
 def analysis_markdown(view: SweepView, findings, figures: dict[str, str], sample_text: list[str]) -> str:
     """lr_sweep_analysis.md. ``findings`` has ``missing, best_text, target_text, edge, reading, strategy``
-    (lists of sentences / one sentence); ``figures`` maps captions to relative paths; ``sample_text`` is
-    the sample section's lines."""
+    (lists of sentences / one sentence) and ``stability`` (stability.StabilityFindings, or None); ``figures``
+    maps captions to relative paths; ``sample_text`` is the sample section's lines."""
     lines = [
         "# Learning-rate sweep analysis",
         "",
@@ -342,7 +390,10 @@ def analysis_markdown(view: SweepView, findings, figures: dict[str, str], sample
         lines += ["## What is missing", ""] + [f"- {m}" for m in findings.missing] + [""]
     lines += ["## Results", "", results_table_markdown(view), ""]
     lines += ["## Best learning rate", "", findings.best_text, "", findings.target_text, ""]
-    lines += ["## Edge of stability", ""] + [f"- {e}" for e in findings.edge] + [""]
+    if findings.stability is not None:
+        lines += [f"- {o}" for o in findings.stability.optimum] + [""]
+    lines += where_you_stand_section(view)
+    lines += edge_section(view, findings)
     lines += ["## Reading the curves", ""] + [f"- {r}" for r in findings.reading] + [""]
     lines += ["## Search strategy", ""] + [f"- {s}" for s in findings.strategy] + [""]
     if figures:

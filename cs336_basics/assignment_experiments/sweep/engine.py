@@ -3,8 +3,10 @@
 Data flows one way: the command line gives a base config and a ``SweepSpec``; each point's config is resolved
 from them and written once into its run dir as config.json before anything starts (an existing one is checked
 with the trainer's resume policy, as cs336-train does); executors launch run dirs, never values; states are
-read back from the run dirs. Settings every point would trip over (a device that isn't there, unreadable
-data, a --min-lr above a point's learning rate) fail once, before any point starts.
+read back from the run dirs; sweep-level settings (the W&B project, ...) travel in sweep.json, which each
+point reads. Settings every point would trip over (a device that isn't there, unreadable data, a --min-lr
+above a point's learning rate) fail once, before any point starts, and so does the client's ``plan`` check
+(the lr sweep's time and disk plan), which sees every point before anything is written.
 """
 
 from __future__ import annotations
@@ -120,12 +122,36 @@ def wait_if_live(run_dir: Path) -> None:
             fcntl.flock(handle, fcntl.LOCK_SH)
 
 
+def sweep_values(spec: SweepSpec, out_dir: Path) -> list[tuple]:
+    """(value, added_by, why) of every value the sweep starts with: the grid's, then those sweep.json already
+    holds (added by bracketing), each once."""
+    values = {v: (v, "grid", None) for v in spec.values}
+    for p in read_sweep_json(out_dir).get("points", []):
+        values.setdefault(p["value"], (p["value"], p["added_by"], p.get("why")))
+    return list(values.values())
+
+
+def sweep_points(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, *, fresh: bool = False):
+    """Every point the sweep starts with (``sweep_values`` at every seed; only the grid's when ``fresh``, as
+    --fresh moves ``out_dir`` aside) as (run name, config), and the names of those already done (finished or
+    diverged). Reads only: ``out_dir`` may not exist."""
+    out_dir = Path(out_dir)
+    values = spec.values if fresh else [v for v, _, _ in sweep_values(spec, out_dir)]
+    points = [(spec.name(v, s), spec.config(base, v, s)) for v in values for s in range(spec.seeds)]
+    if fresh or not out_dir.is_dir():
+        return points, set()
+    return points, {p.name for p in load_sweep(out_dir).points if p.state in DONE_STATES}
+
+
 def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, executor, *, propose=None,
               max_extra_points: int = 0, restart: tuple = (), fresh: bool = False, device_check: bool = True,
-              settings: dict | None = None) -> tuple[SweepView, list[str]]:  # fmt: skip
+              settings: dict | None = None, plan=None, wandb: dict | None = None) -> tuple[SweepView, list[str]]:  # fmt: skip
     """Run (or resume) the sweep in ``out_dir``. ``propose(view)`` -> (value, why) or None adds points after
-    the grid (bracketing), at most ``max_extra_points`` values. Returns the final view and one line per point
-    that did not end finished or diverged."""
+    the grid (bracketing), at most ``max_extra_points`` values. ``plan(points, done)`` (``sweep_points``'
+    lists, restarted points not done) sees the sweep before its data is prepared or any point written, and may
+    refuse it with a UserError. ``wandb``: the W&B project, entity and mode every point logs to (see
+    ``point.point_wandb``). Returns the final view and one line per point that did not end finished or
+    diverged."""
     out_dir = Path(out_dir)
     if fresh and out_dir.exists():
         with SweepLock(out_dir), contextlib.ExitStack() as live:  # no sweep, no point trainer uses what moves
@@ -134,10 +160,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
             print(f"moved the previous sweep {out_dir} to {move_aside(out_dir)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with SweepLock(out_dir):
-        known = [
-            (p["value"], p["added_by"], p.get("why")) for p in read_sweep_json(out_dir).get("points", [])
-        ]
-        values = [(v, "grid", None) for v in spec.values] + known
+        values = sweep_values(spec, out_dir)
         if device_check:  # before the data is prepared: a mistake every point would hit is the only line
             from cs336_basics.basics.device import resolve_device
 
@@ -145,9 +168,13 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
         for value, _, _ in values:
             for seed in range(spec.seeds):
                 prepare_point(spec, base, value, seed, out_dir / spec.name(value, seed), write=False)
+        if plan is not None:
+            points, done = sweep_points(spec, base, out_dir)
+            plan(points, done - {spec.name(v, s) for v in restart for s in range(spec.seeds)})
         base = prepare_data(base)
+        wandb = {k: wandb[k] for k in ("project", "entity", "mode")} if wandb else None
         record = SweepRecord.open(out_dir, spec.field, base.to_dict(), seeds=spec.seeds, executor=executor.name,
-                                  **(settings or {}))  # fmt: skip
+                                  prefix=spec.prefix, wandb=wandb, **(settings or {}))  # fmt: skip
         for value, added_by, why in values:
             add_value(spec, base, record, out_dir, value, added_by, why)
         for value in restart:

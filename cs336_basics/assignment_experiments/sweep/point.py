@@ -1,5 +1,6 @@
 """Train one prepared point of a sweep from its run dir's config.json: in-process, as a worker process or
-as a submitit job.
+as a submitit job. Its W&B options come from the sweep's sweep.json (``point_wandb``), so every executor
+launches a run dir and nothing else.
 
     python -m cs336_basics.assignment_experiments.sweep.point --run-dir runs/lr_sweep/lr_3e_03
 """
@@ -13,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from cs336_basics.assignment_experiments.sweep.launcher import die_with_parent
+from cs336_basics.assignment_experiments.sweep.record import read_sweep_json, sweep_id
 from cs336_basics.basics.config import ExperimentConfig
 from cs336_basics.errors import UserError, cli_entry
 from cs336_basics.experiment_log.reader import CONFIG_FILE
@@ -32,7 +34,9 @@ def run_point(run_dir: str | Path, *, reference: bool = False, progress: bool = 
     try:
         cfg = ExperimentConfig.load(run_dir / CONFIG_FILE)
         ref = ReferenceCurves(run_dir.parent, cfg.max_lr) if reference else None
-        summary = run_experiment(cfg, out_dir=run_dir, progress=progress, reference_loss=ref)
+        summary = run_experiment(
+            cfg, out_dir=run_dir, progress=progress, reference_loss=ref, wandb=point_wandb(run_dir)
+        )
     except KeyboardInterrupt:
         raise
     except Exception as err:  # a failed point must not stop the sweep
@@ -41,6 +45,20 @@ def run_point(run_dir: str | Path, *, reference: bool = False, progress: bool = 
         text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
         return {"state": "failed", "reason": None, "error": " ".join(text.split())}
     return {"state": summary.get("status", "finished"), "reason": summary.get("reason"), "error": None}
+
+
+def point_wandb(run_dir: Path) -> dict | None:
+    """The point's ``WandbSink.open`` options, or None when its sweep runs without --wandb: the sweep's
+    project, entity and mode (sweep.json's ``wandb``), grouped by the sweep's id, tagged with the swept value
+    (``lr=0.01``) and, with several seeds, the seed (``seed=1``). The run is named like the run dir."""
+    meta = read_sweep_json(run_dir.parent)
+    point = next((p for p in meta.get("points", []) if p["name"] == run_dir.name), None)
+    if not meta.get("wandb") or point is None:
+        return None
+    tags = [f"{meta.get('prefix', meta['field'])}={point['value']:g}"]
+    if meta.get("seeds", 1) > 1:
+        tags.append(f"seed={point['seed']}")
+    return {**meta["wandb"], "group": sweep_id(meta, run_dir.parent), "tags": tags}
 
 
 class PointJob:

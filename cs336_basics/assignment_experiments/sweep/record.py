@@ -1,7 +1,8 @@
 """sweep.json and the sweep lock: what a sweep knows that its run directories can't.
 
-sweep.json holds the swept field and its grid, the seeds, who added each point and why (``grid`` or
-``bracketing`` + reason), launch errors (time, attempt, error), the sweep-level config and its own state. A
+sweep.json holds the sweep's id (made once, kept across resumes: its W&B group), the swept field and its
+grid, the seeds, who added each point and why (``grid`` or ``bracketing`` + reason), launch errors (time,
+attempt, error), the sweep-level config and settings (the W&B project, ...) and its own state. A
 point's state, losses and timing live in its run dir only (``view.py``). Only the sweep process writes
 sweep.json (atomically); ``.sweep.lock`` is an flock the kernel drops when its holder dies, so a lock left by
 a dead sweep is simply free.
@@ -73,6 +74,11 @@ def _from_version_1(meta: dict) -> dict:
             "points": points, "launch_errors": errors}  # fmt: skip
 
 
+def sweep_id(meta: dict, sweep_dir: Path) -> str:
+    """The sweep's id (its W&B group): the one sweep.json keeps, else (a sweep from before ids) the dir's name."""
+    return meta.get("id") or Path(sweep_dir).resolve().name
+
+
 class SweepRecord:
     """The sweep process's handle on sweep.json: every change is saved at once."""
 
@@ -88,6 +94,7 @@ class SweepRecord:
             meta.pop(stale, None)  # derived from the run dirs, or version-1 leftovers
         meta = {
             "version": VERSION,
+            "id": f"{Path(sweep_dir).resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}",
             "created_at": now(),
             "points": [],
             "launch_errors": [],

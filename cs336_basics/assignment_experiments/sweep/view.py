@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cs336_basics.assignment_experiments.sweep.record import LOCK_FILE, read_sweep_json
+from cs336_basics.basics.sharpness import stability_threshold
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log import ExperimentLog, load_experiment_log
 from cs336_basics.experiment_log.reader import (
@@ -79,6 +80,8 @@ class SweepPoint:
     tokens = property(lambda self: self._log("tokens"))
     wallclock_s = property(lambda self: self._log("wallclock_s"))
     tokens_per_sec = property(lambda self: self._log("tokens_per_sec"))
+    initial_loss = property(lambda self: self._log("initial_loss"))
+    val_loss_sem = property(lambda self: self._log("val_loss_sem"))
 
     @property
     def converged(self) -> bool:
@@ -209,6 +212,12 @@ class SweepView:
     def target_met(self) -> bool | None:
         best, target = self.best, self.target_val_loss
         return None if target is None or best is None else best.final_val_loss <= target
+
+    @property
+    def threshold_text(self) -> str:
+        """Adam's stability threshold in words, from the sweep's beta1: ``38/η`` at beta1 = 0.9."""
+        beta1 = finite_or_none(self.config.get("beta1"))
+        return f"{stability_threshold(1.0, 0.9 if beta1 is None else beta1):.3g}/η"
 
 
 def load_sweep(path: str | Path) -> SweepView:
