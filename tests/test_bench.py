@@ -39,6 +39,14 @@ def test_cli_prints_the_table_and_writes_the_json(tmp_path, capsys):
     assert set(report["breakdown_ms"]) == {"data_wait", "forward", "backward+clip", "optimizer"}
 
 
+def test_nothing_left_to_measure_is_a_user_error(capsys):
+    """Every variant skipped (TF32 on a CPU, no plain loop): one line, exit 2, no timing of nothing."""
+    with pytest.raises(SystemExit) as exc:
+        bench.main([*TINY.split(), "--precision", "tf32", "--compile", "off", "--no-plain"])
+    assert exc.value.code == 2
+    assert "nothing to measure: skipped" in capsys.readouterr().err
+
+
 def test_overhead_run_is_gone():
     with pytest.raises(SystemExit) as exc:
         bench.main([*TINY.split(), "--overhead-run", "10"])

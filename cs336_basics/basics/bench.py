@@ -28,13 +28,12 @@ import io
 import itertools
 import multiprocessing
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from cs336_basics.basics.config import (
 )
 from cs336_basics.basics.device import Runtime, _cpu_model, resolve_device, setup_runtime
 from cs336_basics.basics.hardware import flops_per_token, model_flops_utilization, peak_flops, peak_precision
+from cs336_basics.basics.kernels import KERNELS
 from cs336_basics.basics.progress import Interval
 from cs336_basics.basics.run_experiment import run_experiment
 from cs336_basics.basics.trainer import Trainer
@@ -58,7 +58,6 @@ from cs336_basics.errors import UserError, cli_entry
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 COMPILE = ("auto", "on", "off")
-KERNELS = ("fast", "reference")
 
 
 def synchronize(device: torch.device) -> None:
@@ -123,10 +122,7 @@ class PlainLoop:
         self.cfg, self.runtime, self.device = cfg, runtime, runtime.device
         self.params = plain_params(cfg, self.device)
         kw = dict(lr=cfg.max_lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
-        try:
-            self.optimizer = torch.optim.AdamW(self.params.values(), fused=True, **kw)
-        except RuntimeError:  # no fused kernel on this device
-            self.optimizer = torch.optim.AdamW(self.params.values(), foreach=True, **kw)
+        self.optimizer = torch.optim.AdamW(self.params.values(), fused=True, **kw)  # on CPU, CUDA and MPS
         self.loss_fn = torch.compile(plain_loss) if runtime.compile else plain_loss
         self.tokens = torch.from_numpy(tokens.astype(np.int64))
         self.offsets = torch.arange(cfg.context_length + 1)
@@ -211,16 +207,14 @@ class Variant:
     kernels: str = "-"  # package only: fast | reference
 
 
-def variant_config(base, v: Variant):
-    """The resolved config of a variant (``base`` unresolved, so derived fields follow its max_steps)."""
+def resolve(base, v: Variant):
+    """(config, Runtime) of a variant: the config resolved from ``base`` (unresolved, so derived fields follow
+    its max_steps) with the variant's batch size and kernels; the runtime from its precision and compile."""
     kernels = v.kernels if v.loop == "package" else base.kernels
-    return dataclasses.replace(base, batch_size=v.batch_size, kernels=kernels).resolved()
-
-
-def variant_runtime(cfg, v: Variant) -> Runtime:
+    cfg = dataclasses.replace(base, batch_size=v.batch_size, kernels=kernels).resolved()
     dtype = {"auto": cfg.dtype, "bf16": "bf16"}.get(v.precision, "fp32")
     tf32 = {"fp32": False, "tf32": True}.get(v.precision, cfg.tf32)
-    return setup_runtime(cfg.device, dtype, v.compile, tf32, run_tokens=cfg.total_tokens)
+    return cfg, setup_runtime(cfg.device, dtype, v.compile, tf32, run_tokens=cfg.total_tokens)
 
 
 def apply_tf32(runtime: Runtime) -> None:
@@ -230,22 +224,10 @@ def apply_tf32(runtime: Runtime) -> None:
         torch.set_float32_matmul_precision("high" if runtime.tf32 else "highest")
 
 
-def build(cfg, runtime: Runtime, v: Variant, tokens: np.ndarray, out_dir: Path):
-    apply_tf32(runtime)
-    return (
-        PlainLoop(cfg, runtime, tokens) if v.loop == "plain" else PackageLoop(cfg, runtime, tokens, out_dir)
-    )
-
-
 def label(v: Variant, runtime: Runtime) -> dict:
     """What a variant ran as (auto choices resolved): the table's columns and the pairing key."""
-    return {
-        "loop": v.loop,
-        "precision": peak_precision(runtime.dtype, runtime.tf32),
-        "compile": runtime.compile,
-        "batch_size": v.batch_size,
-        "kernels": v.kernels,
-    }
+    precision = peak_precision(runtime.dtype, runtime.tf32)
+    return dataclasses.asdict(v) | {"precision": precision, "compile": runtime.compile}
 
 
 # ---- measurement -------------------------------------------------------------------------------------------
@@ -271,10 +253,10 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
-def sync_check(loop, runtime: Runtime, start: int, steps: int) -> dict | str:
+def sync_check(loop, runtime: Runtime, start: int, steps: int) -> dict:
     """Host synchronisations inside ``steps`` non-log steps (torch.cuda.set_sync_debug_mode("warn"))."""
     if runtime.device.type != "cuda":
-        return "n/a (no CUDA device: there is no device->host sync to catch)"
+        return {"steps": steps, "host_syncs": "n/a (no CUDA device: there is no device->host sync to catch)"}
     synchronize(runtime.device)
     loop.start()
     with warnings.catch_warnings(record=True) as caught:
@@ -293,38 +275,38 @@ def sync_check(loop, runtime: Runtime, start: int, steps: int) -> dict | str:
 def breakdown(loop: PackageLoop, runtime: Runtime, start: int, steps: int) -> dict[str, float]:
     """ms per phase of ``TrainStep.__call__`` itself, synchronised at each phase boundary (so its total is
     above the timed ms/step): its loss function and ``optimizer.step`` are wrapped for the duration."""
-    fn, dev, marks = loop.trainer.step_fn, runtime.device, {}
+    fn, marks = loop.trainer.step_fn, []
     loss_fn, optimizer_step = fn.loss_fn, fn.optimizer.step
 
-    def mark(name):
-        synchronize(dev)
-        marks[name] = time.perf_counter()
+    def mark():
+        synchronize(runtime.device)
+        marks.append(time.perf_counter())
 
     def forward(x, y):
-        mark("forward")
+        mark()
         out = loss_fn(x, y)
-        mark("backward")
+        mark()  # the backward starts
         return out
 
     def optimizer(*args, **kwargs):
-        mark("optimizer")
+        mark()
         return optimizer_step(*args, **kwargs)
 
     fn.loss_fn, fn.optimizer.step = forward, optimizer
-    phases = defaultdict(list)
     try:
         apply_tf32(runtime)
         for it in range(start, start + steps):
-            mark("data_wait")
+            mark()  # the data wait starts
             fn(it, *loop.trainer.loader.get(it))
-            mark("end")
-            names = ["data_wait", "forward", "backward", "optimizer", "end"]
-            for a, b in itertools.pairwise(names):
-                phases[a].append(1e3 * (marks[b] - marks[a]))
+            mark()
     finally:
         fn.loss_fn = loss_fn
         del fn.optimizer.step  # the instance attribute; the method shows through again
-    return {("backward+clip" if k == "backward" else k): statistics.median(v) for k, v in phases.items()}
+    per_step = [marks[i : i + 5] for i in range(0, len(marks), 5)]
+    phases = ("data_wait", "forward", "backward+clip", "optimizer")
+    return {
+        name: statistics.median(1e3 * (t[i + 1] - t[i]) for t in per_step) for i, name in enumerate(phases)
+    }
 
 
 def _rss(field: str) -> int:
@@ -336,12 +318,9 @@ def _rss(field: str) -> int:
 
 def _memory_child(base, v: Variant, steps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
-    cfg = variant_config(base, v)
-    runtime = variant_runtime(cfg, v)
-    tokens = random_tokens(cfg.vocab_size, 1 << 20, cfg.seed)
+    cfg, runtime = resolve(base, v)
     with tempfile.TemporaryDirectory(prefix="cs336-bench-") as tmp:
-        loop = build(cfg, runtime, v, tokens, Path(tmp) / "run")
-        timed_round(loop, runtime, 0, 1)  # allocates the optimizer state (and compiles)
+        loop = warmed_up(cfg, runtime, v, Path(tmp) / "run", 1)["loop"]  # allocates the optimizer state
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         resident = _rss("VmRSS")
         timed_round(loop, runtime, 1, steps)
@@ -384,65 +363,84 @@ def benchmark(
         dynamo = torch._dynamo.config
         dynamo.automatic_dynamic_shapes, dynamo.cache_size_limit = False, max(dynamo.cache_size_limit, 64)
         dynamo.accumulated_cache_size_limit = max(dynamo.accumulated_cache_size_limit, 512)
-    tmp = Path(tempfile.mkdtemp(prefix="cs336-bench-"))
-    live, seen, skipped, extras = [], set(), [], {}
-    for i, v in enumerate(variants):
-        cfg = variant_config(base, v)
-        runtime = variant_runtime(cfg, v)
-        row = label(v, runtime)
-        if v.precision == "tf32" and runtime.device.type != "cuda":
-            skipped.append(f"{v}: tf32 is a CUDA tensor-core mode")
-            continue
-        if tuple(row.values()) in seen:
-            skipped.append(f"{v}: same settings as an earlier variant")
-            continue
-        seen.add(tuple(row.values()))
-        tokens = random_tokens(cfg.vocab_size, max(1 << 20, 64 * cfg.tokens_per_step), cfg.seed)
-        log(f"  building {row} and warming up ({warmup} step(s))...")
-        t0 = time.perf_counter()
-        loop = build(cfg, runtime, v, tokens, tmp / f"v{i}")
-        if warmup:
-            timed_round(loop, runtime, 0, warmup)
-        live.append(
-            dict(row=row, v=v, cfg=cfg, runtime=runtime, loop=loop, warmup_s=time.perf_counter() - t0)
-        )
+    live, skipped = {}, []  # what each variant ran as (its label's values) -> its loop and measurements
+    with tempfile.TemporaryDirectory(prefix="cs336-bench-") as tmp:
+        for i, v in enumerate(variants):
+            cfg, runtime = resolve(base, v)
+            row = label(v, runtime)
+            if v.precision == "tf32" and runtime.device.type != "cuda":
+                skipped.append(f"{v}: tf32 is a CUDA tensor-core mode")
+            elif tuple(row.values()) in live:
+                skipped.append(f"{v}: same settings as an earlier variant")
+            else:
+                log(f"  building {row} and warming up ({warmup} step(s))...")
+                state = warmed_up(cfg, runtime, v, Path(tmp) / f"v{i}", warmup)
+                live[tuple(row.values())] = {"row": row, "rounds": [], "peak": None, **state}
+        if not live:
+            raise UserError(f"nothing to measure: skipped {'; '.join(skipped)}; choose another --precision")
+        extras = timed_rounds(list(live.values()), steps, warmup, rounds, log)
+        for m in live.values():
+            if isinstance(m["loop"], PackageLoop):
+                m["loop"].close()
+    rows = [summary(m, warmup) for m in live.values()]
+    for m, row in zip(live.values(), rows, strict=True):
+        if memory and m["runtime"].device.type == "cpu":
+            log(f"  memory of {m['row']} in a fresh process...")
+            row["memory_bytes"] = cpu_step_memory(base, m["v"], steps)["step_bytes"]
+    add_plain_ratios(rows)
+    return rows, skipped, extras
+
+
+def timed_rounds(live: list[dict], steps: int, warmup: int, rounds: int, log) -> dict:
+    """``rounds`` rounds of every variant back to back (the order rotates), then the first package row's
+    host-sync check and step breakdown."""
     for r in range(rounds):
         for m in live[r % len(live) :] + live[: r % len(live)]:
-            start = warmup + r * steps
-            metrics, peak = timed_round(m["loop"], m["runtime"], start, steps)
-            m.setdefault("rounds", []).append(metrics)
-            m["peak"] = max(m.get("peak") or 0, peak or 0) or None
+            metrics, peak = timed_round(m["loop"], m["runtime"], warmup + r * steps, steps)
+            m["rounds"].append(metrics)
+            m["peak"] = None if peak is None else max(peak, m["peak"] or 0)
         log(
             f"  round {r + 1}/{rounds}: "
             + ", ".join(f"{m['rounds'][-1]['tokens_per_sec']:,.0f}" for m in live)
         )
     first = next((m for m in live if m["v"].loop == "package"), None)
-    if first is not None:
-        start = warmup + rounds * steps
-        extras["sync_check"] = sync_check(first["loop"], first["runtime"], start, steps)
-        extras["breakdown_ms"] = breakdown(first["loop"], first["runtime"], start + steps, min(steps, 3))
-    rows = []
-    for m in live:
-        col = {k: [x.get(k) for x in m["rounds"]] for k in ("tokens_per_sec", "cpu_ms_per_step", "mfu")}
-        tps = statistics.median(col["tokens_per_sec"])
-        row = {**m["row"], "tokens_per_sec": tps, "ms_per_step": 1e3 * m["cfg"].tokens_per_step / tps}
-        row["mfu"] = None if None in col["mfu"] else statistics.median(col["mfu"])  # ~ tokens/s
-        row["data_wait_ms"] = statistics.median(x.get("data_wait_ms", 0.0) for x in m["rounds"])
-        row["startup_s"] = max(m["warmup_s"] - warmup * row["ms_per_step"] / 1e3, 0.0)
-        row["memory_bytes"] = m.get("peak")
-        row["rounds_tokens_per_sec"], row["rounds_cpu_ms_per_step"] = (
-            col["tokens_per_sec"],
-            col["cpu_ms_per_step"],
-        )
-        if memory and m["runtime"].device.type == "cpu":
-            log(f"  memory of {m['row']} in a fresh process...")
-            row["memory_bytes"] = cpu_step_memory(base, m["v"], steps)["step_bytes"]
-        rows.append(row)
-        if isinstance(m["loop"], PackageLoop):
-            m["loop"].close()
-    shutil.rmtree(tmp, ignore_errors=True)
-    add_plain_ratios(rows)
-    return rows, skipped, extras
+    if first is None:
+        return {}
+    start = warmup + rounds * steps
+    return {
+        "sync_check": sync_check(first["loop"], first["runtime"], start, steps),
+        "breakdown_ms": breakdown(first["loop"], first["runtime"], start + steps, min(steps, 3)),
+    }
+
+
+def warmed_up(cfg, runtime: Runtime, v: Variant, out_dir: Path, warmup: int) -> dict:
+    """A variant's loop, built and run for ``warmup`` steps (compiling, allocating the optimizer state)."""
+    t0 = time.perf_counter()
+    tokens = random_tokens(cfg.vocab_size, max(1 << 20, 64 * cfg.tokens_per_step), cfg.seed)
+    loop = (
+        PlainLoop(cfg, runtime, tokens) if v.loop == "plain" else PackageLoop(cfg, runtime, tokens, out_dir)
+    )
+    if warmup:
+        timed_round(loop, runtime, 0, warmup)
+    return dict(v=v, cfg=cfg, runtime=runtime, loop=loop, warmup_s=time.perf_counter() - t0)
+
+
+def summary(m: dict, warmup: int) -> dict:
+    """A variant's row: medians over its rounds, and the per-round series the paired ratios need."""
+    series = {k: [x.get(k) for x in m["rounds"]] for k in ("tokens_per_sec", "cpu_ms_per_step", "mfu")}
+    tokens_per_sec = statistics.median(series["tokens_per_sec"])
+    ms_per_step = 1e3 * m["cfg"].tokens_per_step / tokens_per_sec
+    return {
+        **m["row"],
+        "tokens_per_sec": tokens_per_sec,
+        "ms_per_step": ms_per_step,
+        "mfu": None if None in series["mfu"] else statistics.median(series["mfu"]),  # ~ tokens/s
+        "data_wait_ms": statistics.median(x.get("data_wait_ms", 0.0) for x in m["rounds"]),
+        "startup_s": max(m["warmup_s"] - warmup * ms_per_step / 1e3, 0.0),
+        "memory_bytes": m["peak"],
+        "rounds_tokens_per_sec": series["tokens_per_sec"],
+        "rounds_cpu_ms_per_step": series["cpu_ms_per_step"],
+    }
 
 
 def add_plain_ratios(rows: list[dict]) -> None:
@@ -523,22 +521,21 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value, low in (("--steps", steps, 1), ("--warmup", warmup, 0), ("--rounds", args.rounds, 1)):
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
-    kernels = args.kernel_list or [base.kernels]
     points = list(itertools.product(args.precisions, args.compiles, args.batch_sizes or [base.batch_size]))
-    variants = [Variant("package", p, c, b, k) for p, c, b in points for k in kernels]
-    variants += [] if args.no_plain else [Variant("plain", p, c, b) for p, c, b in points]
+    variants = [Variant("package", *point, k) for point in points for k in args.kernel_list or [base.kernels]]
+    variants += [] if args.no_plain else [Variant("plain", *point) for point in points]
     load = os.getloadavg()
+    machine = torch.cuda.get_device_name(device) if cuda else _cpu_model()
     print(
         f"cs336-bench: preset {base.preset} | {base.num_layers} layers d_model {base.d_model} d_ff {base.d_ff} "
         f"vocab {base.vocab_size} context {base.context_length} | {warmup} warm-up + {args.rounds} x {steps} steps "
-        f"| {device} ({torch.cuda.get_device_name(device) if cuda else _cpu_model()}), {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__} | load {load[0]:.1f}"
+        f"| {device} ({machine}), {torch.get_num_threads()} threads, torch {torch.__version__} | load {load[0]:.1f}"
     )
     rows, skipped, extras = benchmark(
         base, variants, steps=steps, warmup=warmup, rounds=args.rounds, memory=args.memory
     )
     report = {
-        "device": torch.cuda.get_device_name(device) if cuda else _cpu_model(),
+        "device": machine,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average": [load, os.getloadavg()],
@@ -548,33 +545,26 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         **extras,
     }
-    print()
-    print(format_table(rows))
+    print(f"\n{format_table(rows)}")
     for s in skipped:
         print(f"skipped {s}")
-    sc = extras.get("sync_check")
-    if sc is not None:
-        sc = {"host_syncs": sc, "sites": {}} if isinstance(sc, str) else sc
-        print(f"host syncs outside log steps: {sc['host_syncs']} in {steps} steps")
-        for site, n in sc["sites"].items():
+    if extras:
+        print(f"host syncs outside log steps: {extras['sync_check']['host_syncs']} in {steps} steps")
+        for site, n in extras["sync_check"].get("sites", {}).items():
             print(f"  {n:>4} x {site}")
-    if extras.get("breakdown_ms"):
-        print(
-            "step breakdown (first package row, synchronised per phase), ms: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in extras["breakdown_ms"].items())
-        )
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in extras["breakdown_ms"].items())
+        print(f"step breakdown (first package row, synchronised per phase), ms: {phases}")
     save = (lambda: atomic_write_json(args.json, report)) if args.json is not None else (lambda: None)
     save()  # the table survives a failing --run
     if args.run:
         print(f"run_experiment for {args.run} steps at the preset's intervals...")
         report["run"] = run = run_share(base, args.run, random_tokens(base.vocab_size, 1 << 20, base.seed))
         print(
-            f"  eval + checkpoint + log: {100 * run['share']:.1f}% of {run['wallclock_s']:.1f} s (eval {run['eval_s']:.1f} s, checkpoint {run['checkpoint_s']:.2f} s)"
+            f"  eval + checkpoint + log: {100 * run['share']:.1f}% of {run['wallclock_s']:.1f} s "
+            f"(eval {run['eval_s']:.1f} s, checkpoint {run['checkpoint_s']:.2f} s)"
         )
-    print(
-        f"load average {os.getloadavg()[0]:.1f} (was {load[0]:.1f})"
-        + (f"; wrote {args.json}" if args.json else "")
-    )
+    wrote = f"; wrote {args.json}" if args.json else ""
+    print(f"load average {os.getloadavg()[0]:.1f} (was {load[0]:.1f}){wrote}")
     save()
     return 0
 

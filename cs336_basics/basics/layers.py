@@ -1,5 +1,6 @@
 """Parameterised building blocks with CS336's exact names, shapes and initialisations, from scratch
-(only ``nn.Module``, ``nn.Parameter`` and ``nn.init`` from ``torch.nn``)."""
+(only ``nn.Module``, ``nn.Parameter`` and ``nn.init`` from ``torch.nn``). ``kernels="fast"`` (what the model
+passes by default) routes the matmul and silu through ``kernels.py``; the default here is the reference."""
 
 from __future__ import annotations
 
@@ -8,21 +9,30 @@ import math
 import torch
 from torch import Tensor, nn
 
+from cs336_basics.basics import kernels as fast
 from cs336_basics.basics.functional import silu
+
+
+def linear(x: Tensor, weight: Tensor, kernels: str = "reference") -> Tensor:
+    """x W^T: as a matmul, or (kernels="fast") through ``kernels.linear``."""
+    return fast.linear(x, weight) if kernels == "fast" else x @ weight.T
 
 
 class Linear(nn.Module):
     """y = x W^T with W of shape (out, in), no bias; truncated-normal init, std sqrt(2/(in+out)), cut at 3 std."""
 
-    def __init__(self, in_features: int, out_features: int, device=None, dtype=None):
+    def __init__(
+        self, in_features: int, out_features: int, device=None, dtype=None, kernels: str = "reference"
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
+        self.kernels = fast.check_kernels(kernels)
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         std = math.sqrt(2.0 / (in_features + out_features))
         nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x @ self.weight.T
+        return linear(x, self.weight, self.kernels)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -58,14 +68,16 @@ class RMSNorm(nn.Module):
 class SwiGLU(nn.Module):
     """w2(silu(w1 x) * w3 x), the gated feed-forward of Llama-style models."""
 
-    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None):
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None, kernels: str = "reference"):
         super().__init__()
-        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
-        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
-        self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.kernels = fast.check_kernels(kernels)
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype, kernels=kernels)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype, kernels=kernels)
+        self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype, kernels=kernels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(silu(self.w1(x)) * self.w3(x))
+        gate = fast.silu if self.kernels == "fast" else silu
+        return self.w2(gate(self.w1(x)) * self.w3(x))
 
 
 class RotaryPositionalEmbedding(nn.Module):

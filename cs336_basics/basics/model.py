@@ -1,8 +1,8 @@
 """The Transformer language model: pre-norm blocks of RoPE causal attention and a SwiGLU feed-forward.
 
-Written from scratch (CS336's rule). ``kernels="fast"`` (the default) routes the q/k/v projection and the
-attention itself through ``kernels.py`` (torch's fused kernels); ``kernels="reference"`` runs the code here.
-Either way the parameters and state-dict keys are the same.
+Written from scratch (CS336's rule). ``kernels="fast"`` (the default) routes the attention, every linear
+projection and SwiGLU's silu through ``kernels.py`` (torch's fused kernels); ``kernels="reference"`` runs the
+code here. Either way the parameters and state-dict keys are the same.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from cs336_basics.basics import kernels as fast
 from cs336_basics.basics.functional import scaled_dot_product_attention
-from cs336_basics.basics.layers import Embedding, Linear, RMSNorm, RotaryPositionalEmbedding, SwiGLU
+from cs336_basics.basics.layers import Embedding, Linear, RMSNorm, RotaryPositionalEmbedding, SwiGLU, linear
 
 MODEL_FIELDS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta")
 
@@ -38,10 +38,11 @@ class MultiHeadSelfAttention(nn.Module):
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         self.num_heads, self.d_head = num_heads, d_model // num_heads
-        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        like = dict(device=device, dtype=dtype, kernels=kernels)
+        self.q_proj = Linear(d_model, d_model, **like)
+        self.k_proj = Linear(d_model, d_model, **like)
+        self.v_proj = Linear(d_model, d_model, **like)
+        self.output_proj = Linear(d_model, d_model, **like)
         self.rope = None
         if theta is not None and max_seq_len is not None:
             self.rope = RotaryPositionalEmbedding(theta, self.d_head, max_seq_len, device=device)
@@ -61,7 +62,7 @@ class MultiHeadSelfAttention(nn.Module):
         *batch, seq, _ = x.shape
         # One matmul for q, k and v: the three weights stay separate parameters (CS336 names).
         qkv_weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
-        qkv = fast.linear(x, qkv_weight) if self.kernels == "fast" else x @ qkv_weight.T
+        qkv = linear(x, qkv_weight, self.kernels)
         qkv = qkv.view(*batch, seq, 3, self.num_heads, self.d_head)
         q, k, v = (t.transpose(-3, -2) for t in qkv.unbind(dim=-3))  # (..., heads, seq, d_head)
         if self.rope is not None:
@@ -92,7 +93,7 @@ class TransformerBlock(nn.Module):
             d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype, kernels=kernels
         )
         self.ln1 = RMSNorm(d_model, device=device, dtype=dtype)
-        self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
+        self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype, kernels=kernels)
         self.ln2 = RMSNorm(d_model, device=device, dtype=dtype)
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
@@ -134,7 +135,7 @@ class TransformerLM(nn.Module):
             for _ in range(num_layers)
         )
         self.ln_final = RMSNorm(d_model, device=device, dtype=dtype)
-        self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
+        self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype, kernels=kernels)
 
     @classmethod
     def from_config(cls, cfg: Any, device=None, kernels: str | None = None) -> TransformerLM:

@@ -45,7 +45,7 @@ class AdamW(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
+                state["step"] = int(state["step"]) + 1  # int(): torch.optim.AdamW's state keeps a tensor
                 buckets[(state["step"], p.device, p.dtype)].append(p)
             for (t, _, _), params in buckets.items():
                 self._update(params, t, group)

@@ -8,9 +8,9 @@ import torch
 
 from cs336_basics.basics.config import ExperimentConfig
 from cs336_basics.basics.device import Runtime
-from cs336_basics.basics.kernels import loss_function
+from cs336_basics.basics.kernels import loss_function, make_optimizer
 from cs336_basics.basics.model import TransformerLM
-from cs336_basics.basics.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
+from cs336_basics.basics.optim import get_lr_cosine_schedule, gradient_clipping
 
 
 class TrainStep:
@@ -25,8 +25,9 @@ class TrainStep:
         self.cfg, self.runtime = cfg, runtime
         torch.manual_seed(cfg.seed)
         self.model = TransformerLM.from_config(cfg, device=runtime.device)
-        self.optimizer = AdamW(
+        self.optimizer = make_optimizer(
             self.model.parameters(),
+            cfg.kernels,
             lr=cfg.max_lr,
             betas=(cfg.beta1, cfg.beta2),
             eps=cfg.eps,
