@@ -48,7 +48,7 @@ from cs336_basics.basics.config import (
     config_overrides,
     create_experiment_config,
 )
-from cs336_basics.basics.device import Runtime, _cpu_model, resolve_device, setup_runtime
+from cs336_basics.basics.device import Runtime, _cpu_model, resolve_device, set_tf32, setup_runtime
 from cs336_basics.basics.hardware import flops_per_token, model_flops_utilization, peak_flops, peak_precision
 from cs336_basics.basics.kernels import KERNELS
 from cs336_basics.basics.progress import Interval
@@ -220,8 +220,7 @@ def resolve(base, v: Variant):
 def apply_tf32(runtime: Runtime) -> None:
     """TF32 is a process-wide switch: set each variant's before its steps."""
     if runtime.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = runtime.tf32
-        torch.set_float32_matmul_precision("high" if runtime.tf32 else "highest")
+        set_tf32(runtime.tf32)
 
 
 def label(v: Variant, runtime: Runtime) -> dict:

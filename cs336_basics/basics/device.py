@@ -109,6 +109,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def set_tf32(on: bool) -> None:
+    """TF32 for CUDA float32 matmuls and convolutions: a process-wide switch."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    torch.set_float32_matmul_precision("high" if on else "highest")
+
+
 def setup_runtime(
     device: str = "auto",
     dtype: str = "auto",
@@ -120,9 +126,7 @@ def setup_runtime(
     dev = resolve_device(device)
     notes: list[str] = []
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        set_tf32(tf32)
         if dtype == "auto":
             # fp16 would need a loss scaler (a host sync every step); without bf16, fp32 + TF32 is the safe choice.
             dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
