@@ -128,7 +128,9 @@ def test_full_sweep_reports_and_figures(sweep_copy, capsys):
     assert "largest learning rate that converged: 0.03" in md
     assert f"the best learning rate is {best / DIVERGED_LR:.2g}x the divergence threshold" in md
     # The measured half, on real runs: the demo preset measures sharpness and signals.
-    assert re.search(r"\*\*(Yes|No)\*\*: the best learning rate \S+ (trains|does not train) at the edge of stability", md)
+    assert re.search(
+        r"\*\*(Yes|No)\*\*: the best learning rate \S+ (trains|does not train) at the edge of stability", md
+    )
     assert "| lr | state | seeds | measurements |" in md
     assert "lr 0.1 diverged at step 15" in md and "LR sensitivity (Wortsman et al. 2023): **" in md
     assert "Fitted optimum: lr **" in md and "These are public reports for the real budgets only" in md

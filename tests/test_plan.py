@@ -14,13 +14,13 @@ import torch
 
 from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
 from cs336_basics.assignment_experiments.lr_sweep.plan import (
-    DEMO_DATA_BYTES,
-    DiskNeed,
-    check_disk,
+    Measurement,
+    expected_rate,
     format_plan,
     make_plan,
     schedule,
 )
+from cs336_basics.assignment_experiments.sweep.disk import DEMO_DATA_BYTES, DiskNeed, check_disk
 from cs336_basics.basics.config import ExperimentConfig
 from tests.test_sweep import demo_data_dir  # noqa: F401 (fixture)
 from tests.test_sweep_engine import _one_line_exit_2, _tiny
@@ -122,6 +122,24 @@ def test_nothing_is_timed_when_every_point_is_done(tmp_path):
     text = format_plan(plan)
     assert "every point is done" in text and "bracketing may add 2 point(s) (not timed)" in text
     assert "measured" not in text
+
+
+def _gpu_measurement(device_name: str, dtype: str) -> Measurement:
+    return Measurement(banner="", notes=[], warmup_steps=1, timed_steps=1, step_s=1.0, tokens_per_sec=1.0,
+                       warmup_s=1.0, forward_s=0.1, eval_warmup_s=0.0, params=0, model_bytes=0, optimizer_bytes=0,
+                       device_name=device_name, device_type="cuda", dtype=dtype)  # fmt: skip
+
+
+def test_expected_rate_on_a_known_card_by_hand(tmp_path):
+    """H100 SXM bf16: 989.4 TFLOP/s dense x 23% MFU / FLOPs per token. The tiny model (V=64, T=16, d=16,
+    d_ff=32, L=1): N = 4*16^2 + 3*16*32 + 2*16 + 16 + 16*64 = 3632; 6N + 12*L*d*T = 21792 + 3072 = 24864."""
+    rate, note = expected_rate(tiny(tmp_path), _gpu_measurement("NVIDIA H100 80GB HBM3", "bf16"))
+    assert rate == pytest.approx(989.4e12 * 0.23 / 24864)
+    assert note == "989 TFLOP/s bf16 peak x 23% realistic MFU"
+    rate, note = expected_rate(tiny(tmp_path), _gpu_measurement("NVIDIA H100 80GB HBM3", "fp32"))
+    assert rate is None and "no measured or cited MFU for fp32" in note
+    rate, note = expected_rate(tiny(tmp_path), _gpu_measurement("Some Unknown GPU", "bf16"))
+    assert rate is None and "no dense bf16 peak" in note
 
 
 def test_schedule_on_slots():

@@ -48,7 +48,14 @@ from cs336_basics.basics.config import (
     config_overrides,
     create_experiment_config,
 )
-from cs336_basics.basics.device import Runtime, _cpu_model, resolve_device, set_tf32, setup_runtime
+from cs336_basics.basics.device import (
+    Runtime,
+    _cpu_model,
+    resolve_device,
+    set_tf32,
+    setup_runtime,
+    synchronize,
+)
 from cs336_basics.basics.hardware import flops_per_token, model_flops_utilization, peak_flops, peak_precision
 from cs336_basics.basics.kernels import KERNELS
 from cs336_basics.basics.progress import Interval
@@ -58,13 +65,6 @@ from cs336_basics.errors import UserError, cli_entry
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 COMPILE = ("auto", "on", "off")
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def random_tokens(vocab_size: int, n: int, seed: int) -> np.ndarray:

@@ -88,13 +88,13 @@ def _is_disk_full(err: BaseException) -> bool:
     return False
 
 
-def _bytes_of(obj) -> int:
+def tensor_bytes(obj) -> int:
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, dict):
-        return sum(_bytes_of(v) for v in obj.values())
+        return sum(tensor_bytes(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(_bytes_of(v) for v in obj)
+        return sum(tensor_bytes(v) for v in obj)
     return 0
 
 
@@ -144,7 +144,7 @@ class CheckpointWriter:
             else f"no {path.name} was written yet"
         )
         if _is_disk_full(err):
-            need = _bytes_of(snapshot) / 1e6
+            need = tensor_bytes(snapshot) / 1e6
             return CheckpointWriteError(
                 f"no space left on device writing {path} (needs ~{need:.0f} MB); {intact}; free space and re-run"
             )

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from cs336_basics.formatting import duration
+
 
 class Progress:
     """A progress bar on a terminal; elsewhere (SLURM logs, nohup, CI) one plain line per log step."""
@@ -32,7 +34,7 @@ class Progress:
             return
         print(
             f"[{self.name}] step {row['step']}/{self.max_steps} | loss {row['train_loss']:.4f} | lr {row['lr']:.2e} | "
-            f"{row['tokens_per_sec'] / 1e3:,.1f}k tok/s{mfu} | eta {_duration(eta)}",
+            f"{row['tokens_per_sec'] / 1e3:,.1f}k tok/s{mfu} | eta {duration(eta)}",
             flush=True,
         )
 
@@ -42,16 +44,6 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _duration(seconds: float) -> str:
-    return (
-        f"{seconds / 3600:.1f}h"
-        if seconds >= 5400
-        else f"{seconds / 60:.0f}m"
-        if seconds >= 90
-        else f"{seconds:.0f}s"
-    )
 
 
 @dataclass

@@ -22,6 +22,7 @@ import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,22 @@ def finite_or_none(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def utc_timestamp(t: datetime | None = None) -> str:
+    """``2026-01-02T03:04:05Z`` (``t`` or now): how status.json and sweep.json write a time."""
+    return (t or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_time(text) -> datetime | None:
+    """An ISO-8601 timestamp (``...Z`` accepted) as an aware UTC datetime, or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def read_json_dict(path: str | os.PathLike) -> dict | None:
@@ -162,10 +179,11 @@ class ExperimentLog:
     def _from_summary(self, key: str) -> float | None:
         return finite_or_none(self.summary.get(key)) if self.summary else None
 
-    def _pick(self, key: str) -> float | None:
-        """summary.json's value (a finished run's numbers are exact there), else the last logged one."""
+    def _pick(self, key: str, column: str | None = None) -> float | None:
+        """summary.json's value (a finished run's numbers are exact there), else the last one logged in
+        metrics.csv's ``column`` (default: the same name)."""
         v = self._from_summary(key)
-        return v if v is not None else _last_valid(self.metrics[key])
+        return v if v is not None else _last_valid(self.metrics[column or key])
 
     @property
     def state(self) -> str:
@@ -205,13 +223,11 @@ class ExperimentLog:
 
     @property
     def final_train_loss(self) -> float | None:
-        v = self._from_summary("final_train_loss")
-        return v if v is not None else _last_valid(self.metrics["train_loss"])
+        return self._pick("final_train_loss", "train_loss")
 
     @property
     def final_val_loss(self) -> float | None:
-        v = self._from_summary("final_val_loss")
-        return v if v is not None else _last_valid(self.metrics["val_loss"])
+        return self._pick("final_val_loss", "val_loss")
 
     @property
     def best_val_loss(self) -> float | None:

@@ -18,7 +18,6 @@ import os
 import socket
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from cs336_basics.experiment_log.reader import (
     STATES,
     STATUS_FILE,
     SUMMARY_FILE,
+    utc_timestamp,
 )
 from cs336_basics.experiment_log.reader import finite_or_none as _finite
 
@@ -152,7 +152,7 @@ class ExperimentTracker:
             "host": socket.gethostname(),
             "step": int(step),
             "max_steps": self.run_info.get("max_steps"),
-            "updated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "updated_at": utc_timestamp(),
             "reason": reason,
         }
         self._wait_status()

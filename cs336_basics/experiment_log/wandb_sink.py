@@ -18,6 +18,7 @@ import secrets
 import string
 import sys
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,7 @@ def _scalar(value: Any) -> Any:
     """W&B-loggable form of a metrics value, or None to leave it out (empty CSV cells)."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
+    if isinstance(value, (bool, int, float)):
         return value
     try:
         return float(value)  # numpy / torch scalars, numeric strings read back from the CSV
@@ -162,61 +161,57 @@ class WandbSink:
         # step (a resumed run replays from its checkpoint; W&B already holds those) W&B would refuse.
         if step < self._last_step:
             return
-        try:
+        with self._guarded("W&B log failed"):
             self.run.log(values, step=step)
             self._last_step = step
-        except Exception as err:
-            self._warn(err, "W&B log failed")
 
     def log_summary(self, summary: dict) -> None:
         if self.run is None:
             return
-        try:
+        with self._guarded("W&B summary failed"):
             self.run.summary.update({k: _summary_value(v) for k, v in summary.items()})
-        except Exception as err:
-            self._warn(err, "W&B summary failed")
 
     def attach_files(self, paths: Iterable[str | os.PathLike]) -> None:
         """Upload files (report, CSV) with the run, under their own names."""
         if self.run is None:
             return
-        try:
+        with self._guarded("W&B file upload failed"):
             for path in map(Path, paths):
                 if path.is_file():
                     self.run.save(str(path.resolve()), base_path=str(path.resolve().parent), policy="now")
-        except Exception as err:
-            self._warn(err, "W&B file upload failed")
 
     def log_images(self, images: dict[str, str | os.PathLike] | Iterable[str | os.PathLike]) -> None:
         """Log PNGs as W&B images: ``{key: path}``, or paths (keyed by file stem)."""
         if self.run is None:
             return
         items = images.items() if isinstance(images, dict) else ((Path(p).stem, p) for p in images)
-        try:
+        with self._guarded("W&B image upload failed"):
             logged = {key: self._wandb.Image(str(path)) for key, path in items if Path(path).is_file()}
             if logged:
                 self.run.log(logged)
-        except Exception as err:
-            self._warn(err, "W&B image upload failed")
 
     def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
         """A ``wandb.Table`` under ``key``."""
         if self.run is None:
             return
-        try:
+        with self._guarded("W&B table upload failed"):
             self.run.log({key: self._wandb.Table(columns=columns, data=rows)})
-        except Exception as err:
-            self._warn(err, "W&B table upload failed")
 
     def finish(self, exit_code: int = 0) -> None:
         """End the W&B run (uploads pending data when online); safe to call twice."""
         run, self.run = self.run, None
         if run is None:
             return
-        try:
+        with self._guarded("W&B finish failed"):
             run.finish(exit_code=exit_code)
+
+    @contextmanager
+    def _guarded(self, what: str):
+        """Any W&B failure inside: ``_warn`` instead of raising (W&B never stops the run)."""
+        try:
+            yield
         except Exception as err:
-            self._warn(err, "W&B finish failed")
+            self._warn(err, what)
 
     def _warn(self, err: BaseException, what: str) -> None:
         """First failure: one warning, then the sink goes quiet (the run dir keeps everything)."""

@@ -19,11 +19,10 @@ import sys
 from pathlib import Path
 
 from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import finish, split_values
-from cs336_basics.assignment_experiments.lr_sweep.report import count, duration, md_table
 from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
 from cs336_basics.assignment_experiments.sweep.plots import plot_lr_vs_loss, plot_sweep_comparison
-from cs336_basics.assignment_experiments.sweep.view import SweepView, fmt, loss_text
+from cs336_basics.assignment_experiments.sweep.view import SweepView
 from cs336_basics.atomic import atomic_write_text
 from cs336_basics.basics.config import (
     PRESETS,
@@ -34,6 +33,7 @@ from cs336_basics.basics.config import (
 )
 from cs336_basics.basics.run_experiment import default_preset
 from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.formatting import count, duration, fmt, loss_text, md_table
 
 MIN_STEPS = 10  # a batch so large that the budget gives fewer steps says nothing about training
 SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  # lr ∝ (batch / reference batch) ** exponent

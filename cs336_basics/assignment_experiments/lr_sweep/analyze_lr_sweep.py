@@ -36,16 +36,11 @@ from cs336_basics.assignment_experiments.sweep.plots import (
     plot_sweep_comparison,
 )
 from cs336_basics.assignment_experiments.sweep.record import SWEEP_FILE
-from cs336_basics.assignment_experiments.sweep.view import (
-    SweepView,
-    ValueGroup,
-    fmt,
-    format_table,
-    load_sweep,
-)
+from cs336_basics.assignment_experiments.sweep.view import SweepView, ValueGroup, format_table, load_sweep
 from cs336_basics.atomic import atomic_write_text
 from cs336_basics.errors import UserError, cli_entry
 from cs336_basics.experiment_log.reader import CHECKPOINT_DIR
+from cs336_basics.formatting import fmt
 
 ANALYSIS_FILE = "lr_sweep_analysis.md"
 LOG_FILE = "EXPERIMENT_LOG.md"
@@ -99,8 +94,7 @@ def target_text(view: SweepView) -> str:
         return f"There is no target validation loss for {preset} budget."
     if best is None:
         return f"Target: {preset} validation loss {target:g}: not known yet (no finished run)."
-    met = best.final_val_loss <= target
-    return (f"Target: {preset} validation loss {target:g} was **{'met' if met else 'not met'}** "
+    return (f"Target: {preset} validation loss {target:g} was **{'met' if view.target_met else 'not met'}** "
             f"(best final {best.final_val_loss:.4f}, {best.final_val_loss - target:+.3f} nats).")  # fmt: skip
 
 

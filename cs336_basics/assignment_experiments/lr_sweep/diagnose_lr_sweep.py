@@ -37,24 +37,20 @@ from cs336_basics.assignment_experiments.lr_sweep.speed import (
     gpu_for_run,
     speed_verdict,
 )
-from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, fmt, load_sweep
+from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, load_sweep
 from cs336_basics.errors import UserError, cli_entry
-from cs336_basics.experiment_log.reader import DONE_STATES, median_tokens_per_sec, pid_alive
+from cs336_basics.experiment_log.reader import (
+    DONE_STATES,
+    median_tokens_per_sec,
+    parse_time,
+    pid_alive,
+    utc_timestamp,
+)
+from cs336_basics.formatting import duration, fmt
 
 DEFAULT_STALE_AFTER_S = 120.0
 DEFAULT_WATCH_S = 10.0
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
-
-
-def parse_time(text) -> datetime | None:
-    """An ISO-8601 timestamp (``...Z`` accepted) as an aware UTC datetime, or None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def recent_rates(metrics: pd.DataFrame, rows: int = 5) -> tuple[float | None, float | None]:
@@ -112,7 +108,7 @@ def point_status(
         elif age is not None and age > stale_after:
             state, note = (
                 "stalled",
-                f"no status update for {_duration(age)} (--stale-after {stale_after:g} s)",
+                f"no status update for {duration(age)} (--stale-after {stale_after:g} s)",
             )
     metrics = log.metrics if log is not None else None
     tokens_ps, steps_ps = recent_rates(metrics) if metrics is not None and len(metrics) else (None, None)
@@ -235,7 +231,7 @@ def diagnose(
         if facts is not None:
             verdict, gpu = speed_verdict(facts, device), gpu_for_run(facts, device) or gpu
     return Diagnosis(
-        generated_at=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        generated_at=utc_timestamp(now),
         host=host,
         sweep=sweep_progress(view, points),
         points=points,
@@ -248,7 +244,7 @@ def diagnose(
 def format_diagnosis(d: Diagnosis) -> str:
     """The human report: sweep progress, one line per learning rate, the device, the speed verdict."""
     s = d.sweep
-    eta = _duration(s["eta_s"]) if s["eta_s"] is not None else "unknown"
+    eta = duration(s["eta_s"]) if s["eta_s"] is not None else "unknown"
     rate = f" at {s['steps_per_sec']:.2f} steps/s ({s['rate_from']})" if s["steps_per_sec"] else ""
     lines = [
         f"sweep {s['path']}  (preset {s['preset'] or '?'}, sweep state {s['state'] or '?'})  {d.generated_at}",
@@ -273,7 +269,7 @@ def format_diagnosis(d: Diagnosis) -> str:
         for p in d.points:
             steps = f"{fmt(p.step, 'd')}/{fmt(p.max_steps, 'd')}"
             added = "+" if p.added_by == "bracketing" else " "
-            eta_p = "done" if p.state in DONE_STATES else _duration(p.eta_s) if p.eta_s is not None else "-"
+            eta_p = "done" if p.state in DONE_STATES else duration(p.eta_s) if p.eta_s is not None else "-"
             lines.append(
                 f"{p.lr:>8.3g}{added} {p.state:<11} {steps:>13} {fmt(p.percent, '.0f'):>5} "
                 f"{fmt(p.train_loss, '.3f'):>7} {fmt(p.val_loss, '.3f'):>7} {fmt(p.tokens_per_sec, ',.0f'):>9} "
@@ -296,17 +292,6 @@ def _clean(x):
     if isinstance(x, list | tuple):
         return [_clean(v) for v in x]
     return x
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _watch_argv(argv: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cs336_basics.assignment_experiments.lr_sweep.bracketing import PointOutcome, next_extension
 from cs336_basics.assignment_experiments.lr_sweep.naming import parse_learning_rates
-from cs336_basics.assignment_experiments.lr_sweep.plan import Plan, format_plan, make_plan, size
+from cs336_basics.assignment_experiments.lr_sweep.plan import Plan, format_plan, make_plan
 from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep, sweep_points
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
 from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep
@@ -34,6 +34,7 @@ from cs336_basics.basics.config import (
 from cs336_basics.basics.run_experiment import default_preset
 from cs336_basics.errors import UserError, cli_entry
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
+from cs336_basics.formatting import size
 
 DEFAULT_SWEEP_DIR = Path("runs/lr_sweep")
 DEFAULT_LEARNING_RATES = [1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 6e-3, 1e-2]

@@ -13,21 +13,16 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from cs336_basics.assignment_experiments.lr_sweep.report import count, duration
+from cs336_basics.assignment_experiments.sweep.disk import DiskCheck, DiskNeed, check_disk, data_needs
 from cs336_basics.basics.config import MODEL_FIELDS, ExperimentConfig
+from cs336_basics.formatting import count, duration, size
 
-# Measured in TinyStoriesV2-GPT4 (Content-Length of the two files) and of our tokenizer: about 4 bytes of text
-# per token, i.e. uint16 token files half the size of the text (the demo corpus gives the same ratio).
-TINYSTORIES_TEXT_BYTES = 2_227_753_162 + 22_502_601
-TOKEN_BYTES_PER_TEXT_BYTE = 0.5
-DEMO_DATA_BYTES = 6_000_000  # text + tokens + tokenizer of the embedded demo corpus
 RUN_FILES_BYTES = 1_000_000  # metrics.csv, logs, plots, json files of one point (generous)
 # Fields that decide how fast one step runs (the learning rate does not): points equal in these are timed once.
 _SPEED_FIELDS = (*MODEL_FIELDS, "batch_size", "max_steps", "device", "dtype", "compile", "tf32", "kernels")
@@ -97,34 +92,6 @@ class PointPlan:
 
 
 @dataclass
-class DiskNeed:
-    what: str
-    path: Path  # where it will be written
-    bytes: int
-    optional: bool = False  # only if bracketing adds points
-
-
-@dataclass
-class DiskCheck:
-    """Free space on one filesystem against what will be written to it."""
-
-    mount: Path  # nearest existing parent of the paths
-    free: int
-    needed: int  # by the points to run and the data
-    optional: int = 0  # by the points bracketing may add
-
-    @property
-    def fits(self) -> bool:
-        """Room for what the sweep will write for sure."""
-        return self.needed <= self.free
-
-    @property
-    def ok(self) -> bool:
-        """Room for that and for every point bracketing may add."""
-        return self.needed + self.optional <= self.free
-
-
-@dataclass
 class Plan:
     out_dir: Path
     points: list[PointPlan]
@@ -144,37 +111,16 @@ class Plan:
     def disk_ok(self) -> bool:
         return all(c.ok for c in self.disk_checks)
 
-    @property
-    def disk_fits(self) -> bool:
-        """Room for what the sweep will write for sure (bracketing's points aside)."""
-        return all(c.fits for c in self.disk_checks)
-
 
 # ---- measuring -----------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def _tensor_bytes(obj) -> int:
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in obj)
-    return 0
-
-
 def measure_throughput(
     cfg: ExperimentConfig, *, measure_steps: int = 5, warmup_steps: int | None = None, budget_s: float = 10.0
 ) -> Measurement:
     """Time ``TrainStep`` on random batches of ``cfg``'s shape: ``warmup_steps`` untimed (default 2 when
     compiling, else 1: compile, allocator), then up to ``measure_steps`` timed (fewer once they pass
     ``budget_s``, at least one), then the eval forward (after an untimed one when compiling)."""
-    from cs336_basics.basics.device import setup_runtime
+    from cs336_basics.basics.checkpoint import tensor_bytes
+    from cs336_basics.basics.device import setup_runtime, synchronize
     from cs336_basics.basics.step import TrainStep
 
     cfg = cfg.resolved()
@@ -202,7 +148,7 @@ def measure_throughput(
         if time.perf_counter() - start > budget_s:
             break
     loss.item()
-    _sync(device)
+    synchronize(device)
     step_s = (time.perf_counter() - start) / timed
 
     model = step.model
@@ -228,8 +174,8 @@ def measure_throughput(
         forward_s=forward_s,
         eval_warmup_s=eval_warmup_s,
         params=sum(p.numel() for p in model.parameters()),
-        model_bytes=_tensor_bytes(model.state_dict()),
-        optimizer_bytes=_tensor_bytes(step.optimizer.state_dict()["state"]),
+        model_bytes=tensor_bytes(model.state_dict()),
+        optimizer_bytes=tensor_bytes(step.optimizer.state_dict()["state"]),
         device_name=runtime.device_name(),
         device_type=device.type,
         dtype=runtime.dtype,
@@ -244,89 +190,19 @@ def measure_throughput(
 
 
 def expected_rate(cfg: ExperimentConfig, m: Measurement) -> tuple[float | None, str | None]:
-    """Tokens/s this card should reach (its dense peak x a realistic MFU / model FLOPs per token), if known.
+    """Tokens/s this card should reach and how that was reckoned, as lr-diagnose's speed verdict reckons it
+    (dense peak x realistic MFU / model FLOPs per token); on CUDA without a peak or an MFU, only why not."""
+    from cs336_basics.assignment_experiments.lr_sweep.speed import SHAPE_KEYS, RunFacts, speed_verdict
 
-    Uses ``cs336_basics.basics.hardware`` when it has the pieces; otherwise says what is missing.
-    """
     if m.device_type != "cuda":
         return None, None
-    try:
-        from cs336_basics.basics import hardware
-    except ImportError:
-        return None, "no expected rate: cs336_basics.basics.hardware is not importable"
-    needed = ("peak_flops", "flops_per_token", "REALISTIC_MFU")
-    missing = [n for n in needed if not hasattr(hardware, n)]
-    if missing:
-        return None, f"no expected rate: hardware.py lacks {', '.join(missing)}"
-    precision = m.dtype if m.dtype != "fp32" else ("tf32" if m.tf32 else "fp32")
-    try:
-        peak = hardware.peak_flops(m.device_name, precision)
-        flops = hardware.flops_per_token(
-            vocab_size=cfg.vocab_size,
-            context_length=cfg.context_length,
-            d_model=cfg.d_model,
-            num_layers=cfg.num_layers,
-            d_ff=cfg.d_ff,
-        )
-    except (TypeError, ValueError) as err:  # the module's signatures changed under us
-        return None, f"no expected rate: hardware.py API mismatch ({err})"
-    if peak is None:
-        return None, f"no expected rate: {m.device_name!r} is not in hardware.py's peak table"
-    by_setup = getattr(hardware, "REALISTIC_MFU_BY_SETUP", {})
-    key = {"bf16": "cuda_bf16_compiled" if m.compiled else "cuda_bf16"}.get(precision, f"cuda_{precision}")
-    mfu = by_setup.get(key, hardware.REALISTIC_MFU)
-    return peak * mfu / flops, f"{peak / 1e12:.0f} TFLOP/s {precision} peak x {mfu:.0%} realistic MFU"
-
-
-# ---- disk ----------------------------------------------------------------------------------------------
-def nearest_existing(path: Path) -> Path:
-    path = Path(os.path.abspath(path))
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def data_needs(cfg: ExperimentConfig) -> list[DiskNeed]:
-    """What preparing ``cfg``'s data will still write (nothing if its token files exist)."""
-    if cfg.train_data and cfg.val_data and Path(cfg.train_data).exists() and Path(cfg.val_data).exists():
-        return []
-    from cs336_basics.data.prepare import resolve_dataset
-
-    spec = resolve_dataset(cfg.dataset)
-    directory = spec.directory(cfg.data_dir)
-    tokens_ready = (directory / "train.npy").exists() and (directory / "valid.npy").exists()
-    if spec.kind == "demo":
-        return (
-            []
-            if tokens_ready
-            else [DiskNeed("demo data (text, tokenizer, tokens)", directory, DEMO_DATA_BYTES)]
-        )
-    needs = []
-    if spec.kind == "tinystories":
-        text_bytes = TINYSTORIES_TEXT_BYTES
-        if not (directory / "TinyStoriesV2-GPT4-train.txt").exists():
-            needs.append(DiskNeed("TinyStories text (download)", directory, TINYSTORIES_TEXT_BYTES))
-    else:
-        assert spec.source is not None
-        text_bytes = spec.source.stat().st_size
-    if not tokens_ready:
-        needs.append(DiskNeed("token files (uint16)", directory, int(text_bytes * TOKEN_BYTES_PER_TEXT_BYTE)))
-    return needs
-
-
-def check_disk(needs: list[DiskNeed]) -> list[DiskCheck]:
-    """Group ``needs`` by filesystem (nearest existing parent's device) and compare with its free space."""
-    by_device: dict[int, DiskCheck] = {}
-    for need in needs:
-        anchor = nearest_existing(need.path)
-        dev = anchor.stat().st_dev
-        if dev not in by_device:
-            by_device[dev] = DiskCheck(anchor, shutil.disk_usage(anchor).free, 0)
-        if need.optional:
-            by_device[dev].optional += need.bytes
-        else:
-            by_device[dev].needed += need.bytes
-    return list(by_device.values())
+    shape = {k: getattr(cfg, k) for k in SHAPE_KEYS}
+    runtime = {"device": "cuda", "device_name": m.device_name, "dtype": m.dtype, "tf32": m.tf32}
+    v = speed_verdict(RunFacts("plan", shape, runtime))
+    if v.expected_tokens_per_sec is None:
+        return None, v.notes[0]
+    note = f"{v.peak_flops / 1e12:.0f} TFLOP/s {v.precision} peak x {v.assumed_mfu:.0%} realistic MFU"
+    return v.expected_tokens_per_sec, note
 
 
 # ---- the plan ------------------------------------------------------------------------------------------
@@ -442,15 +318,6 @@ def _point_plan(name: str, cfg: ExperimentConfig, done: bool, idx: int, measurem
 
 
 # ---- output --------------------------------------------------------------------------------------------
-def size(n: float) -> str:
-    """Bytes as 512 B / 27.6 MB / 1.2 GB (decimal units, as ``df -H``)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError
-
-
 def format_plan(plan: Plan) -> str:
     """The plan as the lines printed before a sweep (and by ``lr-sweep --plan``)."""
     n_done = sum(p.done for p in plan.points)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cs336_basics.assignment_experiments.sweep.view import SweepView, fmt
+from cs336_basics.assignment_experiments.sweep.view import SweepView
 from cs336_basics.basics.config import PRESETS, create_experiment_config
+from cs336_basics.formatting import fmt
 
 HANDOUT = (
     "CS336 assignment 1 handout (Spring 2025), problem `learning_rate`: "

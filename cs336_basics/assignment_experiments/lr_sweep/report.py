@@ -7,7 +7,6 @@ analyze_lr_sweep computed) and return text; writing the files is the caller's jo
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 
 import numpy as np
@@ -15,43 +14,13 @@ import pandas as pd
 
 from cs336_basics.assignment_experiments.lr_sweep.public_results import where_you_stand
 from cs336_basics.assignment_experiments.lr_sweep.stability import EDGE_FRACTION, EdgeRow, moved_rule_text
-from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, fmt, loss_text
+from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView
 from cs336_basics.experiment_log.reader import smoothed
+from cs336_basics.formatting import count, duration, fmt, loss_text, md_table
 
 PLATEAU_GAIN = 0.01  # < 1% smoothed-loss improvement per 10% of training counts as a plateau
 SPIKE_FACTOR = 1.3  # a logged loss above 1.3x the smoothed loss before it is a spike
 OVERHEAD_WARN = 0.2  # evaluation + checkpointing above 20% of wallclock is worth a remark
-
-
-# ---- small formatting helpers ----------------------------------------------------------------------
-
-
-def duration(seconds: float | None) -> str:
-    """3.2 s, 4.5 min, 2.1 h."""
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-def count(n: float | None) -> str:
-    """12,345 / 3.3M / 1.2B."""
-    if n is None or not math.isfinite(n):
-        return "–"
-    if n >= 1e9:
-        return f"{n / 1e9:.2f}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.2f}M"
-    return f"{n:,.0f}"
-
-
-def md_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _now() -> str:
@@ -314,18 +283,8 @@ def results_table_markdown(view: SweepView, label: str = "lr") -> str:
             loss_text(g.final_val_loss, g.final_val_std), count(g.tokens), duration(g.wallclock_s),
             fmt(g.tokens_per_sec, ",.0f"),
         ])  # fmt: skip
-    headers = [
-        label,
-        "state",
-        "seeds",
-        "steps",
-        "final train",
-        "best val",
-        "final val",
-        "tokens",
-        "time",
-        "tokens/s",
-    ]
+    headers = [label, "state", "seeds", "steps", "final train", "best val", "final val", "tokens", "time",
+               "tokens/s"]  # fmt: skip
     return md_table(headers, rows) if rows else "_No points yet._"
 
 

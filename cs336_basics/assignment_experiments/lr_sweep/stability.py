@@ -30,6 +30,7 @@ from cs336_basics.assignment_experiments.lr_sweep.optimum import (
 )
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, ValueGroup
 from cs336_basics.experiment_log.reader import DONE_STATES, SIGNALS
+from cs336_basics.formatting import loss_text
 
 EDGE_FRACTION = 0.9  # a measured step is "at the edge" when its ratio is above 0.9 of the threshold
 EDGE_MIN_SHARE = 0.2  # an lr trains at the edge when >= 20% of its measured steps are at the edge
@@ -95,7 +96,7 @@ def at_edge_text(view: SweepView, rows: list[EdgeRow]) -> str:
                 "no sharpness measurements (sharpness.csv missing or empty; `--sharpness-share 0` turns them off).")  # fmt: skip
     yes = row.share >= EDGE_MIN_SHARE
     seeds = f" over its {row.seeds} seeds" if row.seeds > 1 else ""
-    peak = f"{row.peak:.2f}" + (f" ± {row.peak_std:.2f}" if row.peak_std is not None else "")
+    peak = loss_text(row.peak, row.peak_std, ".2f")
     text = (
         f"**{'Yes' if yes else 'No'}**: the best learning rate {best.lr:.3g} {'trains' if yes else 'does not train'} "
         f"at the edge of stability. Its preconditioned sharpness was above {EDGE_FRACTION:g} x {threshold} at "

@@ -19,15 +19,11 @@ from pathlib import Path
 
 from cs336_basics.atomic import atomic_write_json
 from cs336_basics.errors import UserError
-from cs336_basics.experiment_log.reader import finite_or_none, read_json_dict
+from cs336_basics.experiment_log.reader import finite_or_none, read_json_dict, utc_timestamp
 
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
 VERSION = 2
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def read_sweep_json(sweep_dir: Path) -> dict:
@@ -95,7 +91,7 @@ class SweepRecord:
         meta = {
             "version": VERSION,
             "id": f"{Path(sweep_dir).resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            "created_at": now(),
+            "created_at": utc_timestamp(),
             "points": [],
             "launch_errors": [],
             "values": [],
@@ -125,11 +121,13 @@ class SweepRecord:
         return p["attempts"]
 
     def launch_error(self, name: str, attempt: int, error: str) -> None:
-        self.meta["launch_errors"].append({"name": name, "at": now(), "attempt": attempt, "error": error})
+        self.meta["launch_errors"].append(
+            {"name": name, "at": utc_timestamp(), "attempt": attempt, "error": error}
+        )
         self.save()
 
     def save(self, **values) -> None:
-        self.meta.update(values, updated_at=now())
+        self.meta.update(values, updated_at=utc_timestamp())
         atomic_write_json(self.path, self.meta)
 
 

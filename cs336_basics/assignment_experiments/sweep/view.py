@@ -9,7 +9,6 @@ Nothing here raises on a partial sweep.
 
 from __future__ import annotations
 
-import math
 import socket
 import statistics
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from cs336_basics.experiment_log.reader import (
     pid_alive,
     read_json_dict,
 )
+from cs336_basics.formatting import fmt, loss_text
 
 
 @dataclass
@@ -243,18 +243,6 @@ def load_sweep(path: str | Path) -> SweepView:
         log = load_experiment_log(run_dir) if run_dir.is_dir() else None
         points.append(SweepPoint(rec["value"], int(rec.get("seed") or 0), name, rec, log, errors.get(name)))
     return SweepView(path, meta, sorted(points, key=lambda p: (p.value, p.seed)))
-
-
-def fmt(x, spec: str = ".3f", none: str = "-") -> str:
-    """``format(x, spec)``, or ``none`` for missing / NaN values: the one small formatter of every table."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return none
-    return format(x, spec)
-
-
-def loss_text(mean: float | None, std: float | None, spec: str = ".3f") -> str:
-    """``1.234`` or ``1.234 ± 0.012`` (several seeds)."""
-    return fmt(mean, spec) + (f" ± {std:{spec}}" if std is not None else "")
 
 
 def format_table(view: SweepView, label: str = "lr", value_spec: str = ".3g") -> str:
