@@ -3,6 +3,8 @@ so a live trainer never has its directory renamed from under it (issue 10)."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +79,27 @@ def test_sweep_fresh_refuses_while_a_point_is_live(tmp_path, hold_lock, capsys, 
     line = _refused(capsys, sweep_main, [*_tiny(demo_data_dir, out, 1e-2), "--fresh"])
     assert "lr_1e_02" in line and "pid 999 on the-other-host" in line
     assert (out / "lr_1e_02").exists() and not list(tmp_path.glob("sweep.old-*"))
+
+
+def test_a_corrupt_checkpoint_fails_the_run_in_its_own_files(tmp_path, capsys):
+    """A run killed mid-way leaves status.json "running"; if its latest.pt is then unreadable, the re-run refuses in
+    one line and the run dir says failed, with the reason (not "running" with a dead pid)."""
+    from cs336_basics.experiment_log import load_experiment_log
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest.pt").write_bytes(os.urandom(4096))
+    (run / "status.json").write_text(
+        json.dumps({"state": "running", "pid": 999999, "step": 5, "max_steps": 10})
+    )
+    args = ["--preset", "demo", "--out", str(run), "--max-steps", "10", "--d-model", "32", "--d-ff", "64",
+            "--num-layers", "1", "--num-heads", "2", "--context-length", "16", "--batch-size", "4",
+            "--device", "cpu", "--dtype", "fp32", "--compile", "off", "--no-progress"]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        train_main(args)
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert exc.value.code == 2 and len(errors) == 1, errors  # data-prep progress lines come before it
+    line = errors[0]
+    assert "cannot read checkpoint" in line and "corrupt or truncated" in line
+    log = load_experiment_log(run)
+    assert log.status["state"] == "failed" and "corrupt or truncated" in log.status["reason"]

@@ -102,7 +102,12 @@ def run_experiment(
             trainer.tracker.sink = WandbSink.open(
                 out_dir, name=out_dir.name, config=trainer.run_info, **wandb
             )
-        resumed = resume != "never" and trainer.resume()
+        try:
+            resumed = resume != "never" and trainer.resume()
+        except UserError as err:  # a checkpoint that cannot continue: the run dir says so, not "running"
+            trainer.tracker.set_status("failed", step=trainer.state.step, reason=str(err), background=False)
+            trainer.close()
+            raise
         if resume == "must" and not resumed:
             raise UserError(f"--resume given but there is no checkpoint at {trainer.latest}")
         _print_banner(trainer, resumed)

@@ -135,9 +135,10 @@ class Trainer:
         try:
             ckpt = read_checkpoint(self.latest)
         except Exception as err:
-            detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+            first = " ".join(str(err).split()).split(". ")[0][:80]
             raise UserError(
-                f"cannot read checkpoint {self.latest} ({detail}); delete it to restart this run from scratch"
+                f"cannot read checkpoint {self.latest}: corrupt or truncated ({type(err).__name__}: {first}); "
+                "delete it to restart this run from scratch"
             ) from None
         check_compatible(ckpt.get("config", {}), self.cfg, self.latest)
         self.model.load_state_dict(ckpt["model"])

@@ -61,12 +61,10 @@ class SweepPoint:
 
     @property
     def reason(self) -> str | None:
-        if (
-            self.launch_error is not None
-            and self.state == "failed"
-            and (self.log is None or self.log.state != "failed")
-        ):
-            return self.launch_error.get("error")
+        if self.launch_error is not None and self.state == "failed":
+            return self.launch_error.get(
+                "error"
+            )  # the sweep's account of the latest attempt, with its advice
         return self.log.reason if self.log is not None else None
 
     def _log(self, name: str):
