@@ -243,6 +243,7 @@ def test_analyze_and_diagnose_on_a_dir_that_is_no_sweep(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # nothing written
     assert diagnose_main([str(tmp_path)]) == 1
     assert "nothing here yet" in capsys.readouterr().err
+    assert "is not a sweep" in _one_line_exit_2(capsys, sweep_main, ["--summary", "--out", str(tmp_path)])
 
 
 @pytest.mark.parametrize("kind", ["file", "under_file", "unwritable", "too_long"])

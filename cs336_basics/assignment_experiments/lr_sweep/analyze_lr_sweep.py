@@ -36,7 +36,13 @@ from cs336_basics.assignment_experiments.sweep.plots import (
     plot_sweep_comparison,
 )
 from cs336_basics.assignment_experiments.sweep.record import SWEEP_FILE
-from cs336_basics.assignment_experiments.sweep.view import SweepView, ValueGroup, format_table, load_sweep
+from cs336_basics.assignment_experiments.sweep.view import (
+    SweepView,
+    ValueGroup,
+    format_table,
+    load_sweep,
+    require_sweep,
+)
 from cs336_basics.atomic import atomic_write_text
 from cs336_basics.errors import UserError, cli_entry
 from cs336_basics.experiment_log.reader import CHECKPOINT_DIR
@@ -283,11 +289,7 @@ def analyze(
     device: str = "auto",
 ) -> AnalysisOutputs:
     """Write the two figures and the two markdown files; return their paths and the findings."""
-    view = load_sweep(sweep_dir)
-    if not view.meta and not view.points:
-        raise UserError(
-            f"{view.path} is not a sweep (no {SWEEP_FILE} and no run directories); nothing written"
-        )
+    view = require_sweep(load_sweep(sweep_dir), "nothing written")
     out = Path(out_dir) if out_dir is not None else view.path
     try:
         out.mkdir(parents=True, exist_ok=True)

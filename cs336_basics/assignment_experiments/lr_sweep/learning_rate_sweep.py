@@ -23,7 +23,7 @@ from cs336_basics.assignment_experiments.lr_sweep.naming import parse_learning_r
 from cs336_basics.assignment_experiments.lr_sweep.plan import Plan, format_plan, make_plan
 from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep, sweep_points
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
-from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep
+from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep, require_sweep
 from cs336_basics.basics.config import (
     PRESETS,
     ExperimentConfig,
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     argv, rates = split_values(list(sys.argv[1:] if argv is None else argv), "--learning-rates")
     args = build_parser().parse_args(argv)
     if args.summary:
-        print(format_table(load_sweep(args.out)))
+        print(format_table(require_sweep(load_sweep(args.out), "nothing to summarise: check --out")))
         return 0
     if rates is not None:
         rates = parse_learning_rates(rates)  # an empty --learning-rates is refused, not the preset's grid

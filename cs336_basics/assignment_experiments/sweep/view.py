@@ -218,6 +218,13 @@ class SweepView:
         return f"{stability_threshold(1.0, 0.9 if beta1 is None else beta1):.3g}/η"
 
 
+def require_sweep(view: SweepView, consequence: str) -> SweepView:
+    """``view`` if it is a sweep (a sweep.json or run directories), else one line saying so and ``consequence``."""
+    if not view.meta and not view.points:
+        raise UserError(f"{view.path} is not a sweep (no sweep.json and no run directories); {consequence}")
+    return view
+
+
 def load_sweep(path: str | Path) -> SweepView:
     """Read a sweep directory: sweep.json (if any) and every point's run dir, sorted by value then seed."""
     path = Path(path)
