@@ -15,7 +15,10 @@ import pandas as pd
 import pytest
 
 from cs336_basics.assignment_experiments.lr_sweep import diagnose_lr_sweep as diag
+from cs336_basics.assignment_experiments.lr_sweep.analyze_lr_sweep import findings
 from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import DeviceInfo
+from cs336_basics.assignment_experiments.sweep.view import format_table, load_sweep
+from cs336_basics.experiment_log.reader import pid_alive
 from tests.test_analyze import real_sweep_template
 
 CPU = DeviceInfo(kind="cpu", host="test", note="no NVIDIA driver", cpu_cores=2, load_avg=(0.5, 0.5, 0.5))
@@ -79,8 +82,23 @@ def test_text_output_and_stalled_runs(sweep, capsys):
     assert re.search(r"no status update for 10\.0 min \(--stale-after 120 s\)", out)
     d = diag.diagnose(sweep, device=CPU)
     by_lr = {p.lr: p for p in d.points}
-    assert by_lr[1e-3].state == by_lr[0.1].state == "stalled"
+    assert by_lr[1e-3].state == "interrupted"  # its process is gone here: a fact, not a time threshold
+    assert by_lr[0.1].state == "stalled"  # another host, silent for 10 min
     assert by_lr[3e-2].state == "running" and not by_lr[3e-2].live  # another host: not live here
+
+
+def test_a_killed_run_reads_interrupted_in_every_command(sweep, capsys):
+    """status.json still says running, but its process is gone on this host: the sweep table, the analysis
+    and lr-diagnose all show it interrupted, with the same reason (one rule, in the run-dir reader)."""
+    pid = _dead_pid()
+    _make_running(sweep / "lr_1e_03", host=socket.gethostname(), pid=pid, updated_at=_now_iso())
+    view = load_sweep(sweep)
+    point = view.point(1e-3)
+    assert point.state == "interrupted" and point.reason.startswith(f"process {pid} is gone on this host")
+    assert re.search(r"^ +0\.001 interrupted ", format_table(view), re.M)
+    assert "lr_1e_03: interrupted at step" in "\n".join(findings(view).missing)
+    d = diag.diagnose(sweep, device=CPU)
+    assert next(p for p in d.points if p.lr == 1e-3).note == point.reason
 
 
 def test_eta_from_recent_rate(sweep):
@@ -139,8 +157,8 @@ def test_watch_redraws_until_ctrl_c(tmp_path, monkeypatch, capsys):
 def test_pid_alive():
     import os
 
-    assert diag.pid_alive(os.getpid())
-    assert not diag.pid_alive(_dead_pid())
+    assert pid_alive(os.getpid())
+    assert not pid_alive(_dead_pid())
 
 
 def test_recent_rates_with_one_row():

@@ -132,12 +132,30 @@ def test_extra_metric_columns_and_sharpness_are_kept(tmp_path):
 
 
 def test_gpu_slots_index_the_parents_visible_devices():
-    assert visible_devices("2,3", ["0", "1"]) == ["2", "3"]
-    assert visible_devices(None, ["0", "1"]) == ["0", "1"]
-    assert visible_devices("5", [None, None]) == [None, None]
-    assert visible_devices("GPU-a1, GPU-b2", ["1"]) == ["GPU-b2"]
+    assert visible_devices("2,3", ["0", "1"], count=2) == ["2", "3"]
+    assert visible_devices(None, ["0", "1"], count=4) == ["0", "1"]
+    assert visible_devices("5", [None, None], count=1) == [None, None]
+    assert visible_devices("GPU-a1, GPU-b2", ["1"], count=2) == ["GPU-b2"]
     with pytest.raises(UserError, match="sees 2 GPU"):
-        visible_devices("2,3", ["2"])
+        visible_devices("2,3", ["2"], count=2)
+    with pytest.raises(UserError, match=r"sees 2 GPU\(s\); give ids from 0 to 1"):
+        visible_devices(None, ["2"], count=2)
+
+
+def test_gpus_on_a_machine_without_cuda_is_one_line_before_anything_runs(tmp_path):
+    """--gpus where torch sees no GPU (and CUDA_VISIBLE_DEVICES hides them all) is refused with one line and
+    exit 2 before the sweep writes anything, instead of running CPU points in workers."""
+    out = tmp_path / "sweep"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep",
+           "--preset", "demo", "--learning-rates", "1e-3", "--gpus", "0,1", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: --gpus 0: no CUDA GPU is visible to this process; leave out --gpus "
+        "(--concurrent N runs several points on one device)"
+    ]
+    assert not out.exists()
 
 
 def test_ctrl_c_gives_each_worker_one_sigint_and_a_step_boundary_checkpoint(tmp_path, demo_data_dir):  # noqa: F811

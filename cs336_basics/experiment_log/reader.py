@@ -187,20 +187,28 @@ class ExperimentLog:
 
     @property
     def state(self) -> str:
-        """summary.json's status, else status.json's state, else ``"pending"``."""
+        """summary.json's status, else status.json's state, else ``"pending"``; a ``running`` run whose process
+        is gone on this host (killed, crashed) is ``interrupted``, as every command shows it."""
         for src, key in ((self.summary, "status"), (self.status, "state")):
             if src and src.get(key) in STATES:
-                return src[key]
+                return "interrupted" if src[key] == "running" and self._process_gone else src[key]
         return "pending"
+
+    @property
+    def _process_gone(self) -> bool:
+        s = self.status or {}
+        return s.get("host") == socket.gethostname() and not pid_alive(s.get("pid"))
 
     @property
     def live(self) -> bool:
         """Running now on this host (status.json says running and its pid exists here)."""
-        s = self.status or {}
-        return self.state == "running" and s.get("host") == socket.gethostname() and pid_alive(s.get("pid"))
+        return self.state == "running" and (self.status or {}).get("host") == socket.gethostname()
 
     @property
     def reason(self) -> str | None:
+        if self.state == "interrupted" and (self.status or {}).get("state") == "running":
+            pid = (self.status or {}).get("pid")
+            return f"process {pid} is gone on this host (killed or crashed mid-run); re-run to resume it"
         for src in (self.summary, self.status):
             if src and src.get("reason"):
                 return str(src["reason"])

@@ -43,7 +43,6 @@ from cs336_basics.experiment_log.reader import (
     DONE_STATES,
     median_tokens_per_sec,
     parse_time,
-    pid_alive,
     utc_timestamp,
 )
 from cs336_basics.formatting import duration, fmt
@@ -92,9 +91,7 @@ class PointStatus:
     note: str | None
 
 
-def point_status(
-    p: SweepPoint, *, now: datetime, stale_after: float, host: str, alive=pid_alive
-) -> PointStatus:
+def point_status(p: SweepPoint, *, now: datetime, stale_after: float, host: str) -> PointStatus:
     """The point's state (with stall detection), progress, last losses, rate and ETA."""
     log = p.log
     status = (log.status if log else None) or {}
@@ -102,14 +99,8 @@ def point_status(
     updated = parse_time(status.get("updated_at"))
     age = (now - updated).total_seconds() if updated else None
     run_host, pid = status.get("host"), status.get("pid")
-    if state == "running":
-        if run_host == host and isinstance(pid, int) and not alive(pid):
-            state, note = "stalled", f"process {pid} is gone on this host: re-run the sweep to resume"
-        elif age is not None and age > stale_after:
-            state, note = (
-                "stalled",
-                f"no status update for {duration(age)} (--stale-after {stale_after:g} s)",
-            )
+    if state == "running" and age is not None and age > stale_after:  # a dead process here reads interrupted
+        state, note = "stalled", f"no status update for {duration(age)} (--stale-after {stale_after:g} s)"
     metrics = log.metrics if log is not None else None
     tokens_ps, steps_ps = recent_rates(metrics) if metrics is not None and len(metrics) else (None, None)
     step, max_steps = p.step, p.max_steps

@@ -41,8 +41,9 @@ class InProcessExecutor:
 
 @dataclass
 class WorkerExecutor:
-    """Up to ``len(slots)`` points at once, each a child process; a slot is an index into this process's
-    visible GPUs, or None (the parent's devices, for ``--concurrent N``). Output: ``<sweep>/logs/<name>.log``."""
+    """Up to ``len(slots)`` points at once, each a child process; a slot is a child's CUDA_VISIBLE_DEVICES
+    (``launcher.visible_devices``), or None (the parent's devices, for ``--concurrent N``). Output:
+    ``<sweep>/logs/<name>.log``."""
 
     slots: list[str | None]
     poll_s: float = 0.5
@@ -50,7 +51,7 @@ class WorkerExecutor:
 
     def run(self, launches, on_start, on_done) -> None:
         queue, running = list(launches), {}
-        free = launcher.visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), self.slots)
+        free = list(self.slots)
         with launcher.stop_signals_as_interrupt():
             try:
                 while queue or running:
@@ -189,11 +190,12 @@ def choose_executor(args):
         gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
         if not gpus or not all(g.isdigit() for g in gpus):
             raise UserError(f"--gpus {args.gpus!r}: give GPU ids separated by commas, e.g. 0,1,2,3")
-    else:
-        import torch
+    import torch
 
-        if torch.cuda.device_count() > 1:
-            gpus = [str(i) for i in range(torch.cuda.device_count())]
+    count = torch.cuda.device_count()
+    if gpus is None and count > 1:
+        gpus = [str(i) for i in range(count)]
     if gpus or args.concurrent > 1:
-        return WorkerExecutor([g for g in (gpus or [None]) for _ in range(args.concurrent)])
+        slots = launcher.visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), gpus or [None], count)
+        return WorkerExecutor([g for g in slots for _ in range(args.concurrent)])
     return InProcessExecutor(progress=not args.no_progress)

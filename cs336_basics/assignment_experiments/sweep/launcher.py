@@ -27,20 +27,27 @@ PR_SET_PDEATHSIG = 1
 STOP_WAIT_S = 300.0  # the longest a child may take to reach its next step boundary after Ctrl-C
 
 
-def visible_devices(parent: str | None, slots: list[str | None]) -> list[str | None]:
-    """Each slot's CUDA_VISIBLE_DEVICES: slot ``"i"`` is the parent's i-th visible device (all of them when
-    the parent's variable is unset); ``None`` keeps the parent's devices."""
-    visible = None if parent is None else [d.strip() for d in parent.split(",") if d.strip()]
+def visible_devices(parent: str | None, slots: list[str | None], count: int) -> list[str | None]:
+    """Each slot's CUDA_VISIBLE_DEVICES: slot ``"i"`` is the parent's i-th visible device (the parent's
+    variable, else the ``count`` devices torch sees); ``None`` keeps the parent's devices."""
+    visible = (
+        [str(i) for i in range(count)]
+        if parent is None
+        else [d.strip() for d in parent.split(",") if d.strip()]
+    )
     out = []
     for slot in slots:
-        if slot is None or visible is None:
+        if slot is None:
             out.append(slot)
         elif slot.isdigit() and int(slot) < len(visible):
             out.append(visible[int(slot)])
+        elif not visible:
+            raise UserError(f"--gpus {slot}: no CUDA GPU is visible to this process; leave out --gpus "
+                            "(--concurrent N runs several points on one device)")  # fmt: skip
         else:
-            raise UserError(
-                f"--gpus {slot}: this process sees {len(visible)} GPU(s) (CUDA_VISIBLE_DEVICES={parent})"
-            )
+            seen = f" (CUDA_VISIBLE_DEVICES={parent})" if parent is not None else ""
+            raise UserError(f"--gpus {slot}: this process sees {len(visible)} GPU(s){seen}; "
+                            f"give ids from 0 to {len(visible) - 1}")  # fmt: skip
     return out
 
 

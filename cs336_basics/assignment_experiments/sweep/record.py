@@ -24,6 +24,7 @@ from cs336_basics.experiment_log.reader import finite_or_none, read_json_dict, u
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
 VERSION = 2
+REPAIR = "move it aside, or start the sweep over (lr-sweep or batch-size-sweep with --fresh)"
 
 
 def read_sweep_json(sweep_dir: Path) -> dict:
@@ -40,13 +41,13 @@ def read_sweep_json(sweep_dir: Path) -> dict:
     )
     bad = bad or not all(isinstance(p, dict) for p in meta.get("points", []))
     if bad:
-        raise UserError(f"{path} is not a sweep record (corrupt or edited); move it aside or use --fresh")
+        raise UserError(f"{path} is not a sweep record (corrupt or edited); {REPAIR}")
     if meta.get("version", 1) == 1:
         meta = _from_version_1(meta)
     for p in meta["points"]:
         p["value"] = _value(p.get("value"))
         if p["value"] is None or not isinstance(p.get("name"), str):
-            raise UserError(f"{path}: a point without a value or name ({p}); move it aside or use --fresh")
+            raise UserError(f"{path}: a point without a value or name ({p}); {REPAIR}")
     return meta
 
 
