@@ -7,6 +7,7 @@ import json
 import math
 import threading
 
+import pandas as pd
 import pytest
 
 from cs336_basics.errors import UserError
@@ -165,3 +166,19 @@ def test_concurrent_reading_never_raises(tmp_path):
         seen = len(m)
     writer.join()
     assert reads > 2 and load_experiment_log(tmp_path).metrics["step"].tolist() == list(range(1, 301))
+
+
+def test_median_of_a_metrics_column_skips_gaps_and_takes_the_last_rows():
+    """reader.median is the one median every throughput shown comes from (whole run, or lr-diagnose's recent
+    rows): checked against statistics.median of the finite values, written out by hand."""
+    import statistics
+
+    from cs336_basics.experiment_log.reader import RECENT_ROWS, median
+
+    tps = [100.0, math.nan, 300.0, math.inf, 200.0, 50.0, 400.0, 250.0, 150.0]
+    m = pd.DataFrame({"step": range(len(tps)), "tokens_per_sec": tps})
+    finite = [100.0, 300.0, 200.0, 50.0, 400.0, 250.0, 150.0]
+    assert median(m, "tokens_per_sec") == statistics.median(finite)
+    assert median(m, "tokens_per_sec", last=RECENT_ROWS) == statistics.median(finite[-RECENT_ROWS:])
+    assert median(m, "data_wait_ms") is None and median(None, "tokens_per_sec") is None
+    assert median(m.iloc[:0], "tokens_per_sec") is None

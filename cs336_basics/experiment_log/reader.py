@@ -6,9 +6,10 @@ Reading is safe on a run that is still being written: a half-written last CSV li
 partial JSON file reads as ``None``, and columns beyond the standard ones (instability signals, ...) are kept.
 
 Throughput has two meanings, each with one home:
-- ``ExperimentLog.tokens_per_sec`` (``median_tokens_per_sec``): the median of metrics.csv's per-interval
-  training rate (evaluation and checkpoints excluded), over the whole run or its last rows. Shown by the sweep
-  table, lr-diagnose (last 5 intervals), the reports and ``compare_experiments``.
+- ``ExperimentLog.tokens_per_sec`` (``median(metrics, "tokens_per_sec")``): the median of metrics.csv's
+  per-interval training rate (evaluation and checkpoints excluded) over the whole run: shown by the sweep
+  table, the reports and ``compare_experiments``. Over the last ``RECENT_ROWS`` intervals it is lr-diagnose's
+  "tok/s now" and its speed verdict's measured rate.
 - summary.json's ``tokens_per_sec``: tokens / wallclock including evaluation and checkpoints; shown only by
   cs336-train's closing summary. ``overhead_share`` explains the difference.
 """
@@ -50,6 +51,7 @@ SIGNALS: dict[str, str] = {
     "update_rms_ratio": "update-RMS ratio",
 }
 
+RECENT_ROWS = 5  # "recent" in lr-diagnose: its rates, its ETA and the speed verdict use the last 5 log rows
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 STATUS_FILE = "status.json"
@@ -142,11 +144,15 @@ def smoothed(losses: Iterable[float]) -> list[float | None]:
     return out
 
 
-def median_tokens_per_sec(metrics: pd.DataFrame, last: int | None = None) -> float | None:
-    """Training throughput: the median per-interval ``tokens_per_sec`` (of the ``last`` rows if given)."""
-    tps = metrics["tokens_per_sec"].dropna()
-    tps = tps.tail(last) if last else tps
-    return finite_or_none(tps.median()) if len(tps) else None
+def median(metrics: pd.DataFrame | None, column: str, last: int | None = None) -> float | None:
+    """The median of a metrics column's finite values (of its ``last`` logged ones if given); None without
+    the column or values. ``median(m, "tokens_per_sec")`` is the training throughput; with ``last=RECENT_ROWS``
+    it is the recent one lr-diagnose shows and judges."""
+    if metrics is None or column not in metrics:
+        return None
+    values = metrics[column][np.isfinite(metrics[column])]
+    values = values.tail(last) if last else values
+    return float(values.median()) if len(values) else None
 
 
 def pid_alive(pid: Any) -> bool:
@@ -257,7 +263,7 @@ class ExperimentLog:
     @property
     def tokens_per_sec(self) -> float | None:
         """The training throughput (see the module docstring)."""
-        return median_tokens_per_sec(self.metrics)
+        return median(self.metrics, "tokens_per_sec")
 
     @property
     def eval_rows(self) -> pd.DataFrame:

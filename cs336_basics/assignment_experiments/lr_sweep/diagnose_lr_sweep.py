@@ -41,7 +41,8 @@ from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView
 from cs336_basics.errors import UserError, cli_entry
 from cs336_basics.experiment_log.reader import (
     DONE_STATES,
-    median_tokens_per_sec,
+    RECENT_ROWS,
+    median,
     parse_time,
     utc_timestamp,
 )
@@ -52,11 +53,11 @@ DEFAULT_WATCH_S = 10.0
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
 
 
-def recent_rates(metrics: pd.DataFrame, rows: int = 5) -> tuple[float | None, float | None]:
+def recent_rates(metrics: pd.DataFrame, rows: int = RECENT_ROWS) -> tuple[float | None, float | None]:
     """(tokens/s, steps/s) over the last logged intervals: tokens/s is the training-only median of the
     last ``rows`` rows; steps/s is wallclock-based (evaluation and checkpoints included), for ETAs."""
     m = metrics[metrics["wallclock_s"].notna()]
-    tokens = median_tokens_per_sec(metrics, last=rows)
+    tokens = median(metrics, "tokens_per_sec", last=rows)
     if len(m) >= 2:
         tail = m.tail(rows + 1)
         d_step = float(tail["step"].iloc[-1] - tail["step"].iloc[0])
@@ -254,7 +255,7 @@ def format_diagnosis(d: Diagnosis) -> str:
     else:
         header = " ".join(
             [f"{'lr':>9}", f"{'state':<11}", f"{'step':>13}", f"{'%':>5}", f"{'train':>7}", f"{'val':>7}"]
-            + [f"{'tok/s':>9}", f"{'ETA':>9}", " note"]
+            + [f"{'tok/s now':>9}", f"{'ETA':>9}", " note"]
         )
         lines += [header, "-" * len(header)]
         for p in d.points:
@@ -266,7 +267,9 @@ def format_diagnosis(d: Diagnosis) -> str:
                 f"{fmt(p.train_loss, '.3f'):>7} {fmt(p.val_loss, '.3f'):>7} {fmt(p.tokens_per_sec, ',.0f'):>9} "
                 f"{eta_p:>9}  {p.note or ''}"
             )
-        lines.append("(+ = added by bracketing)")
+        lines.append(
+            f"(+ = added by bracketing; tok/s now = median of the last {RECENT_ROWS} log intervals, training only)"
+        )
     best = s["best_lr"]
     lines += ["", f"best lr so far: {best:g}" if best is not None else "best lr so far: none finished", ""]
     lines += format_device(d.device, d.gpu)

@@ -9,7 +9,6 @@ for a run live on this host, NVML's view of the run's GPU (matched by the UUID i
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field
 
 from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import (
@@ -19,7 +18,7 @@ from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import (
     same_uuid,
 )
 from cs336_basics.basics import hardware
-from cs336_basics.experiment_log.reader import finite_or_none
+from cs336_basics.experiment_log.reader import RECENT_ROWS, finite_or_none, median
 
 SHAPE_KEYS = ("vocab_size", "context_length", "d_model", "num_layers", "d_ff")
 DATA_WAIT_SHARE = 0.10  # a step waiting this much of its time for its batch is input-bound
@@ -65,10 +64,17 @@ def run_facts(
     runtime = summary.get("runtime") or config.get("runtime") or {}
     uuid = (config.get("provenance") or {}).get("gpu_uuid") or runtime.get("gpu_uuid")
     facts = RunFacts(
-        name, {k: config[k] for k in SHAPE_KEYS}, runtime, uuid, _recent(metrics, "tokens_per_sec")
+        name,
+        {k: config[k] for k in SHAPE_KEYS},
+        runtime,
+        uuid,
+        median(metrics, "tokens_per_sec", RECENT_ROWS),
     )
     facts.live = live
-    wait_ms, step_ms = _recent(metrics, "data_wait_ms"), _recent(metrics, "ms_per_step")
+    wait_ms, step_ms = (
+        median(metrics, "data_wait_ms", RECENT_ROWS),
+        median(metrics, "ms_per_step", RECENT_ROWS),
+    )
     wait_s, wall = finite_or_none(summary.get("data_wait_s")), finite_or_none(summary.get("wallclock_s"))
     if wait_ms is not None and step_ms:
         facts.data_wait_share = wait_ms / step_ms
@@ -82,14 +88,6 @@ def run_facts(
         facts.data_wait_share = wait_s / train_s if train_s > 0 else None
         facts.data_wait_evidence = f"summary.json: data_wait_s {wait_s:.1f} of {train_s:.1f} s of training"
     return facts
-
-
-def _recent(metrics, column: str, rows: int = 5) -> float | None:
-    """Median of the column's last ``rows`` logged values, or None without the column or values."""
-    if metrics is None or column not in metrics:
-        return None
-    values = [v for v in (finite_or_none(x) for x in metrics[column]) if v is not None][-rows:]
-    return statistics.median(values) if values else None
 
 
 @dataclass
