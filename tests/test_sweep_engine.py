@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from cs336_basics.assignment_experiments.lr_sweep.diagnose_lr_sweep import main 
 from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
 from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name
 from cs336_basics.assignment_experiments.sweep.launcher import visible_devices
+from cs336_basics.assignment_experiments.sweep.record import SweepRecord
 from cs336_basics.assignment_experiments.sweep.view import format_table, load_sweep
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log import compare_experiments, load_experiment_log
@@ -326,3 +328,27 @@ def test_batch_size_client(tmp_path, demo_data_dir):  # noqa: F811
     assert [c["max_lr"] for c in cfgs] == pytest.approx([1e-2 * (2 / 4) ** 0.5, 1e-2 * (8 / 4) ** 0.5])
     report = (out / "batch_size_report.md").read_text()
     assert "| 2 |" in report and (out / "batch_size_curves.png").exists()
+
+
+def test_batch_size_summary_and_bad_numbers_are_one_line(tmp_path, capsys):
+    """--summary reads a batch-size sweep's table; --seeds 0, --tokens 0 and a non-integer batch size are one
+    line and exit 2 before anything is written."""
+    from cs336_basics.assignment_experiments.batch_size.batch_size_sweep import main as bs_main
+
+    out = tmp_path / "bs"
+    for bad, message in ((["--seeds", "0"], "--seeds must be >= 1, got 0"),
+                         (["--tokens", "0"], "--tokens must be a positive number of tokens, got 0"),
+                         (["--batch-sizes", "8", "x"], "--batch-sizes: give positive integers, got 8 x")):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            bs_main(["--preset", "demo", "--out", str(out), *bad])
+        assert exc.value.code == 2 and capsys.readouterr().err.strip() == f"error: {message}"
+    assert not out.exists()
+    run = out / "bs_8"
+    run.mkdir(parents=True)
+    record = SweepRecord.open(out, "batch_size", {"preset": "demo"}, prefix="bs")
+    record.add_point("bs_8", 8, 0, "grid")
+    (run / "config.json").write_text(json.dumps({"batch_size": 8, "seed": 0, "max_steps": 10}))
+    (run / "summary.json").write_text(json.dumps({"status": "finished", "final_val_loss": 2.5, "steps": 10}))
+    assert bs_main(["--out", str(out), "--summary"]) == 0
+    table = capsys.readouterr().out
+    assert "batch" in table.splitlines()[0] and re.search(r"^\*\s+8 finished .* 2\.500", table, re.M)

@@ -22,7 +22,7 @@ from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import fin
 from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
 from cs336_basics.assignment_experiments.sweep.plots import plot_lr_vs_loss, plot_sweep_comparison
-from cs336_basics.assignment_experiments.sweep.view import SweepView
+from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep, require_sweep
 from cs336_basics.atomic import atomic_write_text
 from cs336_basics.basics.config import (
     PRESETS,
@@ -33,6 +33,7 @@ from cs336_basics.basics.config import (
 )
 from cs336_basics.basics.run_experiment import default_preset
 from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 from cs336_basics.formatting import count, duration, fmt, loss_text, md_table
 
 MIN_STEPS = 10  # a batch so large that the budget gives fewer steps says nothing about training
@@ -105,31 +106,68 @@ def report_markdown(view: SweepView, tokens: int, scaling: str, figures: list[st
     return "\n".join([*lines, "", *[f"![{f}]({f})" for f in figures], ""])
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    argv, sizes = split_values(list(sys.argv[1:] if argv is None else argv), "--batch-sizes")
+DEFAULT_OUT = Path("runs/batch_size")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="batch-size-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--preset", choices=list(PRESETS), default=None)
-    p.add_argument("--out", type=Path, default=Path("runs/batch_size"))
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="full (default on CUDA), low-resource (default elsewhere), quick-test, demo")  # fmt: skip
+    p.add_argument("--batch-sizes", nargs="*", default=None, metavar="BATCH",
+                   help="batch sizes to sweep (default: 1, 2, 4, ... up to the largest that fits)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"sweep directory (default {DEFAULT_OUT})")
     p.add_argument("--tokens", type=int, default=None, help="tokens per point (default: the preset's budget)")
-    p.add_argument("--lr-scaling", choices=list(SCALINGS), default="none")
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--restart", action="append", default=[], type=int, metavar="BATCH")
-    p.add_argument("--fresh", action="store_true")
+    p.add_argument("--lr-scaling", choices=list(SCALINGS), default="none",
+                   help="lr at batch B = --lr x (B / --batch-size)^k with k = 0 (none, the default), "
+                   "0.5 (sqrt) or 1 (linear)")  # fmt: skip
+    p.add_argument(
+        "--seeds", type=int, default=1, help="seeds per batch size (seed changes init and data order)"
+    )
+    p.add_argument("--restart", action="append", default=[], type=int, metavar="BATCH",
+                   help="retrain this point from scratch (its old run dir is moved aside); repeatable")  # fmt: skip
+    p.add_argument("--fresh", action="store_true", help="move the whole sweep dir aside and start over")
+    p.add_argument("--summary", action="store_true", help="print the results table of --out and exit")
     add_executor_arguments(p)
+    add_wandb_arguments(p)
     add_config_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def batch_sizes(values: list[str] | None) -> list[int] | None:
+    """--batch-sizes as sorted distinct positive integers (None: not given)."""
+    if values is None:
+        return None
+    try:
+        sizes = sorted({int(s) for s in values})
+    except ValueError:
+        raise UserError(f"--batch-sizes: give positive integers, got {' '.join(values)}") from None
+    if not sizes or sizes[0] < 1:
+        raise UserError("--batch-sizes: give at least one positive integer, e.g. --batch-sizes 8 32")
+    return sizes
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    argv, values = split_values(list(sys.argv[1:] if argv is None else argv), "--batch-sizes")
+    args = build_parser().parse_args(argv)
+    if args.summary:
+        print(
+            format_table(
+                require_sweep(load_sweep(args.out), "nothing to summarise: check --out"), "batch", "d"
+            )
+        )
+        return 0
+    sizes = batch_sizes(values)
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.tokens is not None and args.tokens < 1:
+        raise UserError(f"--tokens must be a positive number of tokens, got {args.tokens}")
     base = create_experiment_config(args.preset or default_preset(), **config_overrides(args))
+    wandb = wandb_options(args)  # not installed: the one line now, before any work
+    executor = choose_executor(args)
     tokens = args.tokens or base.total_tokens
-    if sizes is not None:
-        try:
-            sizes = sorted({int(s) for s in sizes})
-        except ValueError:
-            raise UserError(f"--batch-sizes: give positive integers, got {' '.join(sizes)}") from None
-        if not sizes or sizes[0] < 1:
-            raise UserError("--batch-sizes: give at least one positive integer, e.g. --batch-sizes 8 32")
     spec = spec_for(
         sizes or probe_batch_sizes(base, tokens),
         tokens,
@@ -138,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         args.lr_scaling,
         args.seeds,
     )
-    view, problems = run_sweep(spec, base, args.out, choose_executor(args), restart=tuple(args.restart), fresh=args.fresh,
-                               settings={"tokens": tokens, "lr_scaling": args.lr_scaling})  # fmt: skip
+    view, problems = run_sweep(spec, base, args.out, executor, restart=tuple(args.restart), fresh=args.fresh,
+                               settings={"tokens": tokens, "lr_scaling": args.lr_scaling}, wandb=wandb)  # fmt: skip
     figures = ["batch_size_curves.png", "batch_size_vs_loss.png"]
     plot_sweep_comparison(view, args.out / figures[0], label="batch")
     plot_lr_vs_loss(view, args.out / figures[1], label="batch size")
