@@ -221,3 +221,16 @@ def test_tiny_out_filesystem_stops_the_sweep_before_it_starts(tmp_path, tiny_fs,
     error = _one_line_exit_2(capsys, sweep_main, _tiny(demo_data_dir, out, 1e-3, 1e-2, steps=5))
     assert error.startswith(f"error: not enough disk space under {out} for this sweep: ")
     assert [p.name for p in out.iterdir()] == [".sweep.lock"]  # no run dir, no sweep.json
+
+
+def test_prepared_data_is_not_counted_again(tmp_path):
+    """Once prepare_dataset has written the token files (in their vocab/BPE folder), the plan needs no disk
+    for the data; before, it looked for them one folder up and always counted them."""
+    from cs336_basics.assignment_experiments.sweep.disk import data_needs
+    from cs336_basics.data import prepare_dataset
+
+    cfg = tiny(tmp_path, vocab_size=300)
+    assert [n.what for n in data_needs(cfg)] == ["demo data (text, tokenizer, tokens)"]
+    prepare_dataset("demo", cfg.data_dir, vocab_size=300, progress=False)
+    assert data_needs(cfg) == []
+    assert data_needs(tiny(tmp_path, vocab_size=400)) != []  # another vocabulary is another set of files

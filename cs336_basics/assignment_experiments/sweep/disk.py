@@ -58,11 +58,14 @@ def data_needs(cfg: ExperimentConfig) -> list[DiskNeed]:
     """What preparing ``cfg``'s data will still write (nothing if its token files exist)."""
     if cfg.train_data and cfg.val_data and Path(cfg.train_data).exists() and Path(cfg.val_data).exists():
         return []
-    from cs336_basics.data.prepare import resolve_dataset
+    from cs336_basics.data.prepare import DEFAULT_BPE, resolve_dataset
 
     spec = resolve_dataset(cfg.dataset)
     directory = spec.directory(cfg.data_dir)
-    tokens_ready = (directory / "train.npy").exists() and (directory / "valid.npy").exists()
+    token_dir = spec.token_directory(
+        cfg.data_dir, cfg.vocab_size, DEFAULT_BPE
+    )  # as with_data_files prepares it
+    tokens_ready = (token_dir / "train.npy").exists() and (token_dir / "valid.npy").exists()
     if spec.kind == "demo":
         return (
             []
