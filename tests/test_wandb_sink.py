@@ -93,22 +93,27 @@ def finished_records(path: Path, timeout_s: float = 60.0) -> list:
     deadline = time.monotonic() + timeout_s
     while True:
         records = read_records(path) if path.stat().st_size > HEADER else []
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+        if of_kind(records, "exit") or time.monotonic() > deadline:
             return records
         time.sleep(0.05)
 
 
+def of_kind(records, kind: str) -> list:
+    """The payloads of the records of one kind ("history", "summary", "run", "exit", ...)."""
+    return [getattr(r, kind) for r in records if r.WhichOneof("record_type") == kind]
+
+
+def as_dict(items) -> dict:
+    """History, summary or config items as {key: value} (a nested key joined with "/")."""
+    return {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items}
+
+
 def history(records) -> list[dict]:
-    rows = []
-    for r in records:
-        if r.WhichOneof("record_type") == "history":
-            row = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
-            rows.append(row)
-    return rows
+    return [as_dict(h.item) for h in of_kind(records, "history")]
 
 
 def one(records, kind: str):
-    found = [getattr(r, kind) for r in records if r.WhichOneof("record_type") == kind]
+    found = of_kind(records, kind)
     assert found, f"no {kind} record"
     return found[0]
 
@@ -155,14 +160,11 @@ def test_rows_summary_and_config_read_back(wandb_env):
         "sweep-a",
     )
     assert list(run.tags) == ["lr=0.001"]
-    run_config = {u.key: json.loads(u.value_json) for u in run.config.update}
+    run_config = as_dict(run.config.update)
     assert {k: run_config[k] for k in config} == config
     summary = {}
-    for r in records:
-        if r.WhichOneof("record_type") == "summary":
-            summary.update(
-                {(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in r.summary.update}
-            )
+    for update in of_kind(records, "summary"):
+        summary.update(as_dict(update.update))
     assert (summary["status"], summary["best_val_loss"], summary["best_step"]) == ("finished", 6.75, 20)
     assert one(records, "exit").exit_code == 0
 
@@ -325,7 +327,7 @@ def test_sweep_points_are_runs_that_resume_and_are_not_repeated(wandb_env, demo_
         run = one(sessions[ids[name]][-1], "run")
         assert (run.display_name, run.run_group, list(run.tags)) == (name, sweep_json["id"], tags[name])
         config = json.loads((run_dir / "config.json").read_text())
-        logged_config = {u.key: json.loads(u.value_json) for u in run.config.update}
+        logged_config = as_dict(run.config.update)
         assert {k: logged_config[k] for k in config} == config
         # Every metrics.csv row at its step, the later session's value where both logged one.
         logged: dict[int, dict] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import math
 import operator
@@ -117,8 +118,7 @@ class ExperimentTracker:
         (all of them are dropped when starting afresh)."""
         (self.log_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.log_dir / CONFIG_FILE, self.run_info)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.log_dir / SUMMARY_FILE)  # stale from an earlier attempt
+        (self.log_dir / SUMMARY_FILE).unlink(missing_ok=True)  # stale from an earlier attempt
         self.metrics.start(resume_step)
         self.sharpness.start(resume_step)
         self.set_status("running", step=resume_step or 0, background=False)
@@ -156,12 +156,11 @@ class ExperimentTracker:
             "reason": reason,
         }
         self._wait_status()
+        write = functools.partial(atomic_write_json, self.log_dir / STATUS_FILE, status)
         if background:
-            self._status_future = self._status_pool.submit(
-                atomic_write_json, self.log_dir / STATUS_FILE, status
-            )
+            self._status_future = self._status_pool.submit(write)
         else:
-            atomic_write_json(self.log_dir / STATUS_FILE, status)
+            write()
 
     def finish(self, summary: dict) -> dict:
         """Write summary.json, the final status and loss_curves.png; close the files."""

@@ -11,6 +11,7 @@ no-op; offline mode (``--wandb-mode offline``, synced later with ``wandb sync``)
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import math
 import os
@@ -18,7 +19,6 @@ import secrets
 import string
 import sys
 from collections.abc import Iterable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +65,6 @@ def add_wandb_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _import_wandb():
-    try:
-        import wandb
-    except ImportError:
-        raise UserError(INSTALL_HINT) from None
-    return wandb
-
-
 def _scalar(value: Any) -> Any:
     """W&B-loggable form of a metrics value, or None to leave it out (empty CSV cells)."""
     if value is None or value == "":
@@ -85,6 +77,25 @@ def _scalar(value: Any) -> Any:
         return None
 
 
+def _guarded(what: str):
+    """A ``WandbSink`` method that does nothing once the sink is quiet, and whose W&B failures are
+    ``_warn``-ed as ``what`` instead of raised (W&B never stops the run)."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def guarded(self, *args, **kwargs) -> None:
+            if self.run is None:
+                return
+            try:
+                method(self, *args, **kwargs)
+            except Exception as err:
+                self._warn(err, what)
+
+        return guarded
+
+    return decorate
+
+
 class WandbSink:
     """One W&B run mirroring one run directory. Use ``open``; a sink whose run failed does nothing."""
 
@@ -92,7 +103,9 @@ class WandbSink:
         self.run, self._wandb = run, wandb_module
         self.run_id: str | None = None if run is None else run.id
         self._warned = False
-        self._last_step = 0  # the highest step this run has logged (or W&B held when it resumed)
+        # The highest step this run has logged; online, a resumed W&B run starts after its last step (the
+        # replayed steps before it are skipped).
+        self._last_step = int(getattr(run, "starting_step", 0) or 0)
 
     @classmethod
     def open(
@@ -119,16 +132,17 @@ class WandbSink:
             raise UserError(f"--wandb-mode must be one of {', '.join(MODES)}; got {mode!r}")
         if not project or mode == "disabled":
             return None
-        wandb = _import_wandb()
-        run_dir = Path(run_dir)
-        sink = cls(None, wandb)
         try:
-            run_id = _run_id(run_dir)
+            import wandb
+        except ImportError:
+            raise UserError(INSTALL_HINT) from None
+        run_dir = Path(run_dir)
+        try:
             run = wandb.init(
                 project=project,
                 entity=entity,
                 mode=mode,
-                id=run_id,
+                id=_run_id(run_dir),
                 resume="allow",  # same id: a resumed run continues the same W&B run
                 reinit="create_new",  # sweep points in one process are separate runs
                 name=name or run_dir.name,
@@ -140,78 +154,54 @@ class WandbSink:
                 settings=_settings(wandb, settings),
             )
         except Exception as err:  # no login, outage, init timeout, bad entity: never stop the run for it
+            sink = cls(None, wandb)
             sink._warn(err, "could not start the W&B run")
             return sink
-        sink.run, sink.run_id = run, run.id
-        # Online, a resumed W&B run starts after its last step: the replayed steps before it are skipped.
-        sink._last_step = int(getattr(run, "starting_step", 0) or 0)
-        return sink
+        return cls(run, wandb)
 
     @property
     def active(self) -> bool:
         return self.run is not None
 
+    @_guarded("W&B log failed")
     def log_row(self, row: dict) -> None:
         """One metrics.csv row at W&B step ``row["step"]`` (empty cells left out)."""
-        if self.run is None:
-            return
         values = {k: v for k, v in ((k, _scalar(v)) for k, v in row.items() if k != "step") if v is not None}
         step = int(row["step"])
         # Same step again (sharpness after the metrics row): W&B merges it into that step's row. An earlier
         # step (a resumed run replays from its checkpoint; W&B already holds those) W&B would refuse.
-        if step < self._last_step:
-            return
-        with self._guarded("W&B log failed"):
+        if step >= self._last_step:
             self.run.log(values, step=step)
             self._last_step = step
 
+    @_guarded("W&B summary failed")
     def log_summary(self, summary: dict) -> None:
-        if self.run is None:
-            return
-        with self._guarded("W&B summary failed"):
-            self.run.summary.update({k: _summary_value(v) for k, v in summary.items()})
+        self.run.summary.update({k: _summary_value(v) for k, v in summary.items()})
 
+    @_guarded("W&B file upload failed")
     def attach_files(self, paths: Iterable[str | os.PathLike]) -> None:
         """Upload files (report, CSV) with the run, under their own names."""
-        if self.run is None:
-            return
-        with self._guarded("W&B file upload failed"):
-            for path in map(Path, paths):
-                if path.is_file():
-                    self.run.save(str(path.resolve()), base_path=str(path.resolve().parent), policy="now")
+        for path in map(Path, paths):
+            if path.is_file():
+                self.run.save(str(path.resolve()), base_path=str(path.resolve().parent), policy="now")
 
-    def log_images(self, images: dict[str, str | os.PathLike] | Iterable[str | os.PathLike]) -> None:
-        """Log PNGs as W&B images: ``{key: path}``, or paths (keyed by file stem)."""
-        if self.run is None:
-            return
-        items = images.items() if isinstance(images, dict) else ((Path(p).stem, p) for p in images)
-        with self._guarded("W&B image upload failed"):
-            logged = {key: self._wandb.Image(str(path)) for key, path in items if Path(path).is_file()}
-            if logged:
-                self.run.log(logged)
+    @_guarded("W&B image upload failed")
+    def log_images(self, paths: Iterable[str | os.PathLike]) -> None:
+        """Log PNGs as W&B images, keyed by file stem."""
+        logged = {Path(p).stem: self._wandb.Image(str(p)) for p in paths if Path(p).is_file()}
+        if logged:
+            self.run.log(logged)
 
+    @_guarded("W&B table upload failed")
     def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
         """A ``wandb.Table`` under ``key``."""
-        if self.run is None:
-            return
-        with self._guarded("W&B table upload failed"):
-            self.run.log({key: self._wandb.Table(columns=columns, data=rows)})
+        self.run.log({key: self._wandb.Table(columns=columns, data=rows)})
 
+    @_guarded("W&B finish failed")
     def finish(self, exit_code: int = 0) -> None:
         """End the W&B run (uploads pending data when online); safe to call twice."""
         run, self.run = self.run, None
-        if run is None:
-            return
-        with self._guarded("W&B finish failed"):
-            run.finish(exit_code=exit_code)
-
-    @contextmanager
-    def _guarded(self, what: str):
-        """Any W&B failure inside: ``_warn`` instead of raising (W&B never stops the run)."""
-        try:
-            yield
-        except Exception as err:
-            self._warn(err, what)
+        run.finish(exit_code=exit_code)
 
     def _warn(self, err: BaseException, what: str) -> None:
         """First failure: one warning, then the sink goes quiet (the run dir keeps everything)."""
@@ -251,10 +241,8 @@ def _settings(wandb: Any, overrides: dict | None) -> Any:
 
 
 def _summary_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/inf; W&B would reject the whole update
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, Path) or (isinstance(value, float) and not math.isfinite(value)):
+        return str(value)  # JSON has no paths and no NaN/inf; W&B would reject the whole update
     return value
 
 
@@ -265,13 +253,9 @@ def wandb_options(args: argparse.Namespace, *, tags=(), group: str | None = None
         return None
     if args.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:
         raise UserError(INSTALL_HINT)
-    return {
-        "project": args.wandb,
-        "entity": args.wandb_entity,
-        "mode": args.wandb_mode,
-        "group": group,
-        "tags": list(tags),
-    }
+    return dict(
+        project=args.wandb, entity=args.wandb_entity, mode=args.wandb_mode, group=group, tags=list(tags)
+    )
 
 
 def log_sweep_analysis(analysis, options: dict | None) -> None:

@@ -14,16 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator
 
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView
-from cs336_basics.experiment_log.plots import save_figure
+from cs336_basics.experiment_log.plots import (
+    FINE_SUBS,
+    LOSS_LABEL,
+    drawable,
+    new_figure,
+    no_data,
+    plain_log_y,
+    save_figure,
+)
 from cs336_basics.experiment_log.reader import DONE_STATES, SIGNALS
 
 if TYPE_CHECKING:
@@ -35,9 +39,9 @@ SHARPNESS_PLOT_FILE = "lr_sweep_sharpness.png"
 SIGNALS_PLOT_FILE = "lr_sweep_signals.png"
 SEED_STYLES = ("-", "--", ":", "-.")  # line style by seed index, colour by value
 LOG_SCALE_SIGNALS = ("max_attn_logit", "logz_sq_mean", "update_rms_ratio")
-LOSS_LABEL = "loss (cross-entropy, nats/token)"
-_PLAIN = FuncFormatter(lambda y, _pos: f"{y:g}")
 DIVERGED_COLOR = "#d62728"
+DIVERGED_X = dict(ls="", marker="X", mfc=DIVERGED_COLOR, mec="black")  # a diverged run's last point
+FIT_COLOR = "#ff7f0e"
 
 
 def lr_colors(lrs) -> dict[float, tuple]:
@@ -67,8 +71,18 @@ def time_scale(seconds: float) -> tuple[float, str]:
     return 3600.0, "hours"
 
 
-def _finite(df: pd.DataFrame, col: str) -> pd.DataFrame:
-    return df[df[col].gt(0) & df[col].map(math.isfinite)]
+def _run_line(ax, xs, ys, diverged: bool, mark_size: float, **style) -> None:
+    """One run's curve (nothing when it has no points); a diverged run's last point marked with a red X."""
+    if not len(xs):
+        return
+    ax.plot(xs, ys, **style)
+    if diverged:
+        ax.plot(xs.iloc[-1], ys.iloc[-1], ms=mark_size, zorder=5, **DIVERGED_X)
+
+
+def _seed_style(p: SweepPoint, view: SweepView) -> str:
+    seeds = sorted({q.seed for q in view.points if q.value == p.value})
+    return SEED_STYLES[seeds.index(p.seed) % len(SEED_STYLES)]
 
 
 def plot_sweep_comparison(view: SweepView, out_path: str | os.PathLike, label: str = "lr") -> Path:
@@ -77,67 +91,38 @@ def plot_sweep_comparison(view: SweepView, out_path: str | os.PathLike, label: s
     colors = lr_colors(p.value for p in view.points)
     max_wall = max((float(p.log.metrics["wallclock_s"].max()) for p in points), default=0.0)
     divisor, unit = time_scale(max_wall if math.isfinite(max_wall) else 0.0)
-    fig = Figure(figsize=(13, 8.5))
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.07, right=0.80, bottom=0.08, top=0.92, wspace=0.08, hspace=0.22)
+    target = view.target_val_loss
+    fig = new_figure((13, 8.5), left=0.07, right=0.80, bottom=0.08, top=0.92, wspace=0.08, hspace=0.22)
     axes = fig.subplots(2, 2, sharey="row")
-    for row, col_name in enumerate(("train_loss", "val_loss")):
+    for row, (col_name, kind) in enumerate((("train_loss", "train"), ("val_loss", "validation"))):
+        style = {"lw": 1.0, "alpha": 0.85} if row == 0 else {"lw": 1.4, "marker": "o", "ms": 3}
         for col, (x_col, scale, x_label) in enumerate(
             (("step", 1.0, "step (optimizer steps)"), ("wallclock_s", 1 / divisor, f"wallclock ({unit})"))
         ):
             ax = axes[row][col]
             for p in points:
-                _draw_curve(ax, p, col_name, x_col, scale, colors[p.value])
-            _decorate(ax, view.target_val_loss, x_label)
+                m = drawable(p.log.metrics, col_name)
+                m = m[m[x_col].notna()]
+                diverged = p.state == "diverged"
+                _run_line(ax, m[x_col] * scale, m[col_name], diverged, 11, color=colors[p.value], **style)
+            if target is not None and target > 0:
+                ax.axhline(target, color="gray", ls="--", lw=1)
+            plain_log_y(ax, FINE_SUBS)
+            ax.set_xlabel(x_label)
+            ax.grid(True, which="both", alpha=0.3)
             if col == 0:
-                kind = "train" if row == 0 else "validation"
                 ax.set_ylabel(f"{kind} {LOSS_LABEL}")
             if not points:
-                ax.text(0.5, 0.5, "no runs with data yet", ha="center", va="center", transform=ax.transAxes)
+                no_data(ax, "no runs with data yet")
     handles = [Line2D([], [], color=colors[p.value], lw=2, label=point_label(p, label)) for p in points]
     if any(p.state == "diverged" for p in points):
-        handles.append(
-            Line2D([], [], ls="", marker="X", ms=10, mfc=DIVERGED_COLOR, mec="black", label="diverged here")
-        )
-    if view.target_val_loss is not None:
-        handles.append(
-            Line2D([], [], color="gray", ls="--", lw=1, label=f"target val loss {view.target_val_loss:g}")
-        )
+        handles.append(Line2D([], [], ms=10, label="diverged here", **DIVERGED_X))
+    if target is not None:
+        handles.append(Line2D([], [], color="gray", ls="--", lw=1, label=f"target val loss {target:g}"))
     if handles:
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.81, 0.5), title=label)
     fig.suptitle(f"{label} sweep: {_title(view)}")
     return save_figure(fig, out_path)
-
-
-def _draw_curve(ax, p: SweepPoint, col_name: str, x_col: str, scale: float, color) -> None:
-    m = _finite(p.log.metrics, col_name)
-    m = m[m[x_col].notna()]
-    if not len(m):
-        return
-    style = {"lw": 1.0, "alpha": 0.85} if col_name == "train_loss" else {"lw": 1.4, "marker": "o", "ms": 3}
-    ax.plot(m[x_col] * scale, m[col_name], color=color, **style)
-    if p.state == "diverged":
-        ax.plot(
-            m[x_col].iloc[-1] * scale,
-            m[col_name].iloc[-1],
-            ls="",
-            marker="X",
-            ms=11,
-            mfc=DIVERGED_COLOR,
-            mec="black",
-            zorder=5,
-        )
-
-
-def _decorate(ax, target: float | None, x_label: str) -> None:
-    if target is not None and target > 0:
-        ax.axhline(target, color="gray", ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.yaxis.set_minor_locator(LogLocator(subs=(1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)))
-    ax.yaxis.set_major_formatter(_PLAIN)
-    ax.yaxis.set_minor_formatter(_PLAIN)
-    ax.set_xlabel(x_label)
-    ax.grid(True, which="both", alpha=0.3)
 
 
 def plot_lr_vs_loss(
@@ -148,9 +133,7 @@ def plot_lr_vs_loss(
     (optimum.fit_optimum) the fitted parabola over its points, the optimum and its 68% interval."""
     groups = view.groups
     colors = lr_colors(g.value for g in groups)
-    fig = Figure(figsize=(12, 5.5))
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.07, right=0.70, bottom=0.12, top=0.9)
+    fig = new_figure((12, 5.5), left=0.07, right=0.70, bottom=0.12, top=0.9)
     ax = fig.subplots()
     ok = [g for g in groups if g.state != "diverged" and g.final_val_loss is not None]
     if ok:
@@ -163,26 +146,20 @@ def plot_lr_vs_loss(
             ax.plot(g.value, g.best_val_loss, "_", ms=14, mew=2, color=c)
     top = ax.get_xaxis_transform()  # x in data, y in axes fraction
     for g in groups:
-        if g.state in ("diverged", "failed"):
-            style = dict(marker="x", ms=12, mew=3, color=DIVERGED_COLOR) if g.state == "diverged" else \
-                dict(marker="s", ms=8, mfc="white", mec="gray", mew=1.5)  # fmt: skip
-            ax.plot(
-                g.value, 0.96 if g.state == "diverged" else 0.04, ls="", transform=top, clip_on=False, **style
-            )
+        if g.state == "diverged":
+            ax.plot(g.value, 0.96, ls="", transform=top, clip_on=False, marker="x", ms=12, mew=3,
+                    color=DIVERGED_COLOR)  # fmt: skip
+        elif g.state == "failed":
+            ax.plot(g.value, 0.04, ls="", transform=top, clip_on=False, marker="s", ms=8, mfc="white",
+                    mec="gray", mew=1.5)  # fmt: skip
     best, diverged = view.best, view.smallest_diverged
     if best is not None:
         ax.axvline(best.value, color="green", ls="--", lw=1.2)
         ax.text(best.value, 0.98, f" best {best.value:.3g}", color="green", transform=top, va="top")
     if diverged is not None:
         ax.axvline(diverged.value, color=DIVERGED_COLOR, ls=":", lw=1.5)
-        ax.text(
-            diverged.value,
-            0.88,
-            f" diverges from {diverged.value:.3g}",
-            color=DIVERGED_COLOR,
-            transform=top,
-            va="top",
-        )
+        ax.text(diverged.value, 0.88, f" diverges from {diverged.value:.3g}", color=DIVERGED_COLOR,
+                transform=top, va="top")  # fmt: skip
     if view.target_val_loss is not None:
         ax.axhline(view.target_val_loss, color="gray", ls="--", lw=1)
     fit_handles = _draw_fit(ax, fit) if fit is not None else []
@@ -195,7 +172,7 @@ def plot_lr_vs_loss(
         pad = max(0.08 * (max(ys) - min(ys)), 0.05)
         ax.set_ylim(min(ys) - pad, max(ys) + 3 * pad)  # head room for the diverged marks and labels
     else:
-        ax.text(0.5, 0.5, "no validation loss yet", ha="center", va="center", transform=ax.transAxes)
+        no_data(ax, "no validation loss yet")
     ax.set_xlabel(f"{label} (log scale)")
     ax.set_ylabel(f"final validation {LOSS_LABEL}")
     ax.grid(True, which="both", alpha=0.3)
@@ -209,9 +186,6 @@ def plot_lr_vs_loss(
     ax.legend(handles=legend, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
     ax.set_title(f"final validation loss vs {label}: {_title(view)}")
     return save_figure(fig, out_path)
-
-
-FIT_COLOR = "#ff7f0e"
 
 
 def _draw_fit(ax, fit: Optimum) -> list:
@@ -250,9 +224,10 @@ def _wrap(text: str, width: int = 34) -> str:
     return "\n".join([*lines, line])
 
 
-def _seed_style(p: SweepPoint, view: SweepView) -> str:
-    seeds = sorted({q.seed for q in view.points if q.value == p.value})
-    return SEED_STYLES[seeds.index(p.seed) % len(SEED_STYLES)]
+def _hline(ax, y: float, label: str, **style) -> Line2D:
+    """A horizontal reference line and its legend handle."""
+    ax.axhline(y, **style)
+    return Line2D([], [], label=label, **style)
 
 
 def plot_sharpness(
@@ -261,41 +236,30 @@ def plot_sharpness(
     """ratio = preconditioned sharpness / stability threshold against step, one line per run (colour by value,
     line style by seed), log y, the threshold (ratio 1) and, if given, ``edge_fraction`` of it as lines;
     a diverged run's last measurement marked with a red X."""
-    fig = Figure(figsize=(11, 5.5))
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.08, right=0.74, bottom=0.12, top=0.9)
+    fig = new_figure((11, 5.5), left=0.08, right=0.74, bottom=0.12, top=0.9)
     ax = fig.subplots()
     colors = lr_colors(p.value for p in view.points)
-    handles, drawn = [], False
+    handles = []
     for p in view.points:
-        sh = p.log.sharpness if p.log is not None else None
-        sh = sh[np.isfinite(sh["ratio"]) & (sh["ratio"] > 0)] if sh is not None else None
-        if sh is None or not len(sh):
+        sh = drawable(p.log.sharpness, "ratio") if p.log is not None else []
+        if not len(sh):
             continue
-        drawn = True
         style = dict(color=colors[p.value], ls=_seed_style(p, view), lw=1.6, marker="o", ms=4)
-        ax.plot(sh["step"], sh["ratio"], **style)
+        _run_line(ax, sh["step"], sh["ratio"], p.state == "diverged", 12, **style)
         handles.append(Line2D([], [], **style, label=point_label(p, label)))
-        if p.state == "diverged":
-            ax.plot(sh["step"].iloc[-1], sh["ratio"].iloc[-1], ls="", marker="X", ms=12, mfc=DIVERGED_COLOR,
-                    mec="black", zorder=5)  # fmt: skip
-    ax.axhline(1.0, color="black", ls="--", lw=1.2)
+    drawn = bool(handles)
     handles.append(
-        Line2D([], [], color="black", ls="--", lw=1.2, label=f"stability threshold {view.threshold_text}")
+        _hline(ax, 1.0, f"stability threshold {view.threshold_text}", color="black", ls="--", lw=1.2)
     )
     if edge_fraction is not None:
-        ax.axhline(edge_fraction, color="gray", ls=":", lw=1.2)
         handles.append(
-            Line2D([], [], color="gray", ls=":", lw=1.2, label=f"{edge_fraction:g} x the threshold")
+            _hline(ax, edge_fraction, f"{edge_fraction:g} x the threshold", color="gray", ls=":", lw=1.2)
         )
     if any(p.state == "diverged" for p in view.points):
-        handles.append(Line2D([], [], ls="", marker="X", ms=10, mfc=DIVERGED_COLOR, mec="black",
-                              label="diverged (last measurement)"))  # fmt: skip
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(_PLAIN)
+        handles.append(Line2D([], [], ms=10, label="diverged (last measurement)", **DIVERGED_X))
+    plain_log_y(ax)
     if not drawn:
-        ax.text(0.5, 0.5, "no sharpness measured (sharpness.csv missing or empty)", ha="center", va="center",
-                transform=ax.transAxes)  # fmt: skip
+        no_data(ax, "no sharpness measured (sharpness.csv missing or empty)")
     ax.set_xlabel("step (optimizer steps)")
     ax.set_ylabel(f"λ_max(P⁻¹H) / ({view.threshold_text})  (log scale)")
     ax.grid(True, which="both", alpha=0.3)
@@ -307,42 +271,34 @@ def plot_sharpness(
 def plot_signals(view: SweepView, out_path: str | os.PathLike, label: str = "lr") -> Path:
     """The instability signals (reader.SIGNALS) against step, one panel each, one line per run (colour by
     value, line style by seed); a diverged run's divergence step as a dotted vertical line in its colour."""
-    fig = Figure(figsize=(15, 8.5))
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.91, wspace=0.25, hspace=0.3)
+    fig = new_figure((15, 8.5), left=0.06, right=0.98, bottom=0.08, top=0.91, wspace=0.25, hspace=0.3)
     axes = fig.subplots(2, 3).ravel()
     colors = lr_colors(p.value for p in view.points)
     runs = [(p, p.log.signals) for p in view.points if p.log is not None]
     runs = [(p, sig) for p, sig in runs if len(sig)]
     for ax, (name, title) in zip(axes, SIGNALS.items()):
+        log_scale = name in LOG_SCALE_SIGNALS
         for p, sig in runs:
-            ok = sig[np.isfinite(sig[name])]
-            if name in LOG_SCALE_SIGNALS:
-                ok = ok[ok[name] > 0]
-            ax.plot(ok["step"], ok[name], color=colors[p.value], ls=_seed_style(p, view), lw=1.4)
-            if p.state == "diverged" and p.step is not None:
+            ok = drawable(sig, name, positive=log_scale)
+            diverged = p.state == "diverged" and p.step is not None
+            style = dict(color=colors[p.value], ls=_seed_style(p, view), lw=1.4)
+            _run_line(ax, ok["step"], ok[name], diverged, 10, **style)
+            if diverged:
                 ax.axvline(p.step, color=colors[p.value], ls=":", lw=1.5)
-                if len(ok):
-                    ax.plot(ok["step"].iloc[-1], ok[name].iloc[-1], ls="", marker="X", ms=10,
-                            mfc=DIVERGED_COLOR, mec="black", zorder=5)  # fmt: skip
-        if name in LOG_SCALE_SIGNALS:
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
-            ax.yaxis.set_major_formatter(_PLAIN)
-            ax.yaxis.set_minor_formatter(_PLAIN)
-        ax.set_title(title + ("  (log scale)" if name in LOG_SCALE_SIGNALS else ""))
+        if log_scale:
+            plain_log_y(ax, (2, 3, 5))
+        ax.set_title(title + ("  (log scale)" if log_scale else ""))
         ax.set_xlabel("step")
         ax.grid(True, which="both", alpha=0.3)
         if not runs:
-            ax.text(0.5, 0.5, "no signals logged", ha="center", va="center", transform=ax.transAxes)
+            no_data(ax, "no signals logged")
     legend_ax = axes[-1]
     legend_ax.axis("off")
     handles = [Line2D([], [], color=colors[p.value], ls=_seed_style(p, view), lw=2, label=point_label(p, label))
                for p, _ in runs]  # fmt: skip
     if any(p.state == "diverged" for p, _ in runs):
         handles.append(Line2D([], [], color="gray", ls=":", lw=1.5, label="divergence step"))
-        handles.append(Line2D([], [], ls="", marker="X", ms=10, mfc=DIVERGED_COLOR, mec="black",
-                              label="last logged value of a diverged run"))  # fmt: skip
+        handles.append(Line2D([], [], ms=10, label="last logged value of a diverged run", **DIVERGED_X))
     if handles:
         legend_ax.legend(handles=handles, loc="center", title=label)
     fig.suptitle(f"instability signals on the probe batch (Wortsman et al. 2023): {_title(view)}")
