@@ -15,6 +15,7 @@ heap rebuilt when they outnumber the live pairs, so memory stays bounded by the 
 from __future__ import annotations
 
 import heapq
+import mmap
 import multiprocessing
 import os
 from collections import Counter, defaultdict
@@ -23,6 +24,7 @@ from functools import lru_cache
 
 import regex
 
+from cs336_basics.data.chunking import not_utf8
 from cs336_basics.errors import UserError
 
 PAT = regex.compile(r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
@@ -38,14 +40,8 @@ def bytes_to_unicode() -> dict[int, str]:
         *range(ord("¡"), ord("¬") + 1),
         *range(ord("®"), ord("ÿ") + 1),
     ]
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars), strict=True))
+    others = [b for b in range(256) if b not in printable]  # shifted past 255, in byte order
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + k) for k, b in enumerate(others)}}
 
 
 def special_token_pattern(special_tokens: Iterable[str]) -> regex.Pattern | None:
@@ -69,25 +65,14 @@ def chunk_boundaries(path: str | os.PathLike, num_chunks: int, split_token: byte
     Cutting there changes nothing: the text is split on special tokens before pre-tokenization anyway.
     """
     size = os.path.getsize(path)
-    targets = [size * i // num_chunks for i in range(1, num_chunks)]
     bounds = [0]
-    with open(path, "rb") as f:
-        for target in targets:
-            pos = max(target, bounds[-1] + 1)
-            while pos < size:
-                f.seek(pos)
-                block = f.read(1 << 16)
-                found = block.find(split_token)
-                if found >= 0:
-                    pos += found
-                    break
-                pos += max(len(block) - len(split_token) + 1, 1)  # keep a token cut by the block end
-            if pos >= size:
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for i in range(1, num_chunks):
+            pos = data.find(split_token, max(size * i // num_chunks, bounds[-1] + 1))
+            if pos < 0:
                 break
-            if pos > bounds[-1]:
-                bounds.append(pos)
-    bounds.append(size)
-    return sorted(set(bounds))
+            bounds.append(pos)
+    return [*bounds, size]
 
 
 def _count_range(args: tuple[str, int, int, tuple[str, ...], str]) -> Counter[bytes]:
@@ -98,10 +83,7 @@ def _count_range(args: tuple[str, int, int, tuple[str, ...], str]) -> Counter[by
     try:
         text = raw.decode("utf-8", errors=errors)
     except UnicodeDecodeError as err:
-        raise UserError(
-            f"{path} is not valid UTF-8 at byte offset {start + err.start} ({err.reason}); "
-            "fix the file or pass --errors replace to substitute U+FFFD"
-        ) from None
+        raise not_utf8(path, start, err) from None
     return Counter({w.encode("utf-8"): c for w, c in pretoken_counts(text, special_tokens).items()})
 
 
@@ -130,6 +112,21 @@ def file_pretoken_counts(
     return total
 
 
+def merge_pair(parts: list, pair: tuple, merged) -> list:
+    """``parts`` with each occurrence of ``pair`` replaced by ``merged``, scanning left to right."""
+    first, second = pair
+    out = []
+    i, n = 0, len(parts)
+    while i < n:
+        if i + 1 < n and parts[i] == first and parts[i + 1] == second:
+            out.append(merged)
+            i += 2
+        else:
+            out.append(parts[i])
+            i += 1
+    return out
+
+
 class _Greatest:
     """Heap key that orders ``(bytes, bytes)`` pairs greatest first (``heapq`` is a min-heap)."""
 
@@ -142,20 +139,13 @@ class _Greatest:
         return self.pair > other.pair
 
 
-def initial_vocab(special_tokens: Sequence[str]) -> dict[int, bytes]:
-    """The special tokens (ids 0..k-1), then the 256 bytes (ids k..k+255)."""
-    vocab = {i: t.encode("utf-8") for i, t in enumerate(special_tokens)}
-    k = len(vocab)
-    vocab.update({k + b: bytes([b]) for b in range(256)})
-    return vocab
-
-
 def merge_counts(
     word_counts: dict[bytes, int], vocab_size: int, special_tokens: Sequence[str] = ()
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     """The BPE merge loop on pre-token counts; returns ``(vocab, merges)`` as ``train_bpe`` does."""
-    vocab = initial_vocab(special_tokens)
     k = len(special_tokens)
+    vocab = {i: t.encode("utf-8") for i, t in enumerate(special_tokens)}  # ids 0..k-1
+    vocab.update({k + b: bytes([b]) for b in range(256)})  # ids k..k+255
     if vocab_size < len(vocab):
         raise UserError(
             f"vocab_size {vocab_size} is too small: it must hold the 256 bytes and {k} special token(s); "
@@ -188,15 +178,7 @@ def merge_counts(
         delta: dict[tuple[int, int], int] = defaultdict(int)
         for i in where.pop((a, b)):
             w, c = words[i], counts[i]
-            out: list[int] = []
-            j, n = 0, len(w)
-            while j < n:
-                if j + 1 < n and w[j] == a and w[j + 1] == b:
-                    out.append(new)
-                    j += 2
-                else:
-                    out.append(w[j])
-                    j += 1
+            out = merge_pair(w, (a, b), new)
             old_pairs, new_pairs = list(zip(w, w[1:])), list(zip(out, out[1:]))
             for pair in old_pairs:
                 delta[pair] -= c

@@ -1,4 +1,4 @@
-"""Read a text file as a stream of chunks that can be tokenized independently.
+"""Read a text file as a stream of chunks that can be tokenized independently (and report progress).
 
 A chunk always ends at a *safe cut*: right after an ``<|endoftext|>`` (the tokenizer splits on special
 tokens before anything else), or, in a long stretch without one, between a non-space character and a
@@ -9,16 +9,34 @@ gives exactly the ids of encoding the whole text at once, with memory bounded by
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
+import itertools
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+import regex
+from tqdm import tqdm
 
 from cs336_basics.errors import UserError
 
 EOT = "<|endoftext|>"
+EOT_PATTERN = regex.compile(regex.escape(EOT))
 ERRORS_CHOICES = ("strict", "replace")
 BLOCK_BYTES = 1 << 20
+
+
+def status(progress: bool, message: str) -> None:
+    """One status line on stderr, unless progress output is off (``--no-progress``)."""
+    if progress:
+        print(message, file=sys.stderr)
+
+
+def byte_bar(desc: str, total: int | None, progress: bool, initial: int = 0) -> tqdm:
+    """A progress bar counting bytes, hidden unless ``progress``."""
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=desc, disable=not progress)
 
 
 def check_text_file(path: str | os.PathLike) -> int:
@@ -40,6 +58,19 @@ def check_errors_mode(errors: str) -> str:
     return errors
 
 
+def cannot_write(action: str, err: OSError) -> UserError:
+    """The error for a failed write: ``action`` says what (``"write data.npy"``), then the advice."""
+    return UserError(f"cannot {action} ({err.strerror or err}); choose a writable --data-dir")
+
+
+def not_utf8(path: str | os.PathLike, offset: int, err: UnicodeDecodeError) -> UserError:
+    """The error for ``err`` raised decoding the bytes of ``path`` that start at byte ``offset``."""
+    return UserError(
+        f"{path} is not valid UTF-8 at byte offset {offset + err.start} ({err.reason}); "
+        "fix the file or pass --errors replace to substitute U+FFFD"
+    )
+
+
 def iter_decoded_blocks(
     path: str | os.PathLike,
     errors: str = "strict",
@@ -58,49 +89,50 @@ def iter_decoded_blocks(
     decoder = codecs.getincrementaldecoder("utf-8")(errors=errors)
     offset = 0
     with open(path, "rb") as f:
-        while True:
-            raw = f.read(block_bytes)
-            final = not raw
+        blocks = iter(functools.partial(f.read, block_bytes), b"")
+        for raw in itertools.chain(blocks, [b""]):  # the final b"" flushes the decoder
             pending = len(decoder.getstate()[0])
             try:
-                text = decoder.decode(raw, final=final)
+                text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as err:
-                bad = offset - pending + err.start
-                raise UserError(
-                    f"{path} is not valid UTF-8 at byte offset {bad} ({err.reason}); "
-                    "fix the file or pass --errors replace to substitute U+FFFD"
-                ) from None
-            if hasher is not None and raw:
-                hasher.update(raw)
+                raise not_utf8(path, offset - pending, err) from None
             offset += len(raw)
+            if hasher is not None:
+                hasher.update(raw)
             if on_bytes is not None and raw:
                 on_bytes(len(raw))
             if text:
                 yield text
-            if final:
-                return
 
 
-def safe_cut(text: str) -> int:
-    """Largest index ``i`` such that ``text[:i]`` and ``text[i:]`` tokenize like ``text``; 0 if none.
+def safe_cut(text: str, special: regex.Pattern | None = EOT_PATTERN, hold: int = 0) -> int:
+    """An index ``i`` where ``text[:i]`` and ``text[i:]`` tokenize like ``text``, whatever follows; 0 if none.
 
-    Prefers the end of the last ``<|endoftext|>``; otherwise the last space/newline that follows a
-    non-space character.
+    It is the end of the last special token (what ``special`` matches), else the last space/newline that
+    follows a non-space (no GPT-2 pre-token spans that). The last ``hold`` characters are left alone: a
+    special token could still be completing there (``<|endoftext|>`` alone, with no space in it and no
+    longer token starting with it, needs none).
     """
-    eot = text.rfind(EOT)
-    if eot >= 0:
-        return eot + len(EOT)
+    limit = max(len(text) - hold, 0)
+    end, after_special = limit, 0
+    for m in special.finditer(text) if special is not None else ():
+        if m.end() > limit:
+            end = m.start()
+            break
+        after_special = m.end()
+    if after_special:
+        return after_special
     for sep in ("\n", " "):
-        i = text.rfind(sep)
+        i = text.rfind(sep, 1, end + 1)
         while i > 0:
             if not text[i - 1].isspace():
                 return i
-            i = text.rfind(sep, 0, i - 1)
+            i = text.rfind(sep, 1, i)
     return 0
 
 
-def rechunk(pieces: Iterable[str], chunk_chars: int) -> Iterator[str]:
-    """Regroup text pieces into chunks of at least ``chunk_chars`` characters, each ending at a safe cut.
+def rechunk(pieces: Iterable[str], chunk_chars: int, cut: Callable[[str], int] = safe_cut) -> Iterator[str]:
+    """Regroup text pieces into chunks of at least ``chunk_chars`` characters, each ending where ``cut`` says.
 
     The chunks concatenate to exactly ``"".join(pieces)``. A stretch with no safe cut at all (e.g. a
     megabyte without a space) is kept whole, so memory is bounded by the longest such stretch.
@@ -110,16 +142,12 @@ def rechunk(pieces: Iterable[str], chunk_chars: int) -> Iterator[str]:
     for piece in pieces:
         buf.append(piece)
         size += len(piece)
-        if size < chunk_chars:
-            continue
-        text = "".join(buf)
-        cut = safe_cut(text)
-        if cut == 0:
-            buf, size = [text], len(text)
-            continue
-        yield text[:cut]
-        rest = text[cut:]
-        buf, size = ([rest], len(rest)) if rest else ([], 0)
+        if size >= chunk_chars:
+            text = "".join(buf)
+            at = cut(text)
+            if at:
+                yield text[:at]
+            buf, size = [text[at:]], len(text) - at
     if size:
         yield "".join(buf)
 
@@ -157,17 +185,11 @@ def iter_documents(
 ) -> Iterator[str]:
     """Yield the documents of ``path`` (text between ``<|endoftext|>`` separators, without them).
 
-    A long stretch without a separator is yielded in pieces cut at safe cuts.
+    A chunk ends right after a separator whenever it holds one, so only a document longer than
+    ``chunk_chars`` comes in several pieces (cut at safe cuts).
     """
-    tail = ""
     for chunk in iter_chunks(path, errors, chunk_chars=chunk_chars, on_bytes=on_bytes):
-        parts = (tail + chunk).split(EOT)
-        tail = parts.pop()
-        yield from parts
-        if len(tail) >= chunk_chars:
-            cut = safe_cut(tail)
-            if cut:
-                yield tail[:cut]
-                tail = tail[cut:]
-    if tail:
-        yield tail
+        *docs, last = chunk.split(EOT)
+        yield from docs
+        if last:
+            yield last

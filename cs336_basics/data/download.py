@@ -15,8 +15,7 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-from tqdm import tqdm
-
+from cs336_basics.data.chunking import byte_bar, cannot_write
 from cs336_basics.errors import UserError
 
 DEFAULT_BASE_URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main"
@@ -25,11 +24,6 @@ TINYSTORIES_FILES = {"train": "TinyStoriesV2-GPT4-train.txt", "valid": "TinyStor
 BLOCK_BYTES = 1 << 20
 TIMEOUT_S = 60.0
 RETRY_DELAY_S = 1.0
-
-
-def resolve_base_url(base_url: str | None = None) -> str:
-    """``base_url`` if given, else ``$CS336_TINYSTORIES_URL``, else the Hugging Face dataset URL."""
-    return (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
 
 
 def part_path(dest: str | os.PathLike) -> Path:
@@ -79,12 +73,7 @@ def _fetch_once(url: str, dest: Path, *, progress: bool, timeout: float) -> int 
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             have, mode = 0, "wb"
-        with (
-            open(part, mode) as f,
-            tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, disable=not progress
-            ) as bar,
-        ):
+        with open(part, mode) as f, byte_bar(dest.name, total, progress, initial=have) as bar:
             while block := response.read(BLOCK_BYTES):
                 f.write(block)
                 bar.update(len(block))
@@ -112,9 +101,7 @@ def download_file(
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(
-            f"cannot create {dest.parent} ({err.strerror or err}); choose a writable --data-dir"
-        ) from None
+        raise cannot_write(f"create {dest.parent}", err) from None
     part = part_path(dest)
     for attempt in range(retries + 1):
         try:
@@ -126,7 +113,7 @@ def download_file(
         except urllib.error.URLError as err:
             raise UserError(f"cannot download {url} ({err.reason}); {_by_hand(url, dest)}") from None
         except PermissionError as err:
-            raise UserError(f"cannot write {part} ({err.strerror}); choose a writable --data-dir") from None
+            raise cannot_write(f"write {part}", err) from None
         except (OSError, HTTPException) as err:  # dropped connection, timeout, reset, bad resume
             reason = f"{type(err).__name__}: {err}"
         else:
@@ -155,8 +142,11 @@ def download_tinystories(
     splits: tuple[str, ...] = ("train", "valid"),
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Fetch the TinyStoriesV2-GPT4 train/valid text into ``data_dir/tinystories/``; return split -> path."""
-    base = resolve_base_url(base_url)
+    """Fetch the TinyStoriesV2-GPT4 train/valid text into ``data_dir/tinystories/``; return split -> path.
+
+    The files are under ``base_url`` if given, else ``$CS336_TINYSTORIES_URL``, else Hugging Face's dataset.
+    """
+    base = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
     out = Path(data_dir) / "tinystories"
     return {
         split: download_file(

@@ -9,6 +9,7 @@ with the encoding of the next.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -16,13 +17,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from cs336_basics.data.chunking import check_errors_mode, check_text_file, iter_chunks, split_documents
+from cs336_basics.data.chunking import (
+    byte_bar,
+    cannot_write,
+    check_errors_mode,
+    check_text_file,
+    iter_chunks,
+    split_documents,
+)
 from cs336_basics.data.token_file import TokenSink, dtype_for_vocab, sidecar_path, token_writer, write_sidecar
 from cs336_basics.data.tokenizer import Tokenizer
 from cs336_basics.data.train_tokenizer import tokenizer_trainer
-from cs336_basics.errors import UserError
 
 CHUNK_CHARS = 4 << 20
 PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"
@@ -31,8 +36,7 @@ _FALSEY = {"", "0", "false", "off", "no", "n", "f"}
 
 def parallelism_disabled() -> bool:
     """True if ``TOKENIZERS_PARALLELISM`` is set to a false value (which makes encoding single-threaded)."""
-    value = os.environ.get(PARALLELISM_ENV)
-    return value is not None and value.strip().lower() in _FALSEY
+    return os.environ.get(PARALLELISM_ENV, "true").strip().lower() in _FALSEY
 
 
 def enable_parallelism() -> None:
@@ -52,16 +56,13 @@ def encode_overlapped(
     are in flight.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode") as pool:
+        submitted = (pool.submit(tok.encode_batch, split_documents(chunk)) for chunk in chunks)
         previous: Future | None = None
-        for chunk in chunks:
-            current = pool.submit(tok.encode_batch, split_documents(chunk))
+        for current in itertools.chain(submitted, [None]):  # the final None writes the last chunk
             if previous is not None:
                 sink.write_lists(previous.result())
                 written()
             previous = current
-        if previous is not None:
-            sink.write_lists(previous.result())
-            written()
 
 
 def encode_file(
@@ -85,11 +86,10 @@ def encode_file(
     dtype = dtype_for_vocab(tok.vocab_size)
     hasher = hashlib.sha256()
     out_path = Path(out_path)
-    desc = f"tokenize {Path(text_path).name}"
     try:
         sidecar_path(out_path).unlink(missing_ok=True)  # never leave an old sidecar beside new ids
         with (
-            tqdm(total=size, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar,
+            byte_bar(f"tokenize {Path(text_path).name}", size, progress) as bar,
             token_writer(out_path, dtype) as sink,
         ):
             read: list[int] = []  # bytes read since the last update: the bar moves as ids are written
@@ -115,7 +115,5 @@ def encode_file(
         }
         write_sidecar(out_path, **meta)
     except OSError as err:
-        raise UserError(
-            f"cannot write {out_path} ({err.strerror or err}); choose a writable --data-dir"
-        ) from None
+        raise cannot_write(f"write {out_path}", err) from None
     return meta

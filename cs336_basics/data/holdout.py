@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from cs336_basics.atomic import atomic_write, atomic_write_json
-from cs336_basics.data.chunking import EOT, iter_chunks, iter_documents
+from cs336_basics.data.chunking import EOT, iter_chunks, iter_documents, status
 from cs336_basics.errors import UserError
 
 VALID_EVERY = 50
@@ -61,8 +60,5 @@ def split_plain_file(
         for i, unit in enumerate(_units(source, errors, by_lines)):
             (valid if i in held else train).write((unit + sep).encode("utf-8"))
     atomic_write_json(directory / "split.json", record)
-    if progress:
-        print(
-            f"split {source}: {len(held)} of {count} documents held out in {paths['valid']}", file=sys.stderr
-        )
+    status(progress, f"split {source}: {len(held)} of {count} documents held out in {paths['valid']}")
     return paths

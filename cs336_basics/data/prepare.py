@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cs336_basics.atomic import atomic_write
-from cs336_basics.data.chunking import check_errors_mode, check_text_file
+from cs336_basics.data.chunking import cannot_write, check_errors_mode, check_text_file, status
 from cs336_basics.data.demo_corpus import DEFAULT_NUM_STORIES, generate_demo_corpus
 from cs336_basics.data.download import TINYSTORIES_FILES, download_tinystories
 from cs336_basics.data.encode import encode_file
@@ -40,6 +39,7 @@ from cs336_basics.errors import UserError
 
 BUILTIN = ("tinystories", "demo")
 DEFAULT_VOCAB_SIZE = {"tinystories": 10_000, "demo": 2048, "file": 10_000}
+STEPS = ("tokenizer", "tokens")  # after the text, which every step needs
 DEMO_SPLITS = {"train": (0, DEFAULT_NUM_STORIES), "valid": (1, 300)}  # split -> (seed, num_stories)
 
 
@@ -63,9 +63,9 @@ class DatasetSpec:
     kind: str
     source: Path | None = None
 
-    @property
-    def default_vocab_size(self) -> int:
-        return DEFAULT_VOCAB_SIZE[self.kind]
+    def vocab_size(self, requested: int | None) -> int:
+        """``requested`` if given, else this kind's default; ``UserError`` if too small."""
+        return check_vocab_size(DEFAULT_VOCAB_SIZE[self.kind] if requested is None else requested)
 
     def directory(self, data_dir: str | os.PathLike) -> Path:
         return Path(data_dir) / self.name
@@ -95,9 +95,7 @@ def ensure_writable_dir(path: Path) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
-        raise UserError(
-            f"cannot write to data dir {path} ({err.strerror or err}); choose another --data-dir"
-        ) from None
+        raise cannot_write(f"write to data dir {path}", err) from None
     return path
 
 
@@ -116,11 +114,6 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _log(progress: bool, msg: str) -> None:
-    if progress:
-        print(msg, file=sys.stderr)
-
-
 def _write_demo_text(directory: Path, progress: bool) -> dict[str, Path]:
     paths = {}
     for split, (seed, n) in DEMO_SPLITS.items():
@@ -129,7 +122,7 @@ def _write_demo_text(directory: Path, progress: bool) -> dict[str, Path]:
         if not (path.is_file() and path.read_text(encoding="utf-8") == text):
             with atomic_write(path, "wb") as f:  # bytes: independent of the locale's encoding
                 f.write(text.encode("utf-8"))
-            _log(progress, f"wrote {path} (synthetic demo stories, seed {seed})")
+            status(progress, f"wrote {path} (synthetic demo stories, seed {seed})")
         paths[split] = path
     return paths
 
@@ -145,7 +138,7 @@ def dataset_texts(
     base_url: str | None = None,
 ) -> dict[str, Path]:
     """The train/valid text files of ``spec``, downloading, generating or splitting them as needed."""
-    directory = ensure_writable_dir(spec.directory(data_dir))
+    directory = spec.directory(data_dir)
     if valid is not None and spec.kind != "file":
         raise UserError(f"--valid only applies to --dataset <path to a .txt>, not {spec.name}")
     if spec.kind == "demo":
@@ -177,7 +170,7 @@ def ensure_tokenizer(
 ) -> Tokenizer:
     """Reuse ``tokenizer_path`` if trainer ``bpe`` made it from this text with this vocab size, else train it."""
     if not force and tokenizer_is_current(tokenizer_path, vocab_size, check_text_file(train_text), bpe):
-        _log(progress, f"tokenizer {tokenizer_path} is up to date")
+        status(progress, f"tokenizer {tokenizer_path} is up to date")
         return Tokenizer.from_files(tokenizer_path)
     tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
     return train_tokenizer(train_text, tokenizer_path, vocab_size, bpe=bpe, errors=errors, progress=progress)
@@ -185,19 +178,18 @@ def ensure_tokenizer(
 
 def ensure_tokens(
     text: Path, tokenizer: Tokenizer, npy: Path, *, errors: str, progress: bool, force: bool = False
-) -> Path:
+) -> None:
     """Reuse ``npy`` if it holds ``text`` encoded with ``tokenizer``, else (re-)encode it."""
     assert tokenizer.path is not None
     problem = token_file_problem(
         npy, vocab_size=tokenizer.vocab_size, tokenizer_path=tokenizer.path, source_size=check_text_file(text)
     )
     if problem is None and not force:
-        _log(progress, f"token file {npy} is up to date")
-        return npy
+        status(progress, f"token file {npy} is up to date")
+        return
     if npy.exists() and problem is not None:
-        _log(progress, f"re-encoding: {problem}")
+        status(progress, f"re-encoding: {problem}")
     encode_file(text, tokenizer, npy, errors=errors, progress=progress)
-    return npy
 
 
 def prepare_dataset(
@@ -210,35 +202,58 @@ def prepare_dataset(
     *,
     base_url: str | None = None,
     bpe: str = DEFAULT_BPE,
+    steps: Collection[str] = STEPS,
+    download: bool = True,
+    force: bool = False,
 ) -> PreparedDataset:
     """Download/generate the text, train the tokenizer and encode train/valid; idempotent.
 
     ``dataset`` is ``"tinystories"``, ``"demo"`` (synthetic, offline, seconds) or a path to a .txt file.
     ``vocab_size`` defaults to 10,000 (2,048 for demo); ``bpe`` picks the trainer (``cs336`` or ``hf``).
+    ``steps`` can leave out ``"tokenizer"`` (then the trained one must exist) or ``"tokens"``;
+    ``download=False`` stops instead of fetching TinyStories; ``force`` redoes the steps even if up to date.
     """
     check_errors_mode(errors)
     check_bpe(bpe)
     spec = resolve_dataset(dataset)
-    vocab_size = check_vocab_size(vocab_size if vocab_size is not None else spec.default_vocab_size)
+    vocab_size = spec.vocab_size(vocab_size)
     directory = ensure_writable_dir(spec.directory(data_dir))
+    token_dir = spec.token_directory(data_dir, vocab_size, bpe)
+    tokenizer_path = token_dir / "tokenizer.json"
+    tokens = {split: token_dir / f"{split}.npy" for split in ("train", "valid")}
     with _locked(directory):
         texts = dataset_texts(
-            spec, data_dir, valid=valid, errors=errors, progress=progress, base_url=base_url
+            spec,
+            data_dir,
+            valid=valid,
+            errors=errors,
+            progress=progress,
+            download=download,
+            base_url=base_url,
         )
-        token_dir = spec.token_directory(data_dir, vocab_size, bpe)
-        tokenizer_path = token_dir / "tokenizer.json"
-        tok = ensure_tokenizer(
-            texts["train"], tokenizer_path, vocab_size, bpe=bpe, errors=errors, progress=progress
-        )
-        outputs = {
-            split: ensure_tokens(
-                texts[split], tok, token_dir / f"{split}.npy", errors=errors, progress=progress
+        if "tokenizer" in steps:
+            tok = ensure_tokenizer(
+                texts["train"],
+                tokenizer_path,
+                vocab_size,
+                bpe=bpe,
+                errors=errors,
+                progress=progress,
+                force=force,
             )
-            for split in ("train", "valid")
-        }
+        elif tokenizer_path.is_file():
+            tok = Tokenizer.from_files(tokenizer_path)
+        else:
+            raise UserError(
+                f"{tokenizer_path} is missing; run `cs336-data train-tokenizer --dataset {dataset} "
+                f"--vocab-size {vocab_size} --bpe {bpe}` first"
+            )
+        if "tokens" in steps:
+            for split, npy in tokens.items():
+                ensure_tokens(texts[split], tok, npy, errors=errors, progress=progress, force=force)
     return PreparedDataset(
-        train_tokens=outputs["train"],
-        valid_tokens=outputs["valid"],
+        train_tokens=tokens["train"],
+        valid_tokens=tokens["valid"],
         tokenizer_path=tokenizer_path,
         vocab_size=tok.vocab_size,
         dataset=spec.name,

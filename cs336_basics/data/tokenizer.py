@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 
 import regex
@@ -26,14 +26,12 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from cs336_basics.atomic import atomic_write
-from cs336_basics.data.bpe import PAT, bytes_to_unicode, special_token_pattern
-from cs336_basics.data.chunking import EOT
+from cs336_basics.data.bpe import PAT, bytes_to_unicode, merge_pair, special_token_pattern
+from cs336_basics.data.chunking import EOT, rechunk, safe_cut
 from cs336_basics.errors import UserError
 
-SPECIAL_TOKENS = (EOT,)
-MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 ITERABLE_CHUNK_CHARS = 1 << 16
-CACHE_ENTRIES = 1 << 14  # pre-token -> ids memo; cleared when full, so memory stays flat on any input
+CACHE_ENTRIES = 1 << 14  # pre-token -> ids memo, least recently used dropped: memory stays flat on any input
 
 
 def configure_byte_level(hf: HFTokenizer) -> HFTokenizer:
@@ -48,31 +46,31 @@ def special_added_tokens(special_tokens: Iterable[str]) -> list[AddedToken]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+_CHAR_OF_BYTE = bytes_to_unicode()
+_BYTE_OF_CHAR = {c: b for b, c in _CHAR_OF_BYTE.items()}
 
 
 def _to_unicode(token: bytes) -> str:
-    table = bytes_to_unicode()
-    return "".join(table[b] for b in token)
+    return "".join(_CHAR_OF_BYTE[b] for b in token)
 
 
 def _from_unicode(text: str) -> bytes:
     """GPT-2 string -> bytes; a string with characters outside the byte map is taken as raw UTF-8 (a
     special token such as ``<|endoftext|>`` stored verbatim)."""
-    inverse = _inverse_table()
     try:
-        return bytes(inverse[c] for c in text)
+        return bytes(_BYTE_OF_CHAR[c] for c in text)
     except KeyError:
         return text.encode("utf-8")
 
 
-@lru_cache(maxsize=1)
-def _inverse_table() -> dict[str, int]:
-    return {c: b for b, c in bytes_to_unicode().items()}
+def _parse_merge(merge: str | list[str]) -> tuple[bytes, bytes]:
+    """One merge as ``merges.txt`` and older ``tokenizer.json`` files write it (``"a b"``), or as a pair."""
+    a, b = merge.split(" ") if isinstance(merge, str) else merge
+    return _from_unicode(a), _from_unicode(b)
 
 
 class Tokenizer:
@@ -100,7 +98,7 @@ class Tokenizer:
         pattern = special_token_pattern(self.special_tokens)
         self._special_split = regex.compile(f"({pattern.pattern})") if pattern else None
         self._longest_special = max((len(t) for t in self.special_tokens), default=0)
-        self._cache: dict[str, list[int]] = {}
+        self._encode_pretoken = lru_cache(maxsize=CACHE_ENTRIES)(self._encode_pretoken_uncached)
         self.path = path
         self._sha256 = sha256
 
@@ -133,12 +131,8 @@ class Tokenizer:
         try:
             raw_vocab = json.loads(path.read_text(encoding="utf-8"))
             vocab = {int(i): _from_unicode(s) for s, i in raw_vocab.items()}
-            merges = []
-            for line in merges_path.read_text(encoding="utf-8").splitlines():
-                if line.startswith("#version") or not line.strip():
-                    continue
-                a, b = line.split(" ")
-                merges.append((_from_unicode(a), _from_unicode(b)))
+            lines = merges_path.read_text(encoding="utf-8").splitlines()
+            merges = [_parse_merge(m) for m in lines if m.strip() and not m.startswith("#version")]
         except (ValueError, AttributeError) as err:
             raise UserError(f"cannot read BPE vocab {path} / merges {merges_path} ({err})") from None
         return cls(vocab, merges, special_tokens)
@@ -169,30 +163,17 @@ class Tokenizer:
                 ids.append(self.id_of[piece.encode("utf-8")])
                 continue
             for word in PAT.findall(piece):
-                cached = self._cache.get(word)
-                if cached is None:
-                    if len(self._cache) >= CACHE_ENTRIES:
-                        self._cache.clear()
-                    cached = self._cache[word] = self._encode_pretoken(word.encode("utf-8"))
-                ids.extend(cached)
+                ids.extend(self._encode_pretoken(word))
         return ids
 
-    def _encode_pretoken(self, word: bytes) -> list[int]:
-        parts = [word[i : i + 1] for i in range(len(word))]
+    def _encode_pretoken_uncached(self, word: str) -> list[int]:
+        parts = [bytes([b]) for b in word.encode("utf-8")]
         ranks = self.ranks
         while len(parts) > 1:
             best = min(zip(parts, parts[1:]), key=lambda p: ranks.get(p, len(ranks)))
             if best not in ranks:
                 break
-            merged, out, i = best[0] + best[1], [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and parts[i] == best[0] and parts[i + 1] == best[1]:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(parts[i])
-                    i += 1
-            parts = out
+            parts = merge_pair(parts, best, best[0] + best[1])
         return [self.id_of[p] for p in parts]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
@@ -208,43 +189,12 @@ class Tokenizer:
         """Lazily encode a stream of strings (e.g. an open file) exactly as if it were one string.
 
         Text is buffered up to ``chunk_chars`` and encoded up to a cut that no pre-token or special token
-        crosses, so memory stays bounded (plus the longest run without a space or newline).
+        crosses (``chunking.safe_cut``), so memory stays bounded (plus the longest run without a space or
+        newline).
         """
-        buf = ""
-        for piece in iterable:
-            buf += piece
-            if len(buf) < chunk_chars:
-                continue
-            cut = self._safe_cut(buf)
-            if cut:
-                yield from self.encode(buf[:cut])
-                buf = buf[cut:]
-        if buf:
-            yield from self.encode(buf)
-
-    def _safe_cut(self, text: str) -> int:
-        """Largest ``i`` with encode(text[:i]) + encode(text[i:]) == encode(text) for any continuation; 0 if none.
-
-        Either right after a special token, or before a space/newline that follows a non-space (no GPT-2
-        pre-token spans that). The last ``longest special token`` characters are left alone: a special
-        token could still be completing there.
-        """
-        limit = len(text) - self._longest_special
-        start, end = 0, limit
-        if self._special_split is not None:
-            for m in self._special_split.finditer(text):
-                if m.end() <= limit:
-                    start = m.end()
-                else:
-                    end = min(end, m.start())
-                    break
-        for sep in ("\n", " "):
-            i = text.rfind(sep, start + 1, end + 1) if end > start else -1
-            while i > start:
-                if not text[i - 1].isspace():
-                    return i
-                i = text.rfind(sep, start + 1, i - 1)
-        return start
+        cut = partial(safe_cut, special=self._special_split, hold=self._longest_special)
+        for chunk in rechunk(iterable, chunk_chars, cut):
+            yield from self.encode(chunk)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Concatenate the tokens' bytes and decode as UTF-8 (invalid sequences become U+FFFD)."""
@@ -304,14 +254,9 @@ def parse_tokenizer_json(text: str, where: str = "tokenizer.json"):
         if model.get("type") != "BPE":
             raise ValueError(f"model type {model.get('type')!r}, not BPE")
         added = {t["id"]: t["content"] for t in data.get("added_tokens") or []}
-        vocab = {
-            i: (added[i].encode("utf-8") if i in added else _from_unicode(s))
-            for s, i in model["vocab"].items()
-        }
-        for i, content in added.items():
-            vocab.setdefault(i, content.encode("utf-8"))
-        pairs = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-        merges = [(_from_unicode(a), _from_unicode(b)) for a, b in pairs]
+        vocab = {i: _from_unicode(s) for s, i in model["vocab"].items()}
+        vocab.update({i: content.encode("utf-8") for i, content in added.items()})  # stored verbatim
+        merges = [_parse_merge(m) for m in model["merges"]]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(
             f"{where} is not a valid tokenizer.json ({_first_line(err)}); delete it and retrain"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -24,10 +23,16 @@ from tqdm import tqdm
 
 from cs336_basics.atomic import atomic_write_json
 from cs336_basics.data.bpe import train_bpe
-from cs336_basics.data.chunking import check_errors_mode, check_text_file, iter_documents
+from cs336_basics.data.chunking import (
+    EOT,
+    byte_bar,
+    cannot_write,
+    check_errors_mode,
+    check_text_file,
+    iter_documents,
+    status,
+)
 from cs336_basics.data.tokenizer import (
-    MIN_VOCAB_SIZE,
-    SPECIAL_TOKENS,
     Tokenizer,
     configure_byte_level,
     parse_tokenizer_json,
@@ -35,6 +40,8 @@ from cs336_basics.data.tokenizer import (
 )
 from cs336_basics.errors import UserError
 
+SPECIAL_TOKENS = (EOT,)
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 DEFAULT_VOCAB_SIZE = 10_000
 DOCS_PER_BATCH = 1000
 BPE_TRAINERS = ("cs336", "hf")
@@ -120,16 +127,14 @@ def train_tokenizer(
     check_bpe(bpe)
     check_errors_mode(errors)
     size = check_text_file(text_path)
-    out_path = Path(out_path)
     if bpe == "cs336":
-        if progress:
-            print(
-                f"train tokenizer {Path(text_path).name} (cs336 BPE, vocab {vocab_size})...", file=sys.stderr
-            )
+        status(progress, f"train tokenizer {Path(text_path).name} (cs336 BPE, vocab {vocab_size})...")
         vocab, merges = train_bpe(text_path, vocab_size, list(SPECIAL_TOKENS), errors=errors)
         tok = _check_reached(Tokenizer(vocab, merges, SPECIAL_TOKENS), vocab_size)
     else:
-        tok = _train_hf(text_path, size, vocab_size, errors, progress)
+        with byte_bar(f"train tokenizer {Path(text_path).name}", size, progress) as bar:
+            docs = iter_documents(text_path, errors, on_bytes=bar.update)
+            tok = train_from_documents(_announce_end(_batched(docs, DOCS_PER_BATCH), bar), vocab_size)
     try:
         tok.save(out_path)
         tok = Tokenizer.from_files(out_path)
@@ -145,48 +150,36 @@ def train_tokenizer(
             },
         )
     except OSError as err:
-        raise UserError(
-            f"cannot write {out_path} ({err.strerror or err}); choose a writable --data-dir"
-        ) from None
+        raise cannot_write(f"write {out_path}", err) from None
     return tok
 
 
-def _train_hf(
-    text_path: str | os.PathLike, size: int, vocab_size: int, errors: str, progress: bool
-) -> Tokenizer:
-    with tqdm(
-        total=size,
-        unit="B",
-        unit_scale=True,
-        desc=f"train tokenizer {Path(text_path).name}",
-        disable=not progress,
-    ) as bar:
-        docs = iter_documents(text_path, errors, on_bytes=bar.update)
-        return train_from_documents(_announce_end(_batched(docs, DOCS_PER_BATCH), bar), vocab_size)
-
-
-def tokenizer_trainer(tokenizer_path: str | os.PathLike) -> str | None:
-    """Which trainer made ``tokenizer_path`` (from its meta; tokenizers from before the choice existed are
-    Hugging Face's), or ``None`` without a meta file."""
+def _read_meta(tokenizer_path: str | os.PathLike) -> dict:
+    """The ``tokenizer.meta.json`` beside ``tokenizer_path`` (``{}`` if missing or unreadable), its ``bpe``
+    filled in for tokenizers from before the choice existed: those are Hugging Face's."""
     try:
         meta = json.loads(meta_path(tokenizer_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return meta.get("bpe", "hf") if isinstance(meta, dict) else None
+        return {}
+    return {"bpe": "hf", **meta} if isinstance(meta, dict) else {}
+
+
+def tokenizer_trainer(tokenizer_path: str | os.PathLike) -> str | None:
+    """Which trainer made ``tokenizer_path`` (from its meta), or ``None`` without a meta file."""
+    return _read_meta(tokenizer_path).get("bpe")
 
 
 def tokenizer_is_current(
     tokenizer_path: str | os.PathLike, vocab_size: int, source_size: int, bpe: str = DEFAULT_BPE
 ) -> bool:
     """True if ``tokenizer_path`` loads, has ``<|endoftext|>``, and its meta matches trainer, vocab and source size."""
+    meta = _read_meta(tokenizer_path)
     try:
-        meta = json.loads(meta_path(tokenizer_path).read_text(encoding="utf-8"))
         tok = Tokenizer.from_files(tokenizer_path)
     except (OSError, ValueError, UserError):
         return False
     return (
-        isinstance(meta, dict)
-        and meta.get("bpe", "hf") == bpe
+        meta.get("bpe") == bpe
         and meta.get("vocab_size") == vocab_size
         and meta.get("tokenizer_sha256") == tok.sha256
         and (meta.get("source") or {}).get("size") == source_size
