@@ -26,3 +26,29 @@ def test_command_is_installed_and_answers_help(name, capsys):
         installed[name].load()(["--help"])
     assert exc.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(DECLARED))
+def test_every_flag_of_every_command_says_what_it_does(name, monkeypatch, capsys):
+    """The parsers a command builds for ``--help``, caught as they parse, and their sub-commands' parsers:
+    every option (and every positional) has a help text."""
+    import argparse
+
+    parsers, parse = [], argparse.ArgumentParser.parse_known_args
+
+    def recording(self, *args, **kwargs):
+        parsers.append(self)
+        return parse(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", recording)
+    installed = {ep.name: ep for ep in entry_points(group="console_scripts")}
+    with pytest.raises(SystemExit):
+        installed[name].load()(["--help"])
+    capsys.readouterr()
+    subparsers = [c for p in parsers for a in p._actions if isinstance(a, argparse._SubParsersAction)
+                  for c in a.choices.values()]  # fmt: skip
+    actions = [a for p in parsers + subparsers for a in p._actions if not isinstance(a, argparse._HelpAction)]
+    assert parsers and actions
+    silent = [a.option_strings[0] if a.option_strings else a.dest for a in actions
+              if not a.help or a.help == argparse.SUPPRESS]  # fmt: skip
+    assert silent == [], f"{name}: no help text for {silent}"

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cs336-data", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (below)")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-encode even if the token files are up to date")
 
     p = _subcommand(sub, "check", "validate .npy token files and their sidecars; exit 2 on any problem")
-    p.add_argument("paths", type=Path, nargs="+", metavar="NPY")
+    p.add_argument("paths", type=Path, nargs="+", metavar="NPY", help="token files (.npy) to check")
     p.add_argument(
         "--tokenizer", type=Path, help="also check the files were encoded with this tokenizer.json"
     )
