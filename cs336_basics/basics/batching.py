@@ -24,19 +24,14 @@ def get_batch(
     """
     device = torch.device(device)
     starts = np.random.randint(0, len(dataset) - context_length, size=batch_size)
-    x, y = _windows(dataset, starts, context_length)
-    return x.to(device), y.to(device)
+    block = _block(dataset, starts, context_length).to(device)
+    return block[:, :-1], block[:, 1:]
 
 
 def _block(dataset: npt.NDArray, starts: npt.NDArray, context_length: int) -> Tensor:
     """The windows ``dataset[s : s + context_length + 1]`` as one contiguous int64 (B, T+1) tensor."""
     offsets = np.arange(context_length + 1)
     return torch.from_numpy(np.ascontiguousarray(dataset[starts[:, None] + offsets], dtype=np.int64))
-
-
-def _windows(dataset: npt.NDArray, starts: npt.NDArray, context_length: int) -> tuple[Tensor, Tensor]:
-    tokens = _block(dataset, starts, context_length)
-    return tokens[:, :-1], tokens[:, 1:]
 
 
 def batch_starts(seed: int, step: int, num_windows: int, batch_size: int) -> npt.NDArray[np.int64]:
@@ -97,11 +92,8 @@ def eval_batches(
 ) -> list[tuple[Tensor, Tensor]]:
     """The fixed validation set as a list of device batches (built once per run; a few MB at most)."""
     starts = eval_starts(len(dataset), context_length, batch_size * num_batches)
-    out = []
-    for i in range(num_batches):
-        x, y = _windows(dataset, starts[i * batch_size : (i + 1) * batch_size], context_length)
-        out.append((x.to(device), y.to(device)))
-    return out
+    block = _block(dataset, starts, context_length).to(device)
+    return [(batch[:, :-1], batch[:, 1:]) for batch in block.split(batch_size)]
 
 
 def with_data_files(cfg):

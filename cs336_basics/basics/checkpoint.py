@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import torch
+from torch.utils._pytree import tree_leaves, tree_map_only
 
 from cs336_basics.atomic import atomic_write
 from cs336_basics.errors import UserError
@@ -29,10 +30,17 @@ def save_checkpoint(
     **extra: Any,
 ) -> None:
     """Save model, optimizer and iteration (plus ``extra`` entries) to a path (atomically) or a binary file."""
+    write_checkpoint(checkpoint_dict(model, optimizer, iteration, **extra), out)
+
+
+def checkpoint_dict(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, iteration: int, **extra
+) -> dict:
+    """What a checkpoint holds: the model's state dict, the iteration, ``extra``, and the optimizer's state."""
     obj = {"model": _unwrap(model).state_dict(), "iteration": int(iteration), **extra}
     if optimizer is not None:
         obj["optimizer"] = optimizer.state_dict()
-    write_checkpoint(obj, out)
+    return obj
 
 
 def write_checkpoint(obj: dict, out) -> None:
@@ -43,9 +51,9 @@ def write_checkpoint(obj: dict, out) -> None:
         torch.save(obj, out)
 
 
-def read_checkpoint(src, map_location: str | torch.device = "cpu") -> dict:
-    """The raw checkpoint dict (tensors on ``map_location``); only tensors and plain Python data are unpickled."""
-    return torch.load(src, map_location=map_location, weights_only=True)
+def read_checkpoint(src) -> dict:
+    """The raw checkpoint dict, tensors on the CPU; only tensors and plain Python data are unpickled."""
+    return torch.load(src, map_location="cpu", weights_only=True)
 
 
 def load_checkpoint(src, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
@@ -57,20 +65,14 @@ def load_checkpoint(src, model: torch.nn.Module, optimizer: torch.optim.Optimize
     return int(obj["iteration"])
 
 
-def _snapshot(obj, pinned: bool):
-    """A host copy of every tensor in ``obj``. From CUDA into pinned buffers with non-blocking copies, so the
-    loop does not wait: the copies are ordered on the stream before any later update of the parameters,
-    and the writer thread waits for them (``_Snapshot.ready``) before serialising."""
-    if isinstance(obj, torch.Tensor):
-        if obj.device.type == "cpu":
-            return obj.detach().clone()
-        host = torch.empty(obj.shape, dtype=obj.dtype, pin_memory=pinned)
-        return host.copy_(obj.detach(), non_blocking=pinned)
-    if isinstance(obj, dict):
-        return {k: _snapshot(v, pinned) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_snapshot(v, pinned) for v in obj)
-    return obj
+def _host_copy(tensor: torch.Tensor, pinned: bool) -> torch.Tensor:
+    """A host copy of ``tensor``. From CUDA into a pinned buffer with a non-blocking copy, so the loop does not
+    wait: the copies are ordered on the stream before any later update of the parameters, and the writer
+    thread waits for them (the ``ready`` event) before serialising."""
+    if tensor.device.type == "cpu":
+        return tensor.detach().clone()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=pinned)
+    return host.copy_(tensor.detach(), non_blocking=pinned)
 
 
 class CheckpointWriteError(UserError):
@@ -89,13 +91,8 @@ def _is_disk_full(err: BaseException) -> bool:
 
 
 def tensor_bytes(obj) -> int:
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
+    """Bytes of all tensors in ``obj`` (nested dicts, lists and tuples)."""
+    return sum(t.nbytes for t in tree_leaves(obj) if isinstance(t, torch.Tensor))
 
 
 class CheckpointWriter:
@@ -114,18 +111,15 @@ class CheckpointWriter:
     def submit(self, obj: dict, path: Path, background: bool = True) -> None:
         self.wait()
         pinned = torch.cuda.is_available()
-        snapshot = _snapshot(obj, pinned)
+        snapshot = tree_map_only(torch.Tensor, lambda t: _host_copy(t, pinned), obj)
         ready = torch.cuda.Event() if pinned else None
         if ready is not None:
             ready.record()
-        if not background:
-            self._write(snapshot, path, ready)
-            self.raise_if_failed()
-            return
-        self._thread = threading.Thread(
-            target=self._write, args=(snapshot, path, ready), name="checkpoint-writer", daemon=False
-        )
+        args = (snapshot, path, ready)
+        self._thread = threading.Thread(target=self._write, args=args, name="checkpoint-writer")
         self._thread.start()
+        if not background:
+            self.wait()
 
     def _write(self, snapshot: dict, path: Path, ready) -> None:
         try:
@@ -138,11 +132,9 @@ class CheckpointWriter:
 
     def _describe(self, err: BaseException, snapshot: dict, path: Path) -> BaseException:
         kept = self.written_step.get(path.stem)
-        intact = (
-            f"the last good {path.name} (step {kept}) is intact"
-            if kept is not None
-            else f"no {path.name} was written yet"
-        )
+        intact = f"no {path.name} was written yet"
+        if kept is not None:
+            intact = f"the last good {path.name} (step {kept}) is intact"
         if _is_disk_full(err):
             need = tensor_bytes(snapshot) / 1e6
             return CheckpointWriteError(
@@ -168,18 +160,15 @@ class CheckpointWriter:
 def clean_stale_temp_files(run_dir: Path) -> None:
     """Remove temp files a killed writer left behind (``.latest.pt.*.tmp``, ...): only this run's own trainer,
     which holds the run-dir lock, ever writes them."""
-    for directory in (run_dir, run_dir / "checkpoints"):
-        for tmp in directory.glob(".*.tmp") if directory.is_dir() else ():
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+    for tmp in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 @contextlib.contextmanager
 def run_dir_lock(out_dir: Path):
     """One trainer per run directory: an flock the kernel drops when the holder dies (even by kill -9)."""
-    from cs336_basics.experiment_log.reader import (
-        RUN_LOCK_FILE,  # the run-dir contract (readers check it too)
-    )
+    from cs336_basics.experiment_log.reader import RUN_LOCK_FILE  # readers check the lock too
 
     with open(out_dir / RUN_LOCK_FILE, "a+") as handle:
         try:

@@ -156,8 +156,8 @@ class ExperimentConfig:
         return cfg
 
     def validate(self) -> None:
-        """Every value checked: one line per problem saying which flag, the value, the rule, and an example."""
-        self._check_types()
+        """Every value checked (after ``_check_types``): one line per problem saying which flag, the value, the
+        rule, and an example."""
         for name, rule in RANGES.items():
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and _RULES[rule](value)):
@@ -180,12 +180,11 @@ class ExperimentConfig:
             )
 
     def _check_types(self) -> None:
-        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            value, kind = getattr(self, f.name), _scalar_type(hints[f.name])
-            if value is None and not _optional(hints[f.name]):
+            value, kind = getattr(self, f.name), _scalar_type(_HINTS[f.name])
+            if value is None and not _optional(_HINTS[f.name]):
                 raise UserError(f"config field {f.name} cannot be none; give a {kind.__name__}")
-            if value is None or kind not in (int, float, str, bool, dict):
+            if value is None:
                 continue
             ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
             if not ok or (kind in (int, float) and isinstance(value, bool)):
@@ -234,8 +233,10 @@ class ExperimentConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
-# Model-shape fields: what a checkpoint's weights need to be loaded.
-MODEL_FIELDS = ("vocab_size", "context_length", "d_model", "d_ff", "num_layers", "num_heads", "rope_theta")
+# The field annotations, evaluated: int | None, dict[str, Any], ...
+_HINTS = typing.get_type_hints(ExperimentConfig)
+# Model-shape fields: what a checkpoint's weights need to be loaded (in TransformerLM's argument order).
+MODEL_FIELDS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta")
 # Fields that default to None and are derived by resolved(); config.json lists which ones were derived.
 DERIVED_FIELDS = ("min_lr", "warmup_steps", "cosine_cycle_steps")
 # What the trainer writes into a run's config.json besides the config fields (see ExperimentConfig.run_info).
@@ -256,14 +257,8 @@ _POSITIVE = ("vocab_size", "context_length", "d_model", "d_ff", "num_layers", "n
 _POSITIVE += ("max_steps", "log_interval", "eval_interval", "eval_batches", "checkpoint_interval")
 _POSITIVE += ("sharpness_iters", "max_lr", "rope_theta", "eps", "grad_clip", "target_val_loss")
 _POSITIVE += ("divergence_rebound_margin", "divergence_stall_margin")
-_NON_NEGATIVE = (
-    "warmup_steps",
-    "cosine_cycle_steps",
-    "min_lr",
-    "weight_decay",
-    "seed",
-    "divergence_min_steps",
-)
+_NON_NEGATIVE = ("warmup_steps", "cosine_cycle_steps", "min_lr", "weight_decay", "seed")
+_NON_NEGATIVE += ("divergence_min_steps",)
 # The allowed range (a rule of _RULES) of every numeric field; NaN and inf never pass; None passes where allowed.
 RANGES: dict[str, str] = {
     **dict.fromkeys(_POSITIVE, "> 0"),
@@ -280,17 +275,11 @@ RANGES: dict[str, str] = {
 _SAME_MATH = "how the same math runs: numbers agree to rounding (the same bytes need the same value)"
 RESUMABLE_FIELDS = {
     **dict.fromkeys(("device", "compile", "tf32"), _SAME_MATH),
-    **dict.fromkeys(
-        ("data_dir", "train_data", "val_data", "tokenizer_path"), "paths: the same files may move"
-    ),
-    **dict.fromkeys(
-        ("eval_interval", "checkpoint_interval"), "when evaluation/checkpoints happen, not training"
-    ),
+    **dict.fromkeys(("data_dir", "train_data", "val_data", "tokenizer_path"), "paths: the files may move"),
+    **dict.fromkeys(("eval_interval", "checkpoint_interval"), "when evaluations and checkpoints happen"),
     "eval_batches": "changes the validation estimate (and best.pt) after the resume, not the training",
     "target_val_loss": "what summary.json judges against, not what training computes",
-    **dict.fromkeys(
-        ("sharpness_share", "sharpness_iters", "signals"), "measurements that never touch training"
-    ),
+    **dict.fromkeys(("sharpness_share", "sharpness_iters", "signals"), "measurements: never touch training"),
     "extra": "free-form notes",
 }
 # Not listed, on purpose: dtype (the precision of every activation) and kernels (another implementation of
@@ -405,10 +394,9 @@ def field_help(name: str) -> str:
 
 
 def _scalar_type(tp: Any) -> Any:
-    """int | None -> int, etc."""
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0]
+    """int | None -> int, dict[str, Any] -> dict."""
+    if isinstance(tp, types.UnionType):
+        return next(a for a in typing.get_args(tp) if a is not type(None))
     return typing.get_origin(tp) or tp
 
 
@@ -430,20 +418,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
     """One ``--flag`` per ExperimentConfig field, plus ``--lr``. A flag not given is absent from the namespace
     (``argparse.SUPPRESS``), so the preset's value stands and ``--target-val-loss none`` can still say None."""
     group = parser.add_argument_group("run configuration (any ExperimentConfig field; default: the preset's)")
-    hints = typing.get_type_hints(ExperimentConfig)
     for name in FIELD_NAMES:
         if name in ("preset", "extra") or name in skip:
             continue
-        kind, flag, doc = _scalar_type(hints[name]), f"--{_flag(name)}", field_help(name)
+        kind = _scalar_type(_HINTS[name])
         if kind is bool:
-            action = argparse.BooleanOptionalAction
-            group.add_argument(flag, dest=name, action=action, default=argparse.SUPPRESS, help=doc)
+            parsing = dict(action=argparse.BooleanOptionalAction)
         else:
             metavar = "|".join(CHOICES[name]) if name in CHOICES else kind.__name__.upper()
-            parse = _parser(kind, _optional(hints[name]))
-            group.add_argument(
-                flag, dest=name, type=parse, default=argparse.SUPPRESS, metavar=metavar, help=doc
-            )
+            parsing = dict(type=_parser(kind, _optional(_HINTS[name])), metavar=metavar)
+        group.add_argument(
+            f"--{_flag(name)}", dest=name, default=argparse.SUPPRESS, help=field_help(name), **parsing
+        )
     if "max_lr" not in skip:
         lr_help = "the same as --max-lr: " + field_help("max_lr")
         group.add_argument("--lr", dest="max_lr", type=float, default=argparse.SUPPRESS, help=lr_help)

@@ -17,10 +17,11 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from cs336_basics.errors import UserError
 
@@ -37,20 +38,15 @@ class Runtime:
     compile_backend: str
     tf32: bool
     notes: list[str] = field(default_factory=list)
-    threads: int = field(
-        default_factory=torch.get_num_threads
-    )  # intra-op threads (CPU numerics depend on it)
+    # Intra-op threads: CPU numerics depend on them (a reduction split over more threads rounds differently).
+    threads: int = field(default_factory=torch.get_num_threads)
     deterministic: bool = field(default_factory=torch.are_deterministic_algorithms_enabled)
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return None if self.dtype == "fp32" else DTYPES[self.dtype]
 
     def autocast(self):
         """The autocast context for forward passes (a no-op context in fp32)."""
-        if self.autocast_dtype is None:
+        if self.dtype == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=DTYPES[self.dtype])
 
     def device_name(self) -> str:
         if self.device.type == "cuda":
@@ -60,25 +56,15 @@ class Runtime:
         return _cpu_model()
 
     def as_dict(self) -> dict:
-        return {
-            "device": str(self.device),
-            "device_name": self.device_name(),
-            "dtype": self.dtype,
-            "compile": self.compile,
-            "compile_backend": self.compile_backend,
-            "tf32": self.tf32,
-            "threads": self.threads,
-            "deterministic": self.deterministic,
-            "torch": torch.__version__,
-            "notes": list(self.notes),
-        }
+        """The runtime block of config.json and summary.json: every field, the device's name, torch's version."""
+        info = {"device": str(self.device), "device_name": self.device_name()}
+        return {**asdict(self), **info, "torch": torch.__version__}
 
     def banner(self) -> str:
-        compiled = f"compile={self.compile_backend}" if self.compile else "compile=off"
-        where = f"{self.device} ({self.device_name()}" + (
-            f", {self.threads} threads)" if self.device.type == "cpu" else ")"
-        )
-        return f"device {where} | precision {self.dtype} | {compiled} | tf32={self.tf32}"
+        threads = f", {self.threads} threads" if self.device.type == "cpu" else ""
+        compiled = self.compile_backend if self.compile else "off"
+        where = f"{self.device} ({self.device_name()}{threads})"
+        return f"device {where} | precision {self.dtype} | compile={compiled} | tf32={self.tf32}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,26 +72,22 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(
-                f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible"
-            )
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device {name!r} asked for, but MPS is not available here; use --device cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if device.type not in available:
         raise UserError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if not available[device.type]:
+        raise UserError(
+            f"device {name!r} asked for, but {device.type.upper()} is not available here; use --device cpu or auto"
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
     return device
 
 
@@ -124,13 +106,10 @@ def set_tf32(on: bool) -> None:
 
 
 def setup_runtime(
-    device: str = "auto",
-    dtype: str = "auto",
-    compile: str = "auto",
-    tf32: bool = True,
-    run_tokens: int | None = None,
+    device: str, dtype: str, compile: str, tf32: bool, run_tokens: int | None = None
 ) -> Runtime:
-    """Choose and apply device, precision, TF32 and compile settings; ``run_tokens`` sizes the CPU compile choice."""
+    """Choose and apply device, precision, TF32 and compile settings (the config's ``device``, ``dtype``,
+    ``compile`` and ``tf32``, where "auto" is chosen here); ``run_tokens`` sizes the CPU compile choice."""
     dev = resolve_device(device)
     notes: list[str] = []
     if dev.type == "cuda":
@@ -196,19 +175,18 @@ def cpu_autocast_choice() -> tuple[str, str]:
     cache: dict = {}
     with contextlib.suppress(OSError, json.JSONDecodeError):
         cache = json.loads(path.read_text())
-    if key in cache:
-        entry = cache[key]
-        return entry[
-            "dtype"
-        ], f"cached measurement: fp32 {entry['fp32_ms']:.1f} ms vs bf16 {entry['bf16_ms']:.1f} ms"
-    fp32_ms, bf16_ms = _time_step(None), _time_step(torch.bfloat16)
-    choice = "bf16" if bf16_ms < 0.9 * fp32_ms else "fp32"
-    cache[key] = {"dtype": choice, "fp32_ms": fp32_ms, "bf16_ms": bf16_ms}
-    with contextlib.suppress(OSError):
-        from cs336_basics.atomic import atomic_write_json
+    how = "cached measurement"
+    if key not in cache:
+        how, fp32_ms, bf16_ms = "measured", _time_step(None), _time_step(torch.bfloat16)
+        choice = "bf16" if bf16_ms < 0.9 * fp32_ms else "fp32"
+        cache[key] = {"dtype": choice, "fp32_ms": fp32_ms, "bf16_ms": bf16_ms}
+        with contextlib.suppress(OSError):
+            from cs336_basics.atomic import atomic_write_json
 
-        atomic_write_json(path, cache)
-    return choice, f"measured: fp32 {fp32_ms:.1f} ms vs bf16 {bf16_ms:.1f} ms per test step"
+            atomic_write_json(path, cache)
+    entry = cache[key]
+    timing = f"fp32 {entry['fp32_ms']:.1f} ms vs bf16 {entry['bf16_ms']:.1f} ms per test step"
+    return entry["dtype"], f"{how}: {timing}"
 
 
 def _time_step(dtype: torch.dtype | None, repeats: int = 3) -> float:
@@ -222,12 +200,7 @@ def _time_step(dtype: torch.dtype | None, repeats: int = 3) -> float:
     for _ in range(repeats + 1):
         start = time.perf_counter()
         with ctx:
-            loss = (
-                (torch.nn.functional.linear(torch.nn.functional.silu(torch.nn.functional.linear(x, w1)), w2))
-                .float()
-                .square()
-                .mean()
-            )
+            loss = F.linear(F.silu(F.linear(x, w1)), w2).float().square().mean()
         loss.backward()
         best = min(best, time.perf_counter() - start)
     return best * 1e3

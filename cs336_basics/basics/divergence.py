@@ -19,7 +19,7 @@ does not stop a run.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 SMOOTHING = 0.8  # EMA weight of the previous smoothed value, per log step
 
@@ -35,14 +35,8 @@ class DivergenceRule:
 
     @classmethod
     def from_config(cls, config) -> DivergenceRule:
-        return cls(
-            config.divergence_check_after,
-            config.divergence_explode_factor,
-            config.divergence_rebound_margin,
-            config.divergence_stall_fraction,
-            config.divergence_stall_margin,
-            config.divergence_min_steps,
-        )
+        """The rule of an ``ExperimentConfig``: each field ``x`` here is its ``divergence_x``."""
+        return cls(**{f.name: getattr(config, f"divergence_{f.name}") for f in fields(cls)})
 
 
 def smooth(previous: float | None, loss: float) -> float | None:

@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
+from cs336_basics.basics.config import CHOICES
 from cs336_basics.basics.optim import AdamW
 from cs336_basics.errors import UserError
 
-KERNELS = ("fast", "reference")
+KERNELS = CHOICES["kernels"]  # ("fast", "reference")
 DEFAULT_KERNELS = "fast"
 
 
@@ -38,14 +39,8 @@ def check_kernels(kernels: str) -> str:
     return kernels
 
 
-def linear(x: Tensor, weight: Tensor) -> Tensor:
-    """x W^T in one (possibly fused bias-free addmm) call."""
-    return F.linear(x, weight)
-
-
-def silu(x: Tensor) -> Tensor:
-    """x * sigmoid(x) in one kernel."""
-    return F.silu(x)
+linear = F.linear  # linear(x, W) = x W^T in one (bias-free addmm) call
+silu = F.silu  # x * sigmoid(x) in one kernel
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -96,8 +91,5 @@ def _as_torch_adamw_state(optimizer: torch.optim.Optimizer, state_dict: dict) ->
         i: {**s, "step": torch.as_tensor(s["step"], dtype=torch.float32)}
         for i, s in state_dict["state"].items()
     }
-    return {
-        **state_dict,
-        "state": state,
-        "param_groups": [{**g, **flags} for g in state_dict["param_groups"]],
-    }
+    groups = [{**g, **flags} for g in state_dict["param_groups"]]
+    return {**state_dict, "state": state, "param_groups": groups}

@@ -59,10 +59,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        in_dtype = x.dtype
         x32 = x.float()
         inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (x32 * inv_rms * self.weight.float()).to(in_dtype)
+        return (x32 * inv_rms * self.weight.float()).to(x.dtype)
 
 
 class SwiGLU(nn.Module):

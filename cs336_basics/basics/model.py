@@ -14,10 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from cs336_basics.basics import kernels as fast
+from cs336_basics.basics.config import MODEL_FIELDS
 from cs336_basics.basics.functional import scaled_dot_product_attention
 from cs336_basics.basics.layers import Embedding, Linear, RMSNorm, RotaryPositionalEmbedding, SwiGLU, linear
-
-MODEL_FIELDS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta")
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -89,12 +88,11 @@ class TransformerBlock(nn.Module):
         kernels: str = fast.DEFAULT_KERNELS,
     ):
         super().__init__()
-        self.attn = MultiHeadSelfAttention(
-            d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype, kernels=kernels
-        )
-        self.ln1 = RMSNorm(d_model, device=device, dtype=dtype)
-        self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype, kernels=kernels)
-        self.ln2 = RMSNorm(d_model, device=device, dtype=dtype)
+        like = dict(device=device, dtype=dtype)
+        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, **like, kernels=kernels)
+        self.ln1 = RMSNorm(d_model, **like)
+        self.ffn = SwiGLU(d_model, d_ff, **like, kernels=kernels)
+        self.ln2 = RMSNorm(d_model, **like)
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.ln1(x), token_positions)
@@ -121,19 +119,9 @@ class TransformerLM(nn.Module):
         self.context_length = context_length
         self.kernels = fast.check_kernels(kernels)
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
-        self.layers = nn.ModuleList(
-            TransformerBlock(
-                d_model,
-                num_heads,
-                d_ff,
-                context_length,
-                rope_theta,
-                device=device,
-                dtype=dtype,
-                kernels=kernels,
-            )
-            for _ in range(num_layers)
-        )
+        block = (d_model, num_heads, d_ff, context_length, rope_theta)
+        like = dict(device=device, dtype=dtype, kernels=kernels)
+        self.layers = nn.ModuleList(TransformerBlock(*block, **like) for _ in range(num_layers))
         self.ln_final = RMSNorm(d_model, device=device, dtype=dtype)
         self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype, kernels=kernels)
 

@@ -77,9 +77,8 @@ def get_lr_cosine_schedule(
     if it <= cosine_cycle_iters:
         span = max(cosine_cycle_iters - warmup_iters, 1)
         progress = (it - warmup_iters) / span
-        return min_learning_rate + 0.5 * (1.0 + math.cos(math.pi * progress)) * (
-            max_learning_rate - min_learning_rate
-        )
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+        return min_learning_rate + cosine * (max_learning_rate - min_learning_rate)
     return min_learning_rate
 
 

@@ -62,19 +62,9 @@ class Probe:
     def sharpness(self, step: int, lr: float) -> dict:
         """One sharpness.csv row: lambda_max(P^-1 H) on the probe batch against (2 + 2 b1) / ((1 - b1) lr),
         measured on an eager copy of the model with the math attention (it has a double backward)."""
+        model, reference_loss = measurement_model(self.model), loss_function("reference")
         sharpness = preconditioned_sharpness(
-            measurement_model(self.model),
-            self.optimizer,
-            self.x,
-            self.y,
-            loss_fn=loss_function("reference"),
-            iters=self.cfg.sharpness_iters,
+            model, self.optimizer, self.x, self.y, loss_fn=reference_loss, iters=self.cfg.sharpness_iters
         )
         threshold = stability_threshold(lr, self.cfg.beta1)
-        return {
-            "step": step,
-            "lr": lr,
-            "sharpness": sharpness,
-            "threshold": threshold,
-            "ratio": sharpness / threshold,
-        }
+        return dict(step=step, lr=lr, sharpness=sharpness, threshold=threshold, ratio=sharpness / threshold)

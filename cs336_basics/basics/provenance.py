@@ -36,15 +36,11 @@ def file_identity(path: str | os.PathLike | None) -> dict | None:
         stat = path.stat()
     except OSError:
         return None
+    identity = {"path": str(path.resolve()), "bytes": stat.st_size}
     sidecar = path.with_name(path.name + ".json")
     if sidecar.exists():
-        return {
-            "path": str(path.resolve()),
-            "bytes": stat.st_size,
-            "mtime": stat.st_mtime,
-            "sidecar_sha256": _sha256(sidecar),
-        }
-    return {"path": str(path.resolve()), "bytes": stat.st_size, "sha256": _sha256(path)}
+        return {**identity, "mtime": stat.st_mtime, "sidecar_sha256": _sha256(sidecar)}
+    return {**identity, "sha256": _sha256(path)}
 
 
 def git_state(directory: Path = _PACKAGE_DIR) -> dict | None:

@@ -10,11 +10,14 @@ moved aside, not deleted).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from cs336_basics.basics.batching import load_run_data
 from cs336_basics.basics.checkpoint import clean_stale_temp_files, run_dir_lock
@@ -39,11 +42,10 @@ def move_aside(path: Path) -> Path | None:
     """Rename an existing run dir to ``<name>.old-<timestamp>`` so results are never silently deleted."""
     if not path.exists():
         return None
-    target = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-    n = 1
+    old = f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, n = path.with_name(old), 1
     while target.exists():
-        target = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
-        n += 1
+        target, n = path.with_name(f"{old}-{n}"), n + 1
     path.rename(target)
     return target
 
@@ -71,9 +73,8 @@ def run_experiment(
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume must be auto, never or must, not {resume!r}")
     cfg, out_dir = config.resolved(), Path(out_dir)
-    derived = [
-        k for k in DERIVED_FIELDS if getattr(config, k) is None
-    ]  # re-derived when config.json is reused
+    # The fields left to derive: config.json lists them, so a reuse of it derives them again.
+    derived = [k for k in DERIVED_FIELDS if getattr(config, k) is None]
     out_dir.mkdir(parents=True, exist_ok=True)
     with run_dir_lock(out_dir):
         if resume != "never":
@@ -84,49 +85,29 @@ def run_experiment(
                 return log.summary
         clean_stale_temp_files(out_dir)
         data = load_run_data(cfg, train_data, val_data)
-        runtime = runtime or setup_runtime(
-            cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens
-        )
-        trainer = Trainer(
-            cfg,
-            out_dir,
-            runtime,
-            data,
-            progress=progress,
-            reference_loss=reference_loss,
-            derived_fields=derived,
-        )
+        runtime = runtime or setup_runtime(cfg.device, cfg.dtype, cfg.compile, cfg.tf32, cfg.total_tokens)
+        options = dict(progress=progress, reference_loss=reference_loss, derived_fields=derived)
+        trainer = Trainer(cfg, out_dir, runtime, data, **options)
         if wandb:
             from cs336_basics.experiment_log.wandb_sink import WandbSink
 
             trainer.tracker.sink = WandbSink.open(
                 out_dir, name=out_dir.name, config=trainer.run_info, **wandb
             )
+        # From here on the run dir says how the run ended (a checkpoint that cannot continue: "failed").
         try:
             resumed = resume != "never" and trainer.resume()
-        except UserError as err:  # a checkpoint that cannot continue: the run dir says so, not "running"
-            trainer.tracker.set_status("failed", step=trainer.state.step, reason=str(err), background=False)
-            trainer.close()
-            raise
-        if resume == "must" and not resumed:
-            raise UserError(f"--resume given but there is no checkpoint at {trainer.latest}")
-        _print_banner(trainer, resumed)
-        trainer.tracker.start(resume_step=trainer.state.step if resumed else None)
-        try:
+            if resume == "must" and not resumed:
+                raise UserError(f"--resume given but there is no checkpoint at {trainer.latest}")
+            _print_banner(trainer, resumed)
+            trainer.tracker.start(resume_step=trainer.state.step if resumed else None)
             summary = trainer.run()
         except (RunInterrupted, KeyboardInterrupt):
-            trainer.tracker.close()
-            trainer.tracker.set_status(
-                "interrupted",
-                step=trainer.state.step,
-                reason="stopped by the user; re-run the same command to resume",
-                background=False,
-            )
+            _record_end(trainer, "interrupted", "stopped by the user; re-run the same command to resume")
             raise KeyboardInterrupt from None
         except BaseException as err:
-            reason = _failure_reason(err, trainer)
-            trainer.tracker.close()
-            trainer.tracker.set_status("failed", step=trainer.state.step, reason=reason, background=False)
+            reason = _failure_reason(err)
+            _record_end(trainer, "failed", reason)
             if isinstance(err, (OSError, UserError)):
                 raise UserError(reason) from None
             raise
@@ -140,7 +121,13 @@ def run_experiment(
         return summary
 
 
-def _failure_reason(err: BaseException, trainer: Trainer) -> str:
+def _record_end(trainer: Trainer, state: str, reason: str) -> None:
+    """status.json says how the run ended (written once its logs are closed)."""
+    trainer.tracker.close()
+    trainer.tracker.set_status(state, step=trainer.state.step, reason=reason, background=False)
+
+
+def _failure_reason(err: BaseException) -> str:
     if isinstance(err, UserError):
         return str(err)
     if isinstance(err, OSError):
@@ -165,18 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cs336-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--preset",
-        default=None,
-        choices=list(PRESETS),
-        help="starting configuration (default: full on CUDA, low-resource elsewhere)",
-    )
-    parser.add_argument(
-        "--config", type=Path, default=None, help="a config.json to start from (flags override it)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="run directory (default: runs/<preset>_lr_<lr>)"
-    )
+    preset_help = "starting configuration (default: full on CUDA, low-resource elsewhere)"
+    parser.add_argument("--preset", choices=list(PRESETS), help=preset_help)
+    parser.add_argument("--config", type=Path, help="a config.json to start from (flags override it)")
+    parser.add_argument("--out", type=Path, help="run directory (default: runs/<preset>_lr_<lr>)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="require a checkpoint to continue from")
     mode.add_argument("--fresh", action="store_true", help="move any existing run dir aside and start over")
@@ -187,8 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_preset() -> str:
-    import torch
-
     return "full" if torch.cuda.is_available() else "low-resource"
 
 
@@ -198,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = config_overrides(args)
     if args.config is not None:
         base = ExperimentConfig.load(args.config)
-        if args.preset:
-            base.preset = args.preset
-        config = ExperimentConfig.from_dict({**base.to_dict(), **overrides})
+        config = dataclasses.replace(base, preset=args.preset or base.preset, **overrides)
     else:
         config = create_experiment_config(args.preset or default_preset(), **overrides)
     out = args.out or Path("runs") / f"{config.preset}_lr_{config.max_lr:g}"
@@ -214,9 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         wandb=wandb_options(args, tags=[f"lr={config.max_lr:g}"]),
     )
-    print(
-        json.dumps({k: summary.get(k) for k in ("status", "final_val_loss", "best_val_loss", "target_met")})
-    )
+    keys = ("status", "final_val_loss", "best_val_loss", "target_met")
+    print(json.dumps({k: summary.get(k) for k in keys}))
     return 0
 
 

@@ -48,8 +48,7 @@ def instability_signals(
     finally:
         for hook in hooks:
             hook.remove()
-    names, values = [], []
-    entropies = []
+    names, values, entropies = [], [], []
     for i, (layer, (h, pos)) in enumerate(zip(model.layers, inputs)):
         scores = attention_logits(layer.attn, h, pos)
         names.append(f"max_attn_logit_l{i}")

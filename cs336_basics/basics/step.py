@@ -25,25 +25,16 @@ class TrainStep:
         self.cfg, self.runtime = cfg, runtime
         torch.manual_seed(cfg.seed)
         self.model = TransformerLM.from_config(cfg, device=runtime.device)
-        self.optimizer = make_optimizer(
-            self.model.parameters(),
-            cfg.kernels,
-            lr=cfg.max_lr,
-            betas=(cfg.beta1, cfg.beta2),
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-        )
+        hyper = dict(lr=cfg.max_lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg.kernels, **hyper)
         model, loss = self.model, loss_function(cfg.kernels)
 
         def eager_loss(x, y):  # model and loss compiled together: the loss fuses with the LM head
             return loss(model(x), y)
 
-        self.eager_loss = eager_loss
-        self.loss_fn = (
-            torch.compile(self.eager_loss, backend=runtime.compile_backend)
-            if runtime.compile
-            else self.eager_loss
-        )
+        self.loss_fn = self.eager_loss = eager_loss
+        if runtime.compile:
+            self.loss_fn = torch.compile(eager_loss, backend=runtime.compile_backend)
         self._first_step = runtime.compile
 
     def __call__(self, it: int, x: torch.Tensor, y: torch.Tensor):

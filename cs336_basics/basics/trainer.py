@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cs336_basics.basics.batching import BatchLoader, eval_batches
-from cs336_basics.basics.checkpoint import CheckpointWriter, read_checkpoint
+from cs336_basics.basics.checkpoint import CheckpointWriter, checkpoint_dict, read_checkpoint
 from cs336_basics.basics.config import ExperimentConfig, resume_differences
 from cs336_basics.basics.device import Runtime
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
@@ -68,10 +68,8 @@ class StopRequest:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             # Inside a submitit job, SIGTERM belongs to submitit (preemption -> checkpoint -> requeue).
-            signals = (
-                (signal.SIGINT,) if os.environ.get("SUBMITIT_EXECUTOR") else (signal.SIGINT, signal.SIGTERM)
-            )
-            for sig in signals:
+            submitit = os.environ.get("SUBMITIT_EXECUTOR")
+            for sig in (signal.SIGINT,) if submitit else (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -101,7 +99,6 @@ class Trainer:
         *,
         progress: bool = True,
         reference_loss: Callable[[int], float | None] | None = None,
-        sink=None,
         derived_fields: tuple[str, ...] = (),
     ):
         self.cfg, self.out_dir, self.runtime = cfg, out_dir, runtime
@@ -124,7 +121,7 @@ class Trainer:
         # One small fixed probe batch, the same windows for every learning rate and step: sharpness and signals.
         self.probe = Probe(cfg, self.model, self.optimizer, self.val_set[0])
         columns = ("mfu", "data_wait_ms", *self.probe.columns)
-        self.tracker = ExperimentTracker(self.run_info, out_dir, columns=columns, sink=sink)
+        self.tracker = ExperimentTracker(self.run_info, out_dir, columns=columns)
         self.show_progress, self.progress = progress, None  # the bar starts in run(), after any resume
 
     # ---- the parts ----------------------------------------------------------------------------------
@@ -157,23 +154,18 @@ class Trainer:
                 losses.append(self.step_fn.loss_fn(x, y).float())
         self.model.train()
         per_batch = torch.stack(losses).double()
-        n = len(losses)
-        sem = per_batch.std() / n**0.5 if n > 1 else per_batch.new_tensor(float("nan"))
-        mean, sem = torch.stack([per_batch.mean(), sem]).tolist()
-        return mean, (sem if n > 1 else None)
+        if len(losses) == 1:
+            return per_batch.item(), None
+        mean, std = torch.stack([per_batch.mean(), per_batch.std()]).tolist()
+        return mean, std / len(losses) ** 0.5
 
     def checkpoint(self, kind: str, background: bool = True) -> None:
         """Hand a snapshot to the writer: latest (resume), best (lowest val loss) or final."""
-        obj = {
-            "model": self.model.state_dict(),
-            "iteration": self.state.step,
-            "config": self.cfg.to_dict(),
-            "tokenizer_path": self.tokenizer_path,
-            "train_state": asdict(self.state),
-            "kind": kind,
-        }
-        if kind != "best":
-            obj["optimizer"] = self.optimizer.state_dict()
+        optimizer = None if kind == "best" else self.optimizer
+        extra = dict(
+            config=self.cfg.to_dict(), tokenizer_path=self.tokenizer_path, train_state=asdict(self.state)
+        )
+        obj = checkpoint_dict(self.model, optimizer, self.state.step, **extra, kind=kind)
         self.writer.submit(obj, self.out_dir / "checkpoints" / f"{kind}.pt", background=background)
 
     def log(
@@ -214,10 +206,9 @@ class Trainer:
             sharpness_start = time.perf_counter()
             self.tracker.log_sharpness(self.probe.sharpness(step, lr))
             cost = time.perf_counter() - sharpness_start
-            training_s = state.wallclock_s - state.measure_s - state.eval_s - state.checkpoint_s
-            state.sharpness_every = sharpness_interval(
-                cost, training_s / step, cfg.sharpness_share, cfg.log_interval
-            )
+            # Seconds per training step: measurements, evaluations and checkpoints left out.
+            step_s = (state.wallclock_s - state.measure_s - state.eval_s - state.checkpoint_s) / step
+            state.sharpness_every = sharpness_interval(cost, step_s, cfg.sharpness_share, cfg.log_interval)
         state.measure_s += time.perf_counter() - start
         return signals
 
@@ -243,7 +234,8 @@ class Trainer:
                     raise RunInterrupted
                 self.writer.raise_if_failed()  # a failed background write stops the run at the next step
                 batch = interval.wait_for(self.loader.get, it)
-                before = self.probe.weights() if self._is_log_step(it + 1) else None
+                is_log = self._is_log_step(it + 1)
+                before = self.probe.weights() if is_log else None
                 loss, grad_norm, lr = self.step_fn(it, *batch)
                 loss_sum += loss.detach().float()
                 state.step = step = it + 1
@@ -252,7 +244,7 @@ class Trainer:
                 if state.initial_loss is None:
                     state.initial_loss = loss.item()  # one sync, on the first step only
                     self._note_compile_fallback()
-                if not self._is_log_step(step):
+                if not is_log:
                     continue
                 is_eval = step % cfg.eval_interval == 0 or step == cfg.max_steps
                 is_ckpt = step % cfg.checkpoint_interval == 0 and step < cfg.max_steps
@@ -320,8 +312,7 @@ class Trainer:
     def _summary(self, final_state: str, reason: str | None) -> dict:
         cfg, state = self.cfg, self.state
         tokens = state.step * cfg.tokens_per_step
-        final_val = state.val_loss
-        target = cfg.target_val_loss
+        final_val, target = state.val_loss, cfg.target_val_loss
         summary = {
             "status": final_state,
             "final_train_loss": state.train_loss,
