@@ -245,3 +245,23 @@ def test_measurements_do_not_change_the_trajectory(tmp_path):
     assert len(sharp) >= 2 and np.allclose(sharp["threshold"], 38 / sharp["lr"])
     assert np.allclose(sharp["ratio"], sharp["sharpness"] / sharp["threshold"])
     assert len(pd.read_csv(tmp_path / "off" / "sharpness.csv")) == 0
+
+
+def test_cpu_runs_are_deterministic_without_importing_the_compiler():
+    """setup_runtime on CPU turns deterministic mode on (warn-only), and for a run that does not compile it
+    does so without importing inductor's config, which took seconds of every run's start; with compile on it
+    goes through torch.use_deterministic_algorithms, which also sets inductor's flag. Fresh interpreters, as
+    this test process may have imported the compiler already."""
+    code = """
+import sys, torch
+from cs336_basics.basics.device import setup_runtime
+setup_runtime("cpu", "fp32", "{compile}", True, 1000)
+print("torch._inductor.config" in sys.modules)
+import torch._inductor.config as inductor
+print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+      inductor.deterministic)
+"""
+    for compile_flag, inductor_flag in (("off", "False"), ("on", "True")):
+        run = [sys.executable, "-c", code.format(compile=compile_flag)]
+        out = subprocess.run(run, capture_output=True, text=True, timeout=300, check=True).stdout.split()
+        assert out == [str(compile_flag == "on"), "True", "True", inductor_flag], (compile_flag, out)

@@ -130,13 +130,16 @@ def setup_runtime(
         # The embedding's backward (an index_put_ with accumulate) adds rows on several threads in whatever
         # order they finish: two runs of one command differed from step 10 on (tests/test_determinism.py).
         # Deterministic mode sorts the indices first; on CPU that costs nothing measurable. warn_only: an op
-        # without a deterministic CPU kernel warns rather than stopping the run.
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # without a deterministic CPU kernel warns rather than stopping the run (switched on below).
         if dtype == "auto":
             dtype, why = cpu_autocast_choice()
             notes.append(f"dtype auto -> {dtype} on this CPU ({why})")
         long_run = run_tokens is None or run_tokens >= CPU_COMPILE_MIN_TOKENS
         do_compile, backend = (compile == "on") or (compile == "auto" and long_run), "inductor"
+        if do_compile:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:  # the same switch, without importing inductor's config (seconds) for a run that never compiles
+            torch._C._set_deterministic_algorithms(True, warn_only=True)
         if compile == "auto":
             notes.append(
                 f"compile auto -> {'on' if do_compile else 'off'} on CPU (run of {run_tokens or 0:,} tokens; "
