@@ -84,6 +84,18 @@ def test_every_numeric_field_has_a_range():
     assert set(NUMERIC) == set(RANGES), "add the new field's allowed range to config.RANGES"
 
 
+def test_a_run_refused_after_taking_its_lock_leaves_no_directory(tmp_path):
+    """Missing token files are found only once the run dir is locked: the dirs made for it go again."""
+    (tmp_path / "runs").mkdir()
+    missing = [f"--{kind}-data" for kind in ("train", "val")]
+    flags = [x for flag in missing for x in (flag, str(tmp_path / f"{flag[2:]}.npy"))]
+    out = train_cli("--preset", "demo", *flags, "--out", str(tmp_path / "runs" / "new" / "run"), cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [f"error: token file {tmp_path / 'train-data.npy'} does not exist; "
+                                               "build it with `cs336-data prepare`"]  # fmt: skip
+    assert list((tmp_path / "runs").iterdir()) == []  # an existing parent stays; what this run made is gone
+
+
 @pytest.mark.parametrize("name", FLOATS)
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_every_float_field_refuses_non_finite(name, bad):

@@ -10,6 +10,7 @@ moved aside, not deleted).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -33,7 +34,7 @@ from cs336_basics.basics.device import Runtime, setup_runtime
 from cs336_basics.basics.trainer import RunInterrupted, Trainer, check_compatible
 from cs336_basics.errors import UserError, cli_entry, describe_os_error
 from cs336_basics.experiment_log import load_experiment_log
-from cs336_basics.experiment_log.reader import DONE_STATES
+from cs336_basics.experiment_log.reader import DONE_STATES, RUN_LOCK_FILE
 from cs336_basics.experiment_log.tracker import print_summary
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 
@@ -75,8 +76,9 @@ def run_experiment(
     cfg, out_dir = config.resolved(), Path(out_dir)
     # The fields left to derive: config.json lists them, so a reuse of it derives them again.
     derived = [k for k in DERIVED_FIELDS if getattr(config, k) is None]
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    with run_dir_lock(out_dir):
+    with run_dir_lock(out_dir), _removed_if_refused(created):
         if resume != "never":
             log = load_experiment_log(out_dir)
             if log.summary and log.summary.get("status") in DONE_STATES:
@@ -119,6 +121,21 @@ def run_experiment(
         if progress:
             print_summary(summary, out_dir)
         return summary
+
+
+@contextlib.contextmanager
+def _removed_if_refused(created: list[Path]):
+    """The directories this call created (deepest first) go again if the run is refused before it wrote
+    anything there but its lock (missing data, no such device): a refusal leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        if created and [p.name for p in created[0].iterdir()] == [RUN_LOCK_FILE]:
+            (created[0] / RUN_LOCK_FILE).unlink()  # still locked by us: no other trainer holds it
+            for d in created:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        raise
 
 
 def _record_end(trainer: Trainer, state: str, reason: str) -> None:
