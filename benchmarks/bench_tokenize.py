@@ -37,8 +37,8 @@ def child(argv: list[str]) -> None:
 
     step, *paths = argv
     start = time.perf_counter()
-    if step == "train":
-        train_tokenizer(paths[0], paths[1], int(paths[2]), bpe="hf", progress=False)  # the numbers below are HF's
+    if step == "train":  # the numbers below are HF's
+        train_tokenizer(paths[0], paths[1], int(paths[2]), bpe="hf", progress=False)
     elif step == "encode":
         encode_file(paths[0], paths[1], paths[2], progress=False)
     seconds = time.perf_counter() - start
