@@ -164,3 +164,18 @@ def test_pid_alive():
 def test_recent_rates_with_one_row():
     m = pd.DataFrame({"step": [10], "wallclock_s": [5.0], "tokens_per_sec": [100.0]})
     assert diag.recent_rates(m) == (100.0, 2.0)
+
+
+def test_the_read_only_commands_do_not_import_torch():
+    """lr-diagnose and lr-analyze only read run dirs: importing torch would add seconds to every start
+    (and to every --watch start). Checked in a fresh interpreter; the package's lazy exports still work."""
+    code = (
+        "import sys\n"
+        "import cs336_basics.assignment_experiments.lr_sweep.diagnose_lr_sweep\n"
+        "import cs336_basics.assignment_experiments.lr_sweep.analyze_lr_sweep\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "from cs336_basics.basics import TransformerLM\n"
+        "assert TransformerLM.__module__ == 'cs336_basics.basics.model'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -10,12 +10,12 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cs336_basics.basics import AdamW, TransformerLM, cross_entropy
+from cs336_basics.basics.divergence import stability_threshold
 from cs336_basics.basics.probe import sharpness_interval
 from cs336_basics.basics.sharpness import (
     adam_preconditioner,
     measurement_model,
     preconditioned_sharpness,
-    stability_threshold,
     top_hessian_eigenvalue,
 )
 

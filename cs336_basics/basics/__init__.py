@@ -1,38 +1,31 @@
 """The model and training pieces, with Stanford CS336 assignment-1 interfaces and numerics.
 
 One run end to end: ``cs336_basics.basics.run_experiment.run_experiment`` (or ``python -m
-cs336_basics.basics.run_experiment``).
+cs336_basics.basics.run_experiment``). The names below load on first use, so that a torch-free module of this
+package (config, divergence, hardware) can be imported without torch (lr-diagnose and lr-analyze start faster).
 """
 
-from cs336_basics.basics.batching import get_batch
-from cs336_basics.basics.checkpoint import load_checkpoint, save_checkpoint
-from cs336_basics.basics.config import ExperimentConfig, create_experiment_config
-from cs336_basics.basics.functional import cross_entropy, scaled_dot_product_attention, silu, softmax
-from cs336_basics.basics.layers import Embedding, Linear, RMSNorm, RotaryPositionalEmbedding, SwiGLU
-from cs336_basics.basics.model import MultiHeadSelfAttention, TransformerBlock, TransformerLM
-from cs336_basics.basics.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
-from cs336_basics.basics.sharpness import top_hessian_eigenvalue
+import importlib
 
-__all__ = [
-    "AdamW",
-    "Embedding",
-    "ExperimentConfig",
-    "Linear",
-    "MultiHeadSelfAttention",
-    "RMSNorm",
-    "RotaryPositionalEmbedding",
-    "SwiGLU",
-    "TransformerBlock",
-    "TransformerLM",
-    "create_experiment_config",
-    "cross_entropy",
-    "get_batch",
-    "get_lr_cosine_schedule",
-    "gradient_clipping",
-    "load_checkpoint",
-    "save_checkpoint",
-    "scaled_dot_product_attention",
-    "silu",
-    "softmax",
-    "top_hessian_eigenvalue",
-]
+_HOMES = {
+    "batching": ("get_batch",),
+    "checkpoint": ("load_checkpoint", "save_checkpoint"),
+    "config": ("ExperimentConfig", "create_experiment_config"),
+    "functional": ("cross_entropy", "scaled_dot_product_attention", "silu", "softmax"),
+    "layers": ("Embedding", "Linear", "RMSNorm", "RotaryPositionalEmbedding", "SwiGLU"),
+    "model": ("MultiHeadSelfAttention", "TransformerBlock", "TransformerLM"),
+    "optim": ("AdamW", "get_lr_cosine_schedule", "gradient_clipping"),
+    "sharpness": ("top_hessian_eigenvalue",),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

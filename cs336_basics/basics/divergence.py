@@ -13,7 +13,8 @@ A run is stopped with status ``diverged`` when, at a log step:
    smaller learning rates are far below; rule 4 catches that. A too-low learning rate is not "diverged": its
    loss falls steadily (no rebound), and it is compared only against *smaller* learning rates.
 The smoothed loss is an exponential moving average over log steps (``SMOOTHING``), so one noisy interval
-does not stop a run.
+does not stop a run. ``stability_threshold`` is the sharpness above which Adam's updates are unstable: what the
+measured sharpness (probe.py) is compared with. Nothing here imports torch: the read-only commands use it.
 """
 
 from __future__ import annotations
@@ -86,3 +87,8 @@ def divergence_reason(
             f"nats above a smaller learning rate's {reference_loss:.3f} at the same step (margin {rule.stall_margin:g})"
         )
     return None
+
+
+def stability_threshold(lr: float, beta1: float) -> float:
+    """(2 + 2 beta1) / ((1 - beta1) lr): Adam's edge of stability (38 / lr at beta1 = 0.9); inf at lr = 0."""
+    return math.inf if lr <= 0 else (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)

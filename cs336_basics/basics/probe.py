@@ -12,8 +12,9 @@ import math
 import torch
 
 from cs336_basics.basics.config import ExperimentConfig
+from cs336_basics.basics.divergence import stability_threshold
 from cs336_basics.basics.kernels import loss_function
-from cs336_basics.basics.sharpness import measurement_model, preconditioned_sharpness, stability_threshold
+from cs336_basics.basics.sharpness import measurement_model, preconditioned_sharpness
 from cs336_basics.basics.signals import instability_signals, update_rms_ratio
 
 PROBE_WINDOWS = 8  # windows of the probe batch

@@ -147,11 +147,6 @@ def preconditioned_sharpness(
         return top_hessian_eigenvalue(lambda: loss_fn(model(x), y), params, precond, iters, tol, seed)
 
 
-def stability_threshold(lr: float, beta1: float) -> float:
-    """(2 + 2 beta1) / ((1 - beta1) lr): Adam's edge of stability (38 / lr at beta1 = 0.9); inf at lr = 0."""
-    return math.inf if lr <= 0 else (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
-
-
 def measurement_model(model: nn.Module) -> nn.Module:
     """An eager copy of ``model`` (same weights, no grads) with the package's math attention, for double backward."""
     twin = copy.deepcopy(model)

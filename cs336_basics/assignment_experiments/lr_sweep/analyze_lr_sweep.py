@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import DEFAULT_SWEEP_DIR, bracketing
+from cs336_basics.assignment_experiments.lr_sweep.bracketing import next_point
+from cs336_basics.assignment_experiments.lr_sweep.naming import DEFAULT_SWEEP_DIR
 from cs336_basics.assignment_experiments.lr_sweep.report import analysis_markdown, experiment_log_markdown
 from cs336_basics.assignment_experiments.lr_sweep.stability import (
     EDGE_FRACTION,
@@ -208,7 +209,7 @@ def search_strategy(view: SweepView) -> list[str]:
     for g in view.groups:
         if g.is_extension:
             out.append(f"added lr {g.lr:.3g}: {g.points[0].why or 'by bracketing'} -> {g.state}")
-    still = bracketing(view)
+    still = next_point(view)
     out.append(f"not bracketed yet: {still[1]}" if still else "bracketed: the best lr has a neighbour on each side "
                "and a point above it diverged")  # fmt: skip
     if meta.get("executor"):

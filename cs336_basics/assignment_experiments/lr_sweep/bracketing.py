@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cs336_basics.assignment_experiments.sweep.view import SweepView
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,14 @@ def next_extension(outcomes: list[PointOutcome]) -> tuple[float, str] | None:
         return ladder_above(best.lr), f"best lr {best.lr:g} is the largest tried; trying above it"
     if not diverged:
         top = lrs[-1]
-        return ladder_above(
-            top
-        ), f"no point above the best diverged; trying above {top:g} to find the edge of stability"
+        why = f"no point above the best diverged; trying above {top:g} to find the edge of stability"
+        return ladder_above(top), why
     if best.lr == lrs[0]:
         return ladder_below(best.lr), f"best lr {best.lr:g} is the smallest tried; trying below it"
     return None
+
+
+def next_point(view: SweepView) -> tuple[float, str] | None:
+    """``next_extension`` of a sweep's values (seeds pooled): what the sweep adds next, and what the analysis
+    reports as still missing."""
+    return next_extension([PointOutcome(g.value, g.state, g.final_val_loss) for g in view.groups])

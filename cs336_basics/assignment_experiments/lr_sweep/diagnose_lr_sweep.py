@@ -29,7 +29,7 @@ from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import (
     format_device,
     probe_device,
 )
-from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import DEFAULT_SWEEP_DIR
+from cs336_basics.assignment_experiments.lr_sweep.naming import DEFAULT_SWEEP_DIR
 from cs336_basics.assignment_experiments.lr_sweep.speed import (
     RunFacts,
     SpeedVerdict,

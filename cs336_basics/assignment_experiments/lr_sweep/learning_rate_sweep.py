@@ -18,8 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from cs336_basics.assignment_experiments.lr_sweep.bracketing import PointOutcome, next_extension
-from cs336_basics.assignment_experiments.lr_sweep.naming import parse_learning_rates
+from cs336_basics.assignment_experiments.lr_sweep.bracketing import next_point
+from cs336_basics.assignment_experiments.lr_sweep.naming import (
+    DEFAULT_SWEEP_DIR,
+    LR_PREFIX,
+    parse_learning_rates,
+)
 from cs336_basics.assignment_experiments.lr_sweep.plan import Plan, format_plan, make_plan
 from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep, sweep_points
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
@@ -36,15 +40,9 @@ from cs336_basics.errors import UserError, cli_entry
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 from cs336_basics.formatting import size
 
-DEFAULT_SWEEP_DIR = Path("runs/lr_sweep")
 DEFAULT_LEARNING_RATES = [1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 6e-3, 1e-2]
 # The demo model (small, short runs) wants larger rates; its grid still ends below the edge, so bracketing shows.
 PRESET_LEARNING_RATES = {"demo": [3e-3, 1e-2, 3e-2]}
-
-
-def bracketing(view: SweepView) -> tuple[float, str] | None:
-    """The next learning rate bracketing wants, from the sweep's values (seeds pooled)."""
-    return next_extension([PointOutcome(g.value, g.state, g.final_val_loss) for g in view.groups])
 
 
 def lr_spec(config: ExperimentConfig, learning_rates=None, seeds: int = 1) -> SweepSpec:
@@ -54,7 +52,7 @@ def lr_spec(config: ExperimentConfig, learning_rates=None, seeds: int = 1) -> Sw
     grid = parse_learning_rates(
         learning_rates or PRESET_LEARNING_RATES.get(config.preset, DEFAULT_LEARNING_RATES)
     )
-    return SweepSpec("max_lr", "lr", grid, seeds=seeds, reference=True)
+    return SweepSpec("max_lr", LR_PREFIX, grid, seeds=seeds, reference=True)
 
 
 def bracketing_on(config: ExperimentConfig, extend: bool, max_extra_points: int) -> bool:
@@ -86,7 +84,7 @@ def learning_rate_sweep(config: ExperimentConfig, learning_rates=None, out_dir=D
                             f"needed, {size(short.free)} free (see the plan above); free some space or choose "
                             "another --out / --data-dir")  # fmt: skip
 
-    return run_sweep(spec, config, out_dir, executor, propose=bracketing if extend else None,
+    return run_sweep(spec, config, out_dir, executor, propose=next_point if extend else None,
                      max_extra_points=max_extra_points, restart=tuple(parse_learning_rates(restart, "--restart")) if restart else (),
                      fresh=fresh, device_check=getattr(executor, "cluster", None) != "slurm",
                      settings={"extend": extend, "max_extra_points": max_extra_points}, plan=show_plan, wandb=wandb)  # fmt: skip

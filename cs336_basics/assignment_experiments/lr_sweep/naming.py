@@ -1,14 +1,19 @@
-"""Learning rates on the command line and in run-directory names (``lr_3e_04``, ``lr_2p5e_04``, ``lr_3e_04_s1``)."""
+"""Where a learning-rate sweep goes by default, and the learning rates of the command line."""
 
 from __future__ import annotations
 
-from cs336_basics.assignment_experiments.sweep.engine import value_text
+from pathlib import Path
+
+from cs336_basics.assignment_experiments.sweep.record import point_name
 from cs336_basics.errors import UserError
+
+DEFAULT_SWEEP_DIR = Path("runs/lr_sweep")
+LR_PREFIX = "lr"  # run dirs lr_1e_04, lr_2p5e_04, lr_3e_04_s1
 
 
 def lr_dir_name(lr: float, seed: int = 0) -> str:
-    """1e-4 -> lr_1e_04, 2.5e-4 -> lr_2p5e_04; seed k > 0 adds ``_sk`` (seed 0 keeps the plain name)."""
-    return f"lr_{value_text(float(lr))}" + (f"_s{seed}" if seed else "")
+    """The run dir of a learning rate in a sweep: 1e-4 -> lr_1e_04, 2.5e-4 -> lr_2p5e_04, seed 1 -> lr_1e_04_s1."""
+    return point_name(LR_PREFIX, float(lr), seed)
 
 
 def parse_learning_rates(values: list[str] | list[float], flag: str = "--learning-rates") -> list[float]:

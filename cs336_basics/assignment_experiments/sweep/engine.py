@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cs336_basics.assignment_experiments.sweep.executors import Launch
-from cs336_basics.assignment_experiments.sweep.record import SweepLock, SweepRecord, read_sweep_json
+from cs336_basics.assignment_experiments.sweep.record import (
+    SweepLock,
+    SweepRecord,
+    point_name,
+    read_sweep_json,
+)
 from cs336_basics.assignment_experiments.sweep.view import SweepView, load_sweep
 from cs336_basics.atomic import atomic_write_json
 from cs336_basics.basics.checkpoint import run_dir_lock
@@ -30,19 +35,6 @@ from cs336_basics.errors import UserError
 from cs336_basics.experiment_log.reader import CONFIG_FILE, DONE_STATES, RUN_LOCK_FILE, read_json_dict
 
 BUSY = "is being trained by"  # the trainer's run-lock message: another live process owns that run dir
-
-
-def value_text(value) -> str:
-    """A lossless, readable name part: 16 -> ``16``; 1e-4 -> ``1e_04``, 2.5e-4 -> ``2p5e_04`` (``_`` after
-    ``e`` is a minus sign, ``p`` the point)."""
-    if isinstance(value, int):
-        return str(value)
-    if not value > 0:
-        raise ValueError(f"a swept value must be positive, got {value}")
-    text = next(t for t in (f"{value:.{d}e}" for d in range(17)) if float(t) == value)
-    mantissa, exponent = text.split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
-    return f"{mantissa.replace('.', 'p')}e{'_' if exponent[0] == '-' else ''}{exponent[1:].zfill(2)}"
 
 
 @dataclass
@@ -61,7 +53,7 @@ class SweepSpec:
     restart_flag: str = "--restart"
 
     def name(self, value, seed: int = 0) -> str:
-        return f"{self.prefix}_{value_text(value)}" + (f"_s{seed}" if seed else "")
+        return point_name(self.prefix, value, seed)
 
     def config(self, base: ExperimentConfig, value, seed: int) -> ExperimentConfig:
         cfg = (

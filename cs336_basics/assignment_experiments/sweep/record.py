@@ -27,6 +27,24 @@ VERSION = 2
 REPAIR = "move it aside, or start the sweep over (lr-sweep or batch-size-sweep with --fresh)"
 
 
+def value_text(value) -> str:
+    """A lossless, readable name part: 16 -> ``16``; 1e-4 -> ``1e_04``, 2.5e-4 -> ``2p5e_04`` (``_`` after
+    ``e`` is a minus sign, ``p`` the point)."""
+    if isinstance(value, int):
+        return str(value)
+    if not value > 0:
+        raise ValueError(f"a swept value must be positive, got {value}")
+    text = next(t for t in (f"{value:.{d}e}" for d in range(17)) if float(t) == value)
+    mantissa, exponent = text.split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
+    return f"{mantissa.replace('.', 'p')}e{'_' if exponent[0] == '-' else ''}{exponent[1:].zfill(2)}"
+
+
+def point_name(prefix: str, value, seed: int = 0) -> str:
+    """A point's run-dir name: ``lr_3e_04``; seed k > 0 adds ``_sk`` (seed 0 keeps the plain name)."""
+    return f"{prefix}_{value_text(value)}" + (f"_s{seed}" if seed else "")
+
+
 def read_sweep_json(sweep_dir: Path) -> dict:
     """sweep.json as a version-2 dict ({} when absent); version 1 (one entry per lr, states inside) is read
     as what it knows; anything structurally wrong is one UserError line."""

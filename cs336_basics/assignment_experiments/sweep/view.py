@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cs336_basics.assignment_experiments.sweep.record import LOCK_FILE, read_sweep_json
-from cs336_basics.basics.sharpness import stability_threshold
+from cs336_basics.basics.divergence import stability_threshold
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log import ExperimentLog, load_experiment_log
 from cs336_basics.experiment_log.reader import (
