@@ -56,7 +56,13 @@ from cs336_basics.basics.device import (
     setup_runtime,
     synchronize,
 )
-from cs336_basics.basics.hardware import flops_per_token, model_flops_utilization, peak_flops, peak_precision
+from cs336_basics.basics.hardware import (
+    FLOPS_SHAPE,
+    flops_per_token,
+    model_flops_utilization,
+    peak_flops,
+    peak_precision,
+)
 from cs336_basics.basics.kernels import KERNELS
 from cs336_basics.basics.progress import Interval
 from cs336_basics.basics.run_experiment import run_experiment
@@ -157,7 +163,7 @@ class PlainLoop:
 def throughput_row(cfg, runtime: Runtime, steps: int, seconds: float) -> dict:
     """The trainer's metrics arithmetic (tokens/s, ms/step, MFU against the dense peak) for the plain loop."""
     tokens_per_sec = steps * cfg.tokens_per_step / seconds
-    shape = {k: getattr(cfg, k) for k in ("vocab_size", "context_length", "d_model", "num_layers", "d_ff")}
+    shape = {k: getattr(cfg, k) for k in FLOPS_SHAPE}
     peak = peak_flops(runtime.device_name(), peak_precision(runtime.dtype, runtime.tf32))
     mfu = model_flops_utilization(tokens_per_sec, flops_per_token(**shape), peak) if peak else None
     return {"tokens_per_sec": tokens_per_sec, "ms_per_step": 1e3 * seconds / steps, "mfu": mfu}

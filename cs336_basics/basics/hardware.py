@@ -67,6 +67,10 @@ def peak_precision(dtype: str, tf32: bool) -> str:
     return dtype if dtype in ("bf16", "fp16") else ("tf32" if tf32 else "fp32")
 
 
+# The config fields the FLOP count depends on (flops_per_token's arguments).
+FLOPS_SHAPE = ("vocab_size", "context_length", "d_model", "num_layers", "d_ff")
+
+
 def non_embedding_params(*, vocab_size: int, d_model: int, num_layers: int, d_ff: int) -> int:
     """N for the FLOP count: every parameter except the input embedding (a lookup, no FLOPs).
 

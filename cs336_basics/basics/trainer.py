@@ -26,7 +26,7 @@ from cs336_basics.basics.checkpoint import CheckpointWriter, checkpoint_dict, re
 from cs336_basics.basics.config import ExperimentConfig, resume_differences
 from cs336_basics.basics.device import Runtime
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
-from cs336_basics.basics.hardware import flops_per_token, peak_flops, peak_precision
+from cs336_basics.basics.hardware import FLOPS_SHAPE, flops_per_token, peak_flops, peak_precision
 from cs336_basics.basics.probe import Probe, sharpness_interval
 from cs336_basics.basics.progress import Interval, Progress
 from cs336_basics.basics.provenance import run_info
@@ -113,8 +113,7 @@ class Trainer:
         self.val_set = eval_batches(val, cfg.batch_size, cfg.context_length, cfg.eval_batches, runtime.device)
         self.loader = BatchLoader(train, cfg.batch_size, cfg.context_length, cfg.seed, runtime.device)
         self.writer = CheckpointWriter()
-        shape = ("vocab_size", "context_length", "d_model", "num_layers", "d_ff")
-        self.flops_per_token = flops_per_token(**{k: getattr(cfg, k) for k in shape})
+        self.flops_per_token = flops_per_token(**{k: getattr(cfg, k) for k in FLOPS_SHAPE})
         # None where the device has no known peak (CPUs): the mfu column then stays empty.
         self.peak_flops = peak_flops(runtime.device_name(), peak_precision(runtime.dtype, runtime.tf32))
         self.run_info = run_info(cfg, runtime, self.model, train, val, self.tokenizer_path, derived_fields)

@@ -192,11 +192,12 @@ def measure_throughput(
 def expected_rate(cfg: ExperimentConfig, m: Measurement) -> tuple[float | None, str | None]:
     """Tokens/s this card should reach and how that was reckoned, as lr-diagnose's speed verdict reckons it
     (dense peak x realistic MFU / model FLOPs per token); on CUDA without a peak or an MFU, only why not."""
-    from cs336_basics.assignment_experiments.lr_sweep.speed import SHAPE_KEYS, RunFacts, speed_verdict
+    from cs336_basics.assignment_experiments.lr_sweep.speed import RunFacts, speed_verdict
+    from cs336_basics.basics.hardware import FLOPS_SHAPE
 
     if m.device_type != "cuda":
         return None, None
-    shape = {k: getattr(cfg, k) for k in SHAPE_KEYS}
+    shape = {k: getattr(cfg, k) for k in FLOPS_SHAPE}
     runtime = {"device": "cuda", "device_name": m.device_name, "dtype": m.dtype, "tf32": m.tf32}
     v = speed_verdict(RunFacts("plan", shape, runtime))
     if v.expected_tokens_per_sec is None:

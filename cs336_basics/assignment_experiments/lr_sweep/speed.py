@@ -20,7 +20,6 @@ from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import (
 from cs336_basics.basics import hardware
 from cs336_basics.experiment_log.reader import RECENT_ROWS, finite_or_none, median
 
-SHAPE_KEYS = ("vocab_size", "context_length", "d_model", "num_layers", "d_ff")
 DATA_WAIT_SHARE = 0.10  # a step waiting this much of its time for its batch is input-bound
 LOW_UTILIZATION_PCT = 80.0  # NVML: a kernel ran in less than this share of the last sample period
 FUSED_ATTENTION = ("fused", "sdpa", "flash")
@@ -31,7 +30,7 @@ class RunFacts:
     """What the verdict reads about one run (see ``run_facts``)."""
 
     name: str
-    shape: dict  # SHAPE_KEYS
+    shape: dict  # hardware.FLOPS_SHAPE
     runtime: dict  # device.Runtime.as_dict(): device, device_name, dtype, tf32, compile, notes (attention)
     gpu_uuid: str | None = None
     measured_tokens_per_sec: float | None = None
@@ -58,14 +57,14 @@ def run_facts(
     data-wait share is metrics.csv's ``data_wait_ms / ms_per_step`` over the last rows, else summary.json's
     ``data_wait_s`` over its training time (wallclock minus evaluation and checkpointing).
     """
-    if not all(isinstance(config.get(k), int) for k in SHAPE_KEYS):
+    if not all(isinstance(config.get(k), int) for k in hardware.FLOPS_SHAPE):
         return None
     summary = summary or {}
     runtime = summary.get("runtime") or config.get("runtime") or {}
     uuid = (config.get("provenance") or {}).get("gpu_uuid") or runtime.get("gpu_uuid")
     facts = RunFacts(
         name,
-        {k: config[k] for k in SHAPE_KEYS},
+        {k: config[k] for k in hardware.FLOPS_SHAPE},
         runtime,
         uuid,
         median(metrics, "tokens_per_sec", RECENT_ROWS),
