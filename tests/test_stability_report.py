@@ -239,3 +239,28 @@ def test_lr_analyze_writes_and_prints_the_edge_of_stability(tmp_path, capsys):
     assert "share counts measured steps, not all training steps" in edge
     assert "## Where you stand" in md and "Fitted optimum: lr **" in md
     assert "![preconditioned sharpness against its stability threshold](lr_sweep_sharpness.png)" in md
+
+
+def test_seeds_of_one_learning_rate_are_told_apart_in_the_comparison_plot(tmp_path, monkeypatch):
+    """Same colour for one lr, another line style per seed, in the curves and in the legend."""
+    from cs336_basics.assignment_experiments.sweep import plots
+
+    for seed in (0, 1):
+        write_run(tmp_path, 1e-2, final_val=2.0 + seed / 10, seed=seed)
+    write_run(tmp_path, 3e-3, final_val=2.5)
+    write_sweep_json(tmp_path, "demo")
+    figures = []
+    real_save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    plots.plot_sweep_comparison(load_sweep(tmp_path), tmp_path / "comparison.png")
+    (fig,) = figures
+    for ax in fig.axes:
+        curves = ax.get_lines()  # one per run (the val row: one point each); no target line in this sweep
+        assert len(curves) == 3
+        styles = {(tuple(map(float, line.get_color())), line.get_linestyle()) for line in curves}
+        assert len(styles) == 3 and len({color for color, _ in styles}) == 2
+    legend = {
+        t.get_text(): h.get_linestyle()
+        for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)
+    }
+    assert legend["lr 0.01"] != legend["lr 0.01, seed 1"]

@@ -104,7 +104,8 @@ def plot_sweep_comparison(view: SweepView, out_path: str | os.PathLike, label: s
                 m = drawable(p.log.metrics, col_name)
                 m = m[m[x_col].notna()]
                 diverged = p.state == "diverged"
-                _run_line(ax, m[x_col] * scale, m[col_name], diverged, 11, color=colors[p.value], **style)
+                line = dict(color=colors[p.value], ls=_seed_style(p, view), **style)
+                _run_line(ax, m[x_col] * scale, m[col_name], diverged, 11, **line)
             if target is not None and target > 0:
                 ax.axhline(target, color="gray", ls="--", lw=1)
             plain_log_y(ax, FINE_SUBS)
@@ -114,7 +115,8 @@ def plot_sweep_comparison(view: SweepView, out_path: str | os.PathLike, label: s
                 ax.set_ylabel(f"{kind} {LOSS_LABEL}")
             if not points:
                 no_data(ax, "no runs with data yet")
-    handles = [Line2D([], [], color=colors[p.value], lw=2, label=point_label(p, label)) for p in points]
+    handles = [Line2D([], [], color=colors[p.value], ls=_seed_style(p, view), lw=2, label=point_label(p, label))
+               for p in points]  # fmt: skip
     if any(p.state == "diverged" for p in points):
         handles.append(Line2D([], [], ms=10, label="diverged here", **DIVERGED_X))
     if target is not None:
