@@ -192,7 +192,7 @@ def test_rerun_waits_for_a_point_a_live_process_trains(tmp_path, tiny_args):
     run_dir = out / lr_dir_name(1e-2)
     run_dir.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from cs336_basics.basics.checkpoint "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from cs336_basics.experiment_log.reader "
          "import run_dir_lock; cm = run_dir_lock(Path(sys.argv[1])); cm.__enter__(); print('held', flush=True); "
          "time.sleep(120)", str(run_dir)],
         stdout=subprocess.PIPE, text=True,

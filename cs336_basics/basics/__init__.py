@@ -2,7 +2,7 @@
 
 One run end to end: ``cs336_basics.basics.run_experiment.run_experiment`` (or ``python -m
 cs336_basics.basics.run_experiment``). The names below load on first use, so that a torch-free module of this
-package (config, divergence, hardware) can be imported without torch (lr-diagnose and lr-analyze start faster).
+package (config, divergence, hardware) can be imported without torch (lr-diagnose, lr-analyze and the sweeps' --summary start faster).
 """
 
 import importlib

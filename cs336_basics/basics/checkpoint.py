@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
-import socket
 import threading
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -163,27 +161,3 @@ def clean_stale_temp_files(run_dir: Path) -> None:
     for tmp in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]:
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-@contextlib.contextmanager
-def run_dir_lock(out_dir: Path):
-    """One trainer per run directory: an flock the kernel drops when the holder dies (even by kill -9)."""
-    from cs336_basics.experiment_log.reader import RUN_LOCK_FILE  # readers check the lock too
-
-    with open(out_dir / RUN_LOCK_FILE, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UserError(
-                f"{out_dir} is being trained by {holder}; wait for it, or stop that process first"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

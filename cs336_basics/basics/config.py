@@ -334,6 +334,13 @@ def create_experiment_config(preset: str = "full", **overrides: Any) -> Experime
     return ExperimentConfig.from_dict(values)
 
 
+def default_preset() -> str:
+    """The preset a command starts from when none is given: full on a CUDA machine, low-resource elsewhere."""
+    import torch  # here, not at the top: the read-only commands import this module without torch
+
+    return "full" if torch.cuda.is_available() else "low-resource"
+
+
 _DEFAULTS = ExperimentConfig().to_dict()
 
 

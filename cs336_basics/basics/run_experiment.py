@@ -14,14 +14,11 @@ import contextlib
 import dataclasses
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from cs336_basics.basics.batching import load_run_data
-from cs336_basics.basics.checkpoint import clean_stale_temp_files, run_dir_lock
+from cs336_basics.basics.checkpoint import clean_stale_temp_files
 from cs336_basics.basics.config import (
     DERIVED_FIELDS,
     PRESETS,
@@ -29,26 +26,15 @@ from cs336_basics.basics.config import (
     add_config_arguments,
     config_overrides,
     create_experiment_config,
+    default_preset,
 )
 from cs336_basics.basics.device import Runtime, setup_runtime
 from cs336_basics.basics.trainer import RunInterrupted, Trainer, check_compatible
 from cs336_basics.errors import UserError, cli_entry, describe_os_error
 from cs336_basics.experiment_log import load_experiment_log
-from cs336_basics.experiment_log.reader import DONE_STATES, RUN_LOCK_FILE
+from cs336_basics.experiment_log.reader import DONE_STATES, RUN_LOCK_FILE, move_aside, run_dir_lock
 from cs336_basics.experiment_log.tracker import print_summary
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
-
-
-def move_aside(path: Path) -> Path | None:
-    """Rename an existing run dir to ``<name>.old-<timestamp>`` so results are never silently deleted."""
-    if not path.exists():
-        return None
-    old = f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-    target, n = path.with_name(old), 1
-    while target.exists():
-        target, n = path.with_name(f"{old}-{n}"), n + 1
-    path.rename(target)
-    return target
 
 
 def run_experiment(
@@ -180,10 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(parser)
     add_wandb_arguments(parser)
     return parser
-
-
-def default_preset() -> str:
-    return "full" if torch.cuda.is_available() else "low-resource"
 
 
 @cli_entry

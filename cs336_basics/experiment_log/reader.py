@@ -16,11 +16,14 @@ Throughput has two meanings, each with one home:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import math
 import os
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,7 +61,7 @@ STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "loss_curves.png"
 CHECKPOINT_DIR = "checkpoints"
-RUN_LOCK_FILE = ".run.lock"  # checkpoint.run_dir_lock's flock: held while a trainer owns the dir
+RUN_LOCK_FILE = ".run.lock"  # run_dir_lock's flock: held while a trainer owns the dir
 
 COMPARE_COLUMNS: tuple[str, ...] = (
     "name", "lr", "state", "steps", "final_train_loss", "final_val_loss", "best_val_loss", "tokens",
@@ -364,3 +367,38 @@ def compare_experiments(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     df[float_cols] = df[float_cols].astype("float64")
     df["steps"] = df["steps"].astype("Int64")
     return df.sort_values(["lr", "name"], na_position="last", kind="stable").reset_index(drop=True)
+
+
+# ---- owning and retiring a run dir -------------------------------------------------------------------
+@contextlib.contextmanager
+def run_dir_lock(out_dir: Path):
+    """One trainer per run directory: an flock the kernel drops when the holder dies (even by kill -9)."""
+    with open(out_dir / RUN_LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(
+                f"{out_dir} is being trained by {holder}; wait for it, or stop that process first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def move_aside(path: Path) -> Path | None:
+    """Rename an existing run dir to ``<name>.old-<timestamp>`` so results are never silently deleted."""
+    if not path.exists():
+        return None
+    old = f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, n = path.with_name(old), 1
+    while target.exists():
+        target, n = path.with_name(f"{old}-{n}"), n + 1
+    path.rename(target)
+    return target

@@ -30,8 +30,8 @@ from cs336_basics.basics.config import (
     add_config_arguments,
     config_overrides,
     create_experiment_config,
+    default_preset,
 )
-from cs336_basics.basics.run_experiment import default_preset
 from cs336_basics.errors import UserError, cli_entry
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 from cs336_basics.formatting import count, duration, fmt, loss_text, md_table

@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from cs336_basics.assignment_experiments.sweep.disk import DiskCheck, DiskNeed, check_disk, data_needs
 from cs336_basics.basics.config import MODEL_FIELDS, ExperimentConfig
 from cs336_basics.formatting import count, duration, size
@@ -119,6 +117,8 @@ def measure_throughput(
     """Time ``TrainStep`` on random batches of ``cfg``'s shape: ``warmup_steps`` untimed (default 2 when
     compiling, else 1: compile, allocator), then up to ``measure_steps`` timed (fewer once they pass
     ``budget_s``, at least one), then the eval forward (after an untimed one when compiling)."""
+    import torch
+
     from cs336_basics.basics.checkpoint import tensor_bytes
     from cs336_basics.basics.device import setup_runtime, synchronize
     from cs336_basics.basics.step import TrainStep

@@ -28,11 +28,16 @@ from cs336_basics.assignment_experiments.sweep.record import (
 )
 from cs336_basics.assignment_experiments.sweep.view import SweepView, load_sweep
 from cs336_basics.atomic import atomic_write_json
-from cs336_basics.basics.checkpoint import run_dir_lock
 from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig, resume_differences
-from cs336_basics.basics.run_experiment import move_aside
 from cs336_basics.errors import UserError
-from cs336_basics.experiment_log.reader import CONFIG_FILE, DONE_STATES, RUN_LOCK_FILE, read_json_dict
+from cs336_basics.experiment_log.reader import (
+    CONFIG_FILE,
+    DONE_STATES,
+    RUN_LOCK_FILE,
+    move_aside,
+    read_json_dict,
+    run_dir_lock,
+)
 
 BUSY = "is being trained by"  # the trainer's run-lock message: another live process owns that run dir
 
