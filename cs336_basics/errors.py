@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -11,7 +12,6 @@ from typing import TypeVar
 F = TypeVar("F", bound=Callable[..., object])
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -22,9 +22,18 @@ class UserError(Exception):
     """
 
 
+class Stopped(KeyboardInterrupt):
+    """A run or sweep stopped by a signal (Ctrl-C: SIGINT; kill or a scheduler: SIGTERM) after saving what it
+    needs to resume. A command exits with 128 + the signal's number, as a shell reports it (130, 143)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
 def cli_entry(main: F) -> F:
     """Decorate a command's ``main``: a ``UserError`` becomes ``error: <message>`` on stderr and exit 2,
-    a filesystem error (``OSError``) one line too, Ctrl-C exit 130 with a short note. Anything else is a bug
+    a filesystem error (``OSError``) one line too, a stop by Ctrl-C or SIGTERM exit 130 or 143 with a short note. Anything else is a bug
     and keeps its traceback."""
 
     @functools.wraps(main)
@@ -37,9 +46,11 @@ def cli_entry(main: F) -> F:
         except OSError as err:  # a filesystem problem the user can fix: a bad --out, a full disk, ...
             print(f"error: {describe_os_error(err)}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
-        except KeyboardInterrupt:
-            print("interrupted: re-run the same command to resume", file=sys.stderr)
-            raise SystemExit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as err:
+            signum = getattr(err, "signum", signal.SIGINT)
+            by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+            print(f"interrupted{by}: re-run the same command to resume", file=sys.stderr)
+            raise SystemExit(128 + signum) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -17,7 +17,7 @@ import torch
 from cs336_basics.basics.checkpoint import read_checkpoint
 from cs336_basics.basics.run_experiment import main as train_main
 from cs336_basics.basics.run_experiment import run_experiment
-from cs336_basics.errors import UserError
+from cs336_basics.errors import Stopped, UserError, cli_entry
 from cs336_basics.experiment_log import load_experiment_log
 from tests.conftest import tiny_config
 
@@ -74,26 +74,40 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path, tokens):
 
 
 class _InterruptingTokens(np.ndarray):
-    """Token array that sends this process SIGINT (a Ctrl-C) when the batch of step 18 is gathered."""
+    """Token array that sends this process ``signum`` (SIGINT: a Ctrl-C) when the batch of step 18 is gathered."""
 
     calls = 0
+    signum = signal.SIGINT
 
     def __getitem__(self, index):
         if isinstance(index, np.ndarray) and index.ndim == 2:  # a batch gather, once per training step
             type(self).calls += 1
             if type(self).calls == 19:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), type(self).signum)
         return super().__getitem__(index)
 
 
-def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens):
-    """Ctrl-C stops at the next step boundary, inside a log interval; the resumed run logs exactly the same."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens, signum, monkeypatch):
+    """Ctrl-C (or a kill's SIGTERM) stops at the next step boundary, inside a log interval; the resumed run
+    logs exactly the same. The stop names its signal: the command exits 128 + its number."""
     train, val = tokens
     run_experiment(tiny_config(), train, val, tmp_path / "straight", progress=False)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(_InterruptingTokens, "calls", 0)
+    monkeypatch.setattr(_InterruptingTokens, "signum", signum)
+    with pytest.raises(Stopped) as stopped:
         run_experiment(
             tiny_config(), train.view(_InterruptingTokens), val, tmp_path / "resumed", progress=False
         )
+    assert stopped.value.signum == signum
+
+    @cli_entry
+    def command():
+        raise stopped.value
+
+    with pytest.raises(SystemExit) as exited:
+        command()
+    assert exited.value.code == 128 + signum  # 130 after Ctrl-C, 143 after SIGTERM, as a shell reports them
     stopped_at = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")["iteration"]
     assert 17 <= stopped_at <= 19  # mid-interval (log every 5 steps): partial loss sums are in the checkpoint
     assert json.loads((tmp_path / "resumed" / "status.json").read_text())["state"] == "interrupted"

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +30,8 @@ from cs336_basics.basics.config import (
     default_preset,
 )
 from cs336_basics.basics.device import Runtime, setup_runtime
-from cs336_basics.basics.trainer import RunInterrupted, Trainer, check_compatible
-from cs336_basics.errors import UserError, cli_entry, describe_os_error
+from cs336_basics.basics.trainer import Trainer, check_compatible
+from cs336_basics.errors import Stopped, UserError, cli_entry, describe_os_error
 from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import DONE_STATES, RUN_LOCK_FILE, move_aside, run_dir_lock
 from cs336_basics.experiment_log.tracker import print_summary
@@ -90,9 +91,9 @@ def run_experiment(
             _print_banner(trainer, resumed)
             trainer.tracker.start(resume_step=trainer.state.step if resumed else None)
             summary = trainer.run()
-        except (RunInterrupted, KeyboardInterrupt):
+        except KeyboardInterrupt as err:  # Stopped (at a step boundary, checkpoint saved) or a second Ctrl-C
             _record_end(trainer, "interrupted", "stopped by the user; re-run the same command to resume")
-            raise KeyboardInterrupt from None
+            raise Stopped(getattr(err, "signum", signal.SIGINT)) from None
         except BaseException as err:
             reason = _failure_reason(err)
             _record_end(trainer, "failed", reason)

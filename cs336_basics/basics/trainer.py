@@ -31,7 +31,7 @@ from cs336_basics.basics.probe import Probe, sharpness_interval
 from cs336_basics.basics.progress import Interval, Progress
 from cs336_basics.basics.provenance import run_info
 from cs336_basics.basics.step import TrainStep
-from cs336_basics.errors import UserError
+from cs336_basics.errors import Stopped, UserError
 from cs336_basics.experiment_log import ExperimentTracker
 
 
@@ -58,11 +58,12 @@ class TrainState:
 
 
 class StopRequest:
-    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary (a checkpoint is saved there);
-    a second Ctrl-C stops at once."""
+    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary (a checkpoint is saved there, then
+    ``Stopped`` is raised with the signal); a second Ctrl-C stops at once."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = signal.SIGINT
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -76,15 +77,11 @@ class StopRequest:
     def _handle(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-class RunInterrupted(Exception):
-    """Raised after a stop request once the checkpoint is safely on disk."""
 
 
 class Trainer:
@@ -230,7 +227,7 @@ class Trainer:
                     state.wallclock_s = time.perf_counter() - clock_start
                     state.loss_sum = float(loss_sum.item())
                     self.checkpoint("latest", background=False)  # partial loss sums included: resume is exact
-                    raise RunInterrupted
+                    raise Stopped(stop.signum)
                 self.writer.raise_if_failed()  # a failed background write stops the run at the next step
                 batch = interval.wait_for(self.loader.get, it)
                 is_log = self._is_log_step(it + 1)

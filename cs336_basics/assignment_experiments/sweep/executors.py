@@ -59,15 +59,9 @@ class WorkerExecutor:
                         job, slot = queue.pop(0), free.pop(0)
                         log = job.run_dir.parent / "logs" / f"{job.name}.log"
                         log.parent.mkdir(exist_ok=True)
-                        start = (
-                            log.stat().st_size if log.exists() else 0
-                        )  # only this attempt's output is read
-                        running[launcher.spawn(job.run_dir, slot, log, job.reference)] = (
-                            job,
-                            slot,
-                            log,
-                            start,
-                        )
+                        start = log.stat().st_size if log.exists() else 0  # this attempt's output only
+                        proc = launcher.spawn(job.run_dir, slot, log, job.reference)
+                        running[proc] = (job, slot, log, start)
                         on_start(job)
                     for proc in [p for p in running if p.poll() is not None]:
                         job, slot, log, start = running.pop(proc)

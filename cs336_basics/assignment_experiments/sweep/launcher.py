@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from cs336_basics.errors import UserError
+from cs336_basics.errors import Stopped, UserError
 
 PARENT_ENV = "CS336_SWEEP_PARENT_PID"
 PR_SET_PDEATHSIG = 1
@@ -93,7 +93,7 @@ def stop_signals_as_interrupt():
     script) inherits it ignored and would otherwise never forward the stop to its children."""
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Stopped(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
