@@ -100,7 +100,8 @@ def test_a_run_refused_after_taking_its_lock_leaves_no_directory(tmp_path):
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_every_float_field_refuses_non_finite(name, bad):
     cfg = create_experiment_config("demo", **{name: bad})
-    with pytest.raises(UserError, match=f"^--{name.replace('_', '-')} must be a finite number"):
+    flag = "--max-lr \\(--lr\\)" if name == "max_lr" else f"--{name.replace('_', '-')}"
+    with pytest.raises(UserError, match=f"^{flag} must be a finite number"):
         cfg.resolved()
 
 
@@ -114,7 +115,7 @@ def test_every_float_field_refuses_non_finite(name, bad):
         ({"beta2": -0.1}, "--beta2"),
         ({"grad_clip": 0.0}, "--grad-clip"),
         ({"weight_decay": -0.1}, "--weight-decay"),
-        ({"max_lr": 0.0}, "--max-lr"),
+        ({"max_lr": 0.0}, r"--max-lr \(--lr\)"),
         ({"min_lr": -1e-4}, "--min-lr"),
         ({"min_lr": 0.02, "max_lr": 0.01}, "--min-lr"),
         ({"target_val_loss": 0.0}, "--target-val-loss"),
@@ -137,6 +138,18 @@ def test_out_of_range_values_are_refused(overrides, flag):
     with pytest.raises(UserError, match=f"^{flag} must be") as err:
         create_experiment_config("demo", **overrides).resolved()
     assert "\n" not in str(err.value) and "got" in str(err.value)
+
+
+def test_a_refusal_suggests_the_users_preset_value_and_names_both_lr_flags():
+    with pytest.raises(UserError) as err:
+        create_experiment_config("demo", batch_size=0).resolved()
+    assert str(err.value).endswith(
+        "use e.g. --batch-size 16 (the demo preset's)"
+    )  # not the full preset's 128
+    with pytest.raises(UserError) as err:
+        create_experiment_config("demo", lr=-1.0).resolved()
+    assert str(err.value).startswith("--max-lr (--lr) must be a finite number > 0, got -1.0")
+    assert str(err.value).endswith("use e.g. --max-lr 0.01 (the demo preset's)")
 
 
 @pytest.mark.parametrize(

@@ -191,7 +191,7 @@ def test_incompatible_checkpoint_is_refused(tmp_path, tokens):
     [
         (dict(train=np.array([1, 2, 70] * 100, dtype=np.uint16)), "token id 70 >= vocab size 64"),
         (dict(train=np.arange(10, dtype=np.uint16)), "fewer than one window"),
-        (dict(config=dict(max_lr=-1.0)), "--max-lr must be a finite number > 0"),
+        (dict(config=dict(max_lr=-1.0)), r"--max-lr \(--lr\) must be a finite number > 0"),
         (dict(config=dict(device="tpu")), "unknown device|unsupported device"),
         (dict(config=dict(batch_size=0)), "--batch-size must be > 0"),
     ],
@@ -217,7 +217,11 @@ def _cli(args, capsys):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     code, err = _cli(["--preset", "demo", "--lr", "0", "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: --max-lr must be a finite number > 0")
+    assert (
+        code == 2
+        and len(err) == 1
+        and err[0].startswith("error: --max-lr (--lr) must be a finite number > 0")
+    )
     code, err = _cli(
         [
             "--preset",
@@ -272,7 +276,7 @@ def test_run_config_json_rederives_schedule(tmp_path, tokens):
     ("overrides", "message"),
     [
         (dict(batch_size="16"), "must be int"),
-        (dict(max_lr=float("inf")), "--max-lr must be a finite number > 0"),
+        (dict(max_lr=float("inf")), r"--max-lr \(--lr\) must be a finite number > 0"),
         (dict(beta2=1.0), r"--beta2 must be a finite number in \[0, 1\)"),
         (dict(dtype="fp16"), "--dtype must be one of"),
     ],

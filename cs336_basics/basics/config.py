@@ -99,7 +99,7 @@ class ExperimentConfig:
 
     # ---- data: a dataset name for cs336_basics.data.prepare_dataset, or explicit token files ----
     dataset: str = "tinystories"
-    """Dataset to prepare: tinystories or demo (the embedded synthetic corpus). [none]"""
+    """Dataset to prepare: tinystories, demo (the embedded synthetic corpus) or the path of a .txt file. [none]"""
     data_dir: str = "data"
     """Directory of the prepared dataset (downloads, tokenizer, token files). [path]"""
     train_data: str | None = None
@@ -161,16 +161,23 @@ class ExperimentConfig:
         for name, rule in RANGES.items():
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and _RULES[rule](value)):
-                _refuse(name, value, f"a finite number {rule}" if isinstance(value, float) else rule)
+                _refuse(
+                    name, value, f"a finite number {rule}" if isinstance(value, float) else rule, self.preset
+                )
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
-                _refuse(name, getattr(self, name), f"one of {', '.join(choices)}")
+                _refuse(name, getattr(self, name), f"one of {', '.join(choices)}", self.preset)
         if self.min_lr is not None and not self.min_lr <= self.max_lr:
-            _refuse("min_lr", self.min_lr, f"in [0, max_lr = {self.max_lr:g}]")
+            _refuse("min_lr", self.min_lr, f"in [0, max_lr = {self.max_lr:g}]", self.preset)
         if self.warmup_steps is not None and not self.warmup_steps <= self.max_steps:
-            _refuse("warmup_steps", self.warmup_steps, f"in [0, max_steps = {self.max_steps}]")
+            _refuse("warmup_steps", self.warmup_steps, f"in [0, max_steps = {self.max_steps}]", self.preset)
         if self.cosine_cycle_steps is not None and self.cosine_cycle_steps < (self.warmup_steps or 0):
-            _refuse("cosine_cycle_steps", self.cosine_cycle_steps, f">= warmup_steps = {self.warmup_steps}")
+            _refuse(
+                "cosine_cycle_steps",
+                self.cosine_cycle_steps,
+                f">= warmup_steps = {self.warmup_steps}",
+                self.preset,
+            )
         if self.d_model % self.num_heads:
             raise UserError(f"--d-model {self.d_model} must be divisible by --num-heads {self.num_heads}")
         if (self.d_model // self.num_heads) % 2:
@@ -348,12 +355,17 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _refuse(name: str, value: Any, rule: str) -> typing.NoReturn:
-    default = _DEFAULTS[name]
+def _refuse(name: str, value: Any, rule: str, preset: str = "full") -> typing.NoReturn:
+    """One line: the flag (both spellings of the learning rate's), the rule, the value, and the preset's value."""
+    preset = preset if preset in PRESETS else "full"
+    default = PRESETS[preset].get(name, _DEFAULTS[name])
     shown = default if isinstance(default, str) else f"{default:g}" if default is not None else None
-    hint = f"use e.g. --{_flag(name)} {shown} (the full preset's)" if shown else "leave it out to derive it"
+    flag = "--max-lr (--lr)" if name == "max_lr" else f"--{_flag(name)}"
+    hint = (
+        f"use e.g. --{_flag(name)} {shown} (the {preset} preset's)" if shown else "leave it out to derive it"
+    )
     what = re.split(r"[,;(]", field_docs()[name][0])[0].strip().rstrip(".")
-    raise UserError(f"--{_flag(name)} must be {rule}, got {value!r} ({what}); {hint}")
+    raise UserError(f"{flag} must be {rule}, got {value!r} ({what}); {hint}")
 
 
 def _unknown_key(key: str) -> str:
@@ -390,6 +402,8 @@ def _default_text(name: str) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
 
     others = [f"{p} {show(v[name])}" for p, v in PRESETS.items() if name in v and v[name] != _DEFAULTS[name]]
+    if name in DERIVED_FIELDS and not others:
+        return "derived"
     return f"preset's: full {show(_DEFAULTS[name])}" + (f"; {', '.join(others)}" if others else "")
 
 

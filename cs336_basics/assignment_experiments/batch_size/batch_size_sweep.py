@@ -153,11 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     argv, values = split_values(list(sys.argv[1:] if argv is None else argv), "--batch-sizes")
     args = build_parser().parse_args(argv)
     if args.summary:
-        print(
-            format_table(
-                require_sweep(load_sweep(args.out), "nothing to summarise: check --out"), "batch", "d"
-            )
-        )
+        view = require_sweep(load_sweep(args.out), "nothing to summarise: check --out")
+        print(format_table(view, "batch", "d"))
         return 0
     sizes = batch_sizes(values)
     if args.seeds < 1:
@@ -168,14 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     wandb = wandb_options(args)  # not installed: the one line now, before any work
     executor = choose_executor(args)
     tokens = args.tokens or base.total_tokens
-    spec = spec_for(
-        sizes or probe_batch_sizes(base, tokens),
-        tokens,
-        base.max_lr,
-        base.batch_size,
-        args.lr_scaling,
-        args.seeds,
-    )
+    source = "--tokens" if args.tokens else (f"--batch-size {base.batch_size} x --max-steps {base.max_steps} x "
+                                              f"--context-length {base.context_length}")  # fmt: skip
+    print(f"token budget per point: {tokens:,} tokens ({source}); each batch size B runs "
+          f"{tokens:,} / (B x {base.context_length}) steps, so --max-steps sets the budget, not every point's steps")  # fmt: skip
+    sizes = sizes or probe_batch_sizes(base, tokens)
+    spec = spec_for(sizes, tokens, base.max_lr, base.batch_size, args.lr_scaling, args.seeds)
     view, problems = run_sweep(spec, base, args.out, executor, restart=tuple(args.restart), fresh=args.fresh,
                                settings={"tokens": tokens, "lr_scaling": args.lr_scaling}, wandb=wandb)  # fmt: skip
     figures = ["batch_size_curves.png", "batch_size_vs_loss.png"]

@@ -78,7 +78,11 @@ def missing_parts(view: SweepView) -> list[str]:
             out.append(f"{p.name}: {p.state} at step {p.step or 0}/{p.max_steps or '?'} (numbers so far)")
         elif p.state == "failed":
             out.append(f"{p.name}: failed ({p.reason or 'no error recorded'})")
-        if p.log is not None and p.state not in ("pending", "failed") and p.final_val_loss is None:
+        if (
+            p.log is not None
+            and p.state not in ("pending", "failed", "diverged")
+            and p.final_val_loss is None
+        ):
             out.append(f"{p.name}: no validation loss yet")
     if view.state != "finished":
         out.append(f"the sweep itself is `{view.state}`: more points may still be added")

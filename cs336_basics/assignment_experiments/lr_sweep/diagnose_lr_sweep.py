@@ -1,9 +1,9 @@
 """How is a learning-rate sweep doing, and is it as fast as this machine allows?
 
-    python -m cs336_basics.assignment_experiments.lr_sweep.diagnose_lr_sweep [SWEEP_DIR] [--watch [S]] [--json]
+    python -m cs336_basics.assignment_experiments.lr_sweep.diagnose_lr_sweep [SWEEP_DIR] [--watch [SECONDS]] [--json]
 
-Per learning rate: state (a ``running`` run with no status update for ``--stale-after`` seconds, or whose
-process is gone on this host, is ``stalled``), progress, latest losses, recent tokens/s and ETA; for the
+Per learning rate: state (a ``running`` run with no status update for ``--stale-after`` seconds is
+``stalled``; one whose process is gone from this host is ``interrupted``: re-run the sweep to resume it), progress, latest losses, recent tokens/s and ETA; for the
 sweep: points done and the total ETA. Then the device (NVML, nvidia-smi, MPS or CPU) and a speed verdict:
 expected vs measured tokens/s and, when far below, the likely causes. Safe while runs are writing.
 """

@@ -267,8 +267,9 @@ def format_table(view: SweepView, label: str = "lr", value_spec: str = ".3g") ->
             f"{loss_text(g.final_val_loss, g.final_val_std):>{9 + 8 * (seeds > 1)}} {tokens:>9} {wall:>8} "
             f"{fmt(g.tokens_per_sec, ',.0f'):>9}"
         )
-    lines.append(f"(+) added beyond the grid by bracketing; * best {label}"
-                 + (f"; losses are mean ± std over {seeds} seeds" if seeds > 1 else ""))  # fmt: skip
+    notes = ["(+) added beyond the grid by bracketing"] if any(g.is_extension for g in view.groups) else []
+    notes += [f"* best {label}"] + ([f"losses are mean ± std over {seeds} seeds"] if seeds > 1 else [])
+    lines.append("; ".join(notes))
     if best is not None:
         lines.append(
             f"best {label}: {best.value:g} (final val loss {loss_text(best.final_val_loss, best.final_val_std, '.4f')})"
