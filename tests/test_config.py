@@ -84,6 +84,19 @@ def test_every_numeric_field_has_a_range():
     assert set(NUMERIC) == set(RANGES), "add the new field's allowed range to config.RANGES"
 
 
+def test_a_missing_gpu_is_refused_before_any_data_is_prepared(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    out = train_cli("--preset", "demo", "--device", "cuda", "--data-dir", str(tmp_path / "data"),
+                    "--out", str(tmp_path / "run"), cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: device 'cuda' asked for")
+    assert not out.stdout.strip()  # no "wrote data/demo/..." lines: nothing was prepared
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the data dir nor the run dir
+
+
 def test_a_run_refused_after_taking_its_lock_leaves_no_directory(tmp_path):
     """Missing token files are found only once the run dir is locked: the dirs made for it go again."""
     (tmp_path / "runs").mkdir()

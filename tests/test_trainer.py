@@ -110,7 +110,8 @@ def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens, signum,
     assert exited.value.code == 128 + signum  # 130 after Ctrl-C, 143 after SIGTERM, as a shell reports them
     stopped_at = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")["iteration"]
     assert 17 <= stopped_at <= 19  # mid-interval (log every 5 steps): partial loss sums are in the checkpoint
-    assert json.loads((tmp_path / "resumed" / "status.json").read_text())["state"] == "interrupted"
+    status = json.loads((tmp_path / "resumed" / "status.json").read_text())
+    assert status["state"] == "interrupted" and ("SIGTERM" in status["reason"]) == (signum == signal.SIGTERM)
     run_experiment(tiny_config(), train, val, tmp_path / "resumed", progress=False)
     assert _metrics(tmp_path / "resumed").equals(_metrics(tmp_path / "straight"))
 

@@ -10,7 +10,6 @@ moved aside, not deleted).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import signal
@@ -33,7 +32,13 @@ from cs336_basics.basics.device import Runtime, setup_runtime
 from cs336_basics.basics.trainer import Trainer, check_compatible
 from cs336_basics.errors import Stopped, UserError, cli_entry, describe_os_error
 from cs336_basics.experiment_log import load_experiment_log
-from cs336_basics.experiment_log.reader import DONE_STATES, RUN_LOCK_FILE, move_aside, run_dir_lock
+from cs336_basics.experiment_log.reader import (
+    DONE_STATES,
+    RUN_LOCK_FILE,
+    move_aside,
+    removed_if_refused,
+    run_dir_lock,
+)
 from cs336_basics.experiment_log.tracker import print_summary
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 
@@ -65,7 +70,7 @@ def run_experiment(
     derived = [k for k in DERIVED_FIELDS if getattr(config, k) is None]
     created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    with run_dir_lock(out_dir), _removed_if_refused(created):
+    with run_dir_lock(out_dir), removed_if_refused(created, RUN_LOCK_FILE):
         if resume != "never":
             log = load_experiment_log(out_dir)
             if log.summary and log.summary.get("status") in DONE_STATES:
@@ -73,8 +78,9 @@ def run_experiment(
                 print(f"{out_dir}: already {log.summary['status']}, not retrained (use --fresh to retrain)")
                 return log.summary
         clean_stale_temp_files(out_dir)
-        data = load_run_data(cfg, train_data, val_data)
+        # The device first: a missing GPU is refused before any data is downloaded or tokenized.
         runtime = runtime or setup_runtime(cfg.device, cfg.dtype, cfg.compile, cfg.tf32, cfg.total_tokens)
+        data = load_run_data(cfg, train_data, val_data)
         options = dict(progress=progress, reference_loss=reference_loss, derived_fields=derived)
         trainer = Trainer(cfg, out_dir, runtime, data, **options)
         if wandb:
@@ -92,8 +98,10 @@ def run_experiment(
             trainer.tracker.start(resume_step=trainer.state.step if resumed else None)
             summary = trainer.run()
         except KeyboardInterrupt as err:  # Stopped (at a step boundary, checkpoint saved) or a second Ctrl-C
-            _record_end(trainer, "interrupted", "stopped by the user; re-run the same command to resume")
-            raise Stopped(getattr(err, "signum", signal.SIGINT)) from None
+            signum = getattr(err, "signum", signal.SIGINT)
+            by = "by the user (Ctrl-C)" if signum == signal.SIGINT else f"by {signal.Signals(signum).name}"
+            _record_end(trainer, "interrupted", f"stopped {by}; re-run the same command to resume")
+            raise Stopped(signum) from None
         except BaseException as err:
             reason = _failure_reason(err)
             _record_end(trainer, "failed", reason)
@@ -108,21 +116,6 @@ def run_experiment(
         if progress:
             print_summary(summary, out_dir)
         return summary
-
-
-@contextlib.contextmanager
-def _removed_if_refused(created: list[Path]):
-    """The directories this call created (deepest first) go again if the run is refused before it wrote
-    anything there but its lock (missing data, no such device): a refusal leaves nothing behind."""
-    try:
-        yield
-    except BaseException:
-        if created and [p.name for p in created[0].iterdir()] == [RUN_LOCK_FILE]:
-            (created[0] / RUN_LOCK_FILE).unlink()  # still locked by us: no other trainer holds it
-            for d in created:
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-        raise
 
 
 def _record_end(trainer: Trainer, state: str, reason: str) -> None:

@@ -392,6 +392,22 @@ def run_dir_lock(out_dir: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def removed_if_refused(created: list[Path], lock_name: str):
+    """The directories a command created for a run or sweep (deepest first) go again when it is refused before
+    it wrote anything there but its lock ``lock_name`` (missing data, no such device): a refusal leaves
+    nothing behind. The lock is still held: no other process is using what is removed."""
+    try:
+        yield
+    except BaseException:
+        if created and [p.name for p in created[0].iterdir()] == [lock_name]:
+            (created[0] / lock_name).unlink()
+            for d in created:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        raise
+
+
 def move_aside(path: Path) -> Path | None:
     """Rename an existing run dir to ``<name>.old-<timestamp>`` so results are never silently deleted."""
     if not path.exists():
