@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cs336_basics.assignment_experiments.lr_sweep import stability
@@ -264,3 +265,30 @@ def test_seeds_of_one_learning_rate_are_told_apart_in_the_comparison_plot(tmp_pa
         for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)
     }
     assert legend["lr 0.01"] != legend["lr 0.01, seed 1"]
+
+
+def test_a_ratio_far_above_the_threshold_is_unclear_not_yes(tmp_path):
+    # 1 of 1 measured steps above 0.9, at 73.8 x the threshold, in a run that converged: not "at" the edge.
+    write_run(tmp_path, 3e-2, final_val=2.5, ratios={20: 73.81})
+    text = stability.at_edge_text(load_sweep(tmp_path), stability.edge_rows(load_sweep(tmp_path)))
+    assert text.startswith("**Unclear**: the best learning rate 0.03 may train at the edge of stability")
+    assert (
+        "peaked at 73.81 x the threshold" in text and "hovers near 1" in text and "Only 1 measurement" in text
+    )
+
+
+def test_a_fitted_minimum_far_below_every_measured_loss_is_flagged(tmp_path):
+    # A coarse, uneven grid (3e-3, 3e-2, 1e-1 at 3.6, 2.9, 3.6): the parabola through them bottoms out in the
+    # wider untried gap (a decade, between 3e-3 and 3e-2), below every measured loss.
+    points = {3e-3: 3.6, 3e-2: 2.9, 1e-1: 3.6}
+    for lr, loss in points.items():
+        write_run(tmp_path, lr, final_val=loss, val_loss_sem=0.01)
+    view = load_sweep(tmp_path)
+    fit = stability.optimum_fit(view)
+    u, y = np.log10(list(points)), np.array(list(points.values()))
+    a, b, c = np.polyfit(u, y, 2)  # an independent fit of the same three points
+    expected_gap = 2.9 - (c - b * b / (4 * a))
+    assert fit.loss == pytest.approx(c - b * b / (4 * a)) and expected_gap > stability.INTERPOLATION_GAP
+    text = stability.optimum_text(view, fit)
+    assert any(t.startswith(f"Warning: the parabola's minimum lies {expected_gap:.2f} nats below the best measured "
+                            "loss, between 0.003 and 0.03") for t in text), text  # fmt: skip

@@ -35,6 +35,8 @@ from cs336_basics.formatting import loss_text
 EDGE_FRACTION = 0.9  # a measured step is "at the edge" when its ratio is above 0.9 of the threshold
 EDGE_MIN_SHARE = 0.2  # an lr trains at the edge when >= 20% of its measured steps are at the edge
 FEW_MEASUREMENTS = 3  # fewer measurements than this make any answer coarse: said so
+FAR_ABOVE = 3.0  # a converged run whose ratio peaks above this was not *at* the edge: the answer is "unclear"
+INTERPOLATION_GAP = 0.05  # nats: a fitted minimum this far below every measured loss is flagged as a guess
 BAND_SHARE = 0.25  # a diverged run's early band: its log steps up to 25% of the divergence step
 MOVE_FACTOR = 2.0  # a signal moved when it left its early band by this factor (in its unstable direction)
 FALLING_SIGNALS = ("attn_entropy_min",)  # collapses when unstable; every other signal grows (log Z in size)
@@ -95,15 +97,23 @@ def at_edge_text(view: SweepView, rows: list[EdgeRow]) -> str:
         return (f"Whether the best learning rate {best.lr:.3g} trains at the edge of stability is unknown: it has "
                 "no sharpness measurements (sharpness.csv missing or empty; `--sharpness-share 0` turns them off).")  # fmt: skip
     yes = row.share >= EDGE_MIN_SHARE
+    far = yes and row.peak > FAR_ABOVE
     seeds = f" over its {row.seeds} seeds" if row.seeds > 1 else ""
     peak = loss_text(row.peak, row.peak_std, ".2f")
+    verdict = "Unclear" if far else "Yes" if yes else "No"
+    claim = "may train" if far else "trains" if yes else "does not train"
     text = (
-        f"**{'Yes' if yes else 'No'}**: the best learning rate {best.lr:.3g} {'trains' if yes else 'does not train'} "
+        f"**{verdict}**: the best learning rate {best.lr:.3g} {claim} "
         f"at the edge of stability. Its preconditioned sharpness was above {EDGE_FRACTION:g} x {threshold} at "
         f"{row.above} of its {row.measured} measured steps{seeds} ({row.share:.0%}) and peaked at {peak} x the "
         f"threshold (step {_steps(row.peak_steps)}). Rule: an lr trains at the edge when its ratio is above "
         f"{EDGE_FRACTION:g} at {EDGE_MIN_SHARE:.0%} or more of its measured steps."
     )
+    if far:
+        text += (f" But a ratio far above 1 (over {FAR_ABOVE:g} x) in a run that still converged says the measurement "
+                 "left the regime, not the training: at the edge the ratio hovers near 1 (Cohen et al. 2022). Early "
+                 "steps, while Adam's second moments are still small, inflate it; longer runs and more measurements "
+                 "(`--sharpness-share`) settle it.")  # fmt: skip
     if row.measured < FEW_MEASUREMENTS * row.seeds:
         text += f" Only {row.measured} measurement(s): a coarse answer (raise `--sharpness-share` for more)."
     return text
@@ -263,6 +273,14 @@ def optimum_text(view: SweepView, fit: Optimum | None) -> list[str]:
                  "trainer; `--seeds 2` measures the seed-to-seed noise)")  # fmt: skip
     out = [f"Fitted optimum: lr **{fit.lr:.3g}** ({interval}, {fit.fit_text}, {noise}); "
            f"fitted loss there {fit.loss:.4f}."]  # fmt: skip
+    best = view.best
+    gap = best.final_val_loss - fit.loss if best is not None and fit.fit == "quadratic" else 0.0
+    if gap > INTERPOLATION_GAP:
+        lo = max((x for x in fit.fit_lrs if x <= fit.lr), default=fit.lr)
+        hi = min((x for x in fit.fit_lrs if x >= fit.lr), default=fit.lr)
+        out.append(f"Warning: the parabola's minimum lies {gap:.2f} nats below the best measured loss, between "
+                   f"{lo:.3g} and {hi:.3g}, where nothing was tried: there the fit is a guess; a point near "
+                   f"{fit.lr:.2g} (`--learning-rates ... {fit.lr:.2g}`) checks it.")  # fmt: skip
     if fit.on_edge:
         side = "upper" if fit.lr >= math.sqrt(min(fit.fit_lrs) * max(fit.fit_lrs)) else "lower"
         out.append(f"Warning: the optimum sits on the {side} edge of the converged points: learning rates beyond "
