@@ -101,5 +101,8 @@ def test_a_corrupt_checkpoint_fails_the_run_in_its_own_files(tmp_path, capsys):
     assert exc.value.code == 2 and len(errors) == 1, errors  # data-prep progress lines come before it
     line = errors[0]
     assert "cannot read checkpoint" in line and "corrupt or truncated" in line
+    assert line.endswith(
+        "restart this run from scratch with --fresh (the old run dir is moved aside, not deleted)"
+    )
     log = load_experiment_log(run)
     assert log.status["state"] == "failed" and "corrupt or truncated" in log.status["reason"]

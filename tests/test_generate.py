@@ -92,7 +92,7 @@ def test_command_samples_from_a_trained_checkpoint(tmp_path_factory, capsys):
     assert capsys.readouterr().out == first.out  # same seed, same text
 
 
-@pytest.mark.parametrize("problem", ["missing", "corrupt", "no-tokenizer", "bad-top-p"])
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "truncated", "no-tokenizer", "bad-top-p"])
 def test_bad_input_is_one_line(problem, tmp_path, tmp_path_factory, capsys):
     from cs336_basics.basics.checkpoint import read_checkpoint, write_checkpoint
 
@@ -100,6 +100,11 @@ def test_bad_input_is_one_line(problem, tmp_path, tmp_path_factory, capsys):
     extra: list[str] = []
     if problem == "corrupt":
         ckpt.write_bytes(b"not a checkpoint at all")
+    elif (
+        problem == "truncated"
+    ):  # torch's reason is a paragraph ("... high likelihood that your checkpoint ...")
+        real = real_sweep_template(tmp_path_factory) / "lr_1e_03" / "checkpoints" / "final.pt"
+        ckpt.write_bytes(real.read_bytes()[:4096])
     elif problem == "no-tokenizer":
         real = real_sweep_template(tmp_path_factory) / "lr_1e_03" / "checkpoints" / "final.pt"
         saved = read_checkpoint(real)
@@ -115,7 +120,7 @@ def test_bad_input_is_one_line(problem, tmp_path, tmp_path_factory, capsys):
         main(["--checkpoint", str(ckpt), "--device", "cpu", *extra])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and len(err) < 400, err
 
 
 def test_finds_a_moved_runs_tokenizer_from_any_directory(tmp_path, tmp_path_factory, capsys, monkeypatch):

@@ -54,6 +54,13 @@ def read_checkpoint(src) -> dict:
     return torch.load(src, map_location="cpu", weights_only=True)
 
 
+def unreadable_text(path, err: BaseException) -> str:
+    """One line for a checkpoint torch can't load: the path and the first sentence of torch's reason (its
+    "internal miniz error ... high likelihood that your checkpoint file is corrupted" paragraph cut short)."""
+    first = " ".join(str(err).split()).split(". ")[0][:80]
+    return f"cannot read checkpoint {path}: corrupt or truncated ({type(err).__name__}: {first})"
+
+
 def load_checkpoint(src, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
     """Restore model (and optimizer) state from ``src`` (a path or binary file); return the saved iteration."""
     obj = read_checkpoint(src)

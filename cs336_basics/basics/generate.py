@@ -88,7 +88,7 @@ def generate(
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[TransformerLM, dict]:
     """The ``TransformerLM`` stored in a checkpoint (shape from its ``config``) and the raw checkpoint dict."""
-    from cs336_basics.basics.checkpoint import read_checkpoint
+    from cs336_basics.basics.checkpoint import read_checkpoint, unreadable_text
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -96,10 +96,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     try:
         ckpt = read_checkpoint(path)
     except Exception as err:
-        raise UserError(
-            f"cannot read checkpoint {path} ({type(err).__name__}: {_first_line(err)}); it may be truncated "
-            f"or not a checkpoint: use another one (checkpoints/best.pt, final.pt or latest.pt)"
-        ) from None
+        raise UserError(f"{unreadable_text(path, err)}, or not a checkpoint: use another one "
+                        "(checkpoints/best.pt, final.pt or latest.pt)") from None  # fmt: skip
     config = ckpt.get("config") if isinstance(ckpt, dict) else None
     if not isinstance(config, dict) or "model" not in ckpt:
         raise UserError(f"{path} is not a training checkpoint of this project (no model config inside)")

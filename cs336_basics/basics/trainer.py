@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cs336_basics.basics.batching import BatchLoader, eval_batches
-from cs336_basics.basics.checkpoint import CheckpointWriter, checkpoint_dict, read_checkpoint
+from cs336_basics.basics.checkpoint import CheckpointWriter, checkpoint_dict, read_checkpoint, unreadable_text
 from cs336_basics.basics.config import ExperimentConfig, resume_differences
 from cs336_basics.basics.device import Runtime
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
@@ -128,11 +128,10 @@ class Trainer:
         try:
             ckpt = read_checkpoint(self.latest)
         except Exception as err:
-            first = " ".join(str(err).split()).split(". ")[0][:80]
-            raise UserError(
-                f"cannot read checkpoint {self.latest}: corrupt or truncated ({type(err).__name__}: {first}); "
-                "delete it to restart this run from scratch"
-            ) from None
+            advice = (
+                "restart this run from scratch with --fresh (the old run dir is moved aside, not deleted)"
+            )
+            raise UserError(f"{unreadable_text(self.latest, err)}; {advice}") from None
         check_compatible(ckpt.get("config", {}), self.cfg, self.latest)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
