@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView
 from cs336_basics.experiment_log.plots import (
@@ -168,6 +169,8 @@ def plot_lr_vs_loss(
     ax.set_xscale("log")
     if groups:
         ax.set_xlim(groups[0].value / 1.6, groups[-1].value * 1.6)
+        ax.set_xticks([g.value for g in groups], [f"{g.value:g}" for g in groups])  # every swept value named
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ys = [y for g in ok for y in (g.final_val_loss, g.best_val_loss) if y is not None]
     ys += [fit.loss] if fit is not None and ys else []
     if ys:
@@ -178,13 +181,17 @@ def plot_lr_vs_loss(
     ax.set_xlabel(f"{label} (log scale)")
     ax.set_ylabel(f"final validation {LOSS_LABEL}")
     ax.grid(True, which="both", alpha=0.3)
+    seeds = " (mean ± std over seeds)" if any(len(g.points) > 1 for g in groups) else ""
+    states = {g.state for g in groups}
     legend = [
-        Line2D([], [], ls="", marker="o", ms=8, color="gray", label="final val loss (mean ± std over seeds)"),
+        Line2D([], [], ls="", marker="o", ms=8, color="gray", label=f"final val loss{seeds}"),
         Line2D([], [], ls="", marker="_", ms=12, mew=2, color="gray", label="best val loss"),
-        Line2D([], [], ls="", marker="x", ms=9, mew=3, color=DIVERGED_COLOR, label="diverged"),
-        Line2D([], [], ls="", marker="s", mfc="white", mec="gray", label="failed (no loss)"),
+        *([Line2D([], [], ls="", marker="x", ms=9, mew=3, color=DIVERGED_COLOR, label="diverged")]
+          if "diverged" in states else []),
+        *([Line2D([], [], ls="", marker="s", mfc="white", mec="gray", label="failed (no loss)")]
+          if "failed" in states else []),
         *fit_handles,
-    ]
+    ]  # fmt: skip
     ax.legend(handles=legend, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
     ax.set_title(f"final validation loss vs {label}: {_title(view)}")
     return save_figure(fig, out_path)
@@ -241,7 +248,7 @@ def plot_sharpness(
     fig = new_figure((11, 5.5), left=0.08, right=0.74, bottom=0.12, top=0.9)
     ax = fig.subplots()
     colors = lr_colors(p.value for p in view.points)
-    handles = []
+    handles, marked = [], False
     for p in view.points:
         sh = drawable(p.log.sharpness, "ratio") if p.log is not None else []
         if not len(sh):
@@ -249,6 +256,7 @@ def plot_sharpness(
         style = dict(color=colors[p.value], ls=_seed_style(p, view), lw=1.6, marker="o", ms=4)
         _run_line(ax, sh["step"], sh["ratio"], p.state == "diverged", 12, **style)
         handles.append(Line2D([], [], **style, label=point_label(p, label)))
+        marked |= p.state == "diverged"
     drawn = bool(handles)
     handles.append(
         _hline(ax, 1.0, f"stability threshold {view.threshold_text}", color="black", ls="--", lw=1.2)
@@ -257,7 +265,7 @@ def plot_sharpness(
         handles.append(
             _hline(ax, edge_fraction, f"{edge_fraction:g} x the threshold", color="gray", ls=":", lw=1.2)
         )
-    if any(p.state == "diverged" for p in view.points):
+    if marked:  # a diverged run with measurements: its last one carries the X
         handles.append(Line2D([], [], ms=10, label="diverged (last measurement)", **DIVERGED_X))
     plain_log_y(ax)
     if not drawn:
