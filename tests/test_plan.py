@@ -15,6 +15,7 @@ import torch
 from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
 from cs336_basics.assignment_experiments.lr_sweep.plan import (
     Measurement,
+    Plan,
     expected_rate,
     format_plan,
     make_plan,
@@ -142,6 +143,20 @@ def test_expected_rate_on_a_known_card_by_hand(tmp_path):
     assert rate is None and "no dense bf16 peak" in note
 
 
+def test_a_cpu_timing_under_load_says_so(tmp_path):
+    """The plan's times scale with what else runs on the CPU: a timing at load 6 on 2 cores says so."""
+
+    def plan_text(load: float) -> str:
+        m = dataclasses.replace(
+            _gpu_measurement("cpu", "fp32"), device_type="cpu", load_average=load, cores=2
+        )
+        return format_plan(Plan(tmp_path, [], [m], slots=1, extra_points=0, extra_point_s=0.0, remaining_s=0.0,
+                                with_extra_s=0.0))  # fmt: skip
+
+    assert "timed at load average 6.0 on 2 core(s): other processes share this CPU" in plan_text(6.0)
+    assert "load average" not in plan_text(0.2)
+
+
 def test_schedule_on_slots():
     assert schedule([3.0, 1.0, 1.0, 1.0], 2) == 3.0
     assert schedule([2.0, 2.0, 2.0], 1) == 6.0
@@ -220,7 +235,7 @@ def test_tiny_out_filesystem_stops_the_sweep_before_it_starts(tmp_path, tiny_fs,
     out = tiny_fs / "sweep"
     error = _one_line_exit_2(capsys, sweep_main, _tiny(demo_data_dir, out, 1e-3, 1e-2, steps=5))
     assert error.startswith(f"error: not enough disk space under {out} for this sweep: ")
-    assert [p.name for p in out.iterdir()] == [".sweep.lock"]  # no run dir, no sweep.json
+    assert not out.exists()  # refused before anything but its lock: the sweep dir made for it goes again
 
 
 def test_prepared_data_is_not_counted_again(tmp_path):

@@ -21,6 +21,7 @@ from cs336_basics.assignment_experiments.sweep.disk import DiskCheck, DiskNeed, 
 from cs336_basics.basics.config import MODEL_FIELDS, ExperimentConfig
 from cs336_basics.formatting import count, duration, size
 
+BUSY_LOAD = 0.5  # load average per core above which a CPU timing is said to be shared with other work
 RUN_FILES_BYTES = 1_000_000  # metrics.csv, logs, plots, json files of one point (generous)
 # Fields that decide how fast one step runs (the learning rate does not): points equal in these are timed once.
 _SPEED_FIELDS = (*MODEL_FIELDS, "batch_size", "max_steps", "device", "dtype", "compile", "tf32", "kernels")
@@ -49,6 +50,8 @@ class Measurement:
     compiled: bool = False
     expected_tokens_per_sec: float | None = None  # from the peak-FLOPs table (GPUs it knows)
     expected_note: str | None = None
+    load_average: float = 0.0  # 1-minute load average of this machine when the timing started
+    cores: int = 1  # the cores this process may run on
 
     @property
     def startup_s(self) -> float:
@@ -135,6 +138,7 @@ def measure_throughput(
         xy = torch.randint(0, cfg.vocab_size, (2, cfg.batch_size, cfg.context_length), generator=gen)
         return xy[0].to(device), xy[1].to(device)
 
+    load_average, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
     start = time.perf_counter()
     for it in range(warmup_steps):
         loss, _, _ = step(it, *batch())
@@ -181,6 +185,8 @@ def measure_throughput(
         dtype=runtime.dtype,
         tf32=runtime.tf32,
         compiled=runtime.compile,
+        load_average=load_average,
+        cores=cores,
     )
     m.expected_tokens_per_sec, m.expected_note = expected_rate(cfg, m)
     del step, model, batches
@@ -336,6 +342,9 @@ def format_plan(plan: Plan) -> str:
             f"{m.timed_steps} timed step(s) after {m.warmup_steps} warm-up step(s) ({duration(m.warmup_s)}); "
             f"eval {1e3 * m.forward_s:.1f} ms per batch (measured forward); {m.params / 1e6:.2f}M parameters"
         )
+        if m.device_type == "cpu" and m.load_average > BUSY_LOAD * m.cores:
+            lines.append(f"  {tag}timed at load average {m.load_average:.1f} on {m.cores} core(s): other processes "
+                         "share this CPU, so these times hold only while that load lasts")  # fmt: skip
         if m.expected_tokens_per_sec:
             ratio = m.tokens_per_sec / m.expected_tokens_per_sec
             verdict = "as expected" if ratio >= 0.7 else "SLOWER than this card should be: check the set-up"

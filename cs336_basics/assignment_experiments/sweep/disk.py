@@ -62,16 +62,12 @@ def data_needs(cfg: ExperimentConfig) -> list[DiskNeed]:
 
     spec = resolve_dataset(cfg.dataset)
     directory = spec.directory(cfg.data_dir)
-    token_dir = spec.token_directory(
-        cfg.data_dir, cfg.vocab_size, DEFAULT_BPE
-    )  # as with_data_files prepares it
+    # where with_data_files puts the token files
+    token_dir = spec.token_directory(cfg.data_dir, cfg.vocab_size, DEFAULT_BPE)
     tokens_ready = (token_dir / "train.npy").exists() and (token_dir / "valid.npy").exists()
     if spec.kind == "demo":
-        return (
-            []
-            if tokens_ready
-            else [DiskNeed("demo data (text, tokenizer, tokens)", directory, DEMO_DATA_BYTES)]
-        )
+        need = DiskNeed("demo data (text, tokenizer, tokens)", directory, DEMO_DATA_BYTES)
+        return [] if tokens_ready else [need]
     needs = []
     if spec.kind == "tinystories":
         text_bytes = TINYSTORIES_TEXT_BYTES
