@@ -182,3 +182,19 @@ def test_the_read_only_commands_do_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_speed_verdict_prefers_a_finished_run_to_a_newer_diverged_one(sweep):
+    """A point that diverged after a few steps says little about speed; with nothing live, the newest
+    *finished* run is the one the verdict reads, even when the diverged one was updated later."""
+    view = load_sweep(sweep)
+    diverged = next(p for p in view.points if p.state == "diverged")
+    _set_status(sweep / diverged.name, updated_at=_now_iso(0))
+    for p in view.points:
+        if p.state == "finished":
+            _set_status(sweep / p.name, updated_at=_now_iso(3600))
+    now, host = datetime.now(UTC), socket.gethostname()
+    points = [diag.point_status(p, now=now, stale_after=120, host=host) for p in load_sweep(sweep).points]
+    dated = [s for s in points if s.updated_s_ago is not None and s.tokens_per_sec is not None]
+    assert min(dated, key=lambda s: s.updated_s_ago).state == "diverged"  # the newest is the diverged one
+    assert diag.focus_point(load_sweep(sweep), points).state == "finished"

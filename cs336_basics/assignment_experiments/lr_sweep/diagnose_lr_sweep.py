@@ -166,7 +166,8 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
 
 
 def focus_point(view: SweepView, points: list[PointStatus]) -> SweepPoint | None:
-    """The run the speed verdict is about: a live one, else the most recently updated one with data."""
+    """The run the speed verdict is about: a live one, else the most recently updated one with data, finished
+    runs first (a diverged run stopped after a few steps says little about speed)."""
     by_name = {p.name: p for p in view.points}
     live = [s for s in points if s.live]
     if live:
@@ -174,7 +175,8 @@ def focus_point(view: SweepView, points: list[PointStatus]) -> SweepPoint | None
     with_data = [s for s in points if s.tokens_per_sec is not None]
     if not with_data:
         return None
-    newest = min(with_data, key=lambda s: s.updated_s_ago if s.updated_s_ago is not None else math.inf)
+    newest = min(with_data, key=lambda s: (s.state != "finished",
+                                           s.updated_s_ago if s.updated_s_ago is not None else math.inf))  # fmt: skip
     return by_name[newest.name]
 
 

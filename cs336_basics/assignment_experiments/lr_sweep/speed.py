@@ -249,5 +249,5 @@ def format_verdict(v: SpeedVerdict) -> list[str]:
         lines.append(f"  measured ~{v.measured_tokens_per_sec:,.0f} tokens/s{mfu}{ratio}")
     lines += [f"  cause: {c.cause} -- {c.evidence}" for c in v.causes]
     if not v.causes:
-        lines.append("  no cause shown by the run's records or the GPU's state")
+        lines.append("  slowdown causes: none found in the run's records or the device's state")
     return lines + [f"  note: {n}" for n in v.notes]
