@@ -477,6 +477,8 @@ def format_table(rows: list[dict]) -> str:
             f"{r['loop']:<8} {r['precision']:<9} {'on' if r['compile'] else 'off':<7} {r['batch_size']:>5} {r['kernels']:<9} "
             f"{r['tokens_per_sec']:>10,.0f} {r['ms_per_step']:>9.1f} {mfu:>6} {_mib(r['memory_bytes']):>10} {ratio:>8} {cpu:>7} {r['startup_s']:>7.1f}s"
         )
+    lines.append("vs plain: median per-round ratio of tokens/s to the plain loop's (same precision, compile, batch); "
+                 "(cpu): the same from process CPU time, the steadier number on a shared machine")  # fmt: skip
     return "\n".join(lines)
 
 

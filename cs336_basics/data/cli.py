@@ -21,12 +21,6 @@ from cs336_basics.errors import UserError, cli_entry
 DESCRIPTION = """\
 Turn text into the token files that training reads (1-D uint16 .npy + JSON sidecar).
 
-  prepare          all steps below, skipping any whose output is already there and valid
-  download         fetch TinyStoriesV2-GPT4 train/valid text (resumable) into DATA_DIR/tinystories/
-  train-tokenizer  train a byte-level BPE tokenizer -> DATA_DIR/<name>/v<vocab>-<bpe>/tokenizer.json
-  tokenize         encode train/valid text -> DATA_DIR/<name>/v<vocab>-<bpe>/{train,valid}.npy (+ sidecars)
-  check            validate token files against their sidecars (and a tokenizer / vocab size)
-
 --dataset is 'tinystories' (downloaded, ~2.1 GB), 'demo' (SYNTHETIC stories generated offline in
 seconds) or a path to any .txt file (documents separated by <|endoftext|>; 1 in 50 held out for valid).
 Example: cs336-data prepare --dataset demo
@@ -43,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cs336-data", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (below)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do:")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -75,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="on bytes that are not UTF-8: stop with their offset (strict, default) or use U+FFFD (replace)",
     )
 
-    text = "download/generate, train tokenizer and tokenize, skipping done steps"
+    text = "the steps below in turn, skipping any whose output is already there and valid"
     p = _subcommand(sub, "prepare", text, common, dataset)
     p.add_argument(
         "--valid", type=Path, help="validation .txt for a plain-file dataset (default: hold out 1 in 50)"
@@ -84,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-url", metavar="URL", help=f"TinyStories base URL (default: ${BASE_URL_ENV} or Hugging Face)"
     )
 
-    text = "fetch TinyStoriesV2-GPT4 text files (resumes a partial download)"
+    text = "fetch TinyStoriesV2-GPT4 train/valid text (resumable) into DATA_DIR/tinystories/"
     p = _subcommand(sub, "download", text, common)
     p.add_argument(
         "--base-url", metavar="URL", help=f"base URL of the files (default: ${BASE_URL_ENV} or Hugging Face)"
@@ -93,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=sorted(TINYSTORIES_FILES), action="append", help="only this split (repeatable)"
     )
 
-    text = "train a byte-level BPE tokenizer on the dataset's train text"
+    text = "train a byte-level BPE tokenizer -> DATA_DIR/<name>/v<vocab>-<bpe>/tokenizer.json"
     p = _subcommand(sub, "train-tokenizer", text, common, dataset)
     p.add_argument(
         "--input", type=Path, metavar="TXT", help="train on this .txt instead of a dataset (needs --output)"
@@ -101,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, metavar="PATH", help="tokenizer.json to write (with --input)")
     p.add_argument("--force", action="store_true", help="retrain even if the tokenizer is up to date")
 
-    text = "encode the dataset's train/valid text to .npy token files"
+    text = "encode train/valid text -> DATA_DIR/<name>/v<vocab>-<bpe>/{train,valid}.npy (+ sidecars)"
     p = _subcommand(sub, "tokenize", text, common, dataset)
     p.add_argument(
         "--input",
@@ -118,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="re-encode even if the token files are up to date")
 
-    p = _subcommand(sub, "check", "validate .npy token files and their sidecars; exit 2 on any problem")
+    p = _subcommand(
+        sub,
+        "check",
+        "validate token files against their sidecars (and a tokenizer / vocab size); exit 2 on any problem",
+    )
     p.add_argument("paths", type=Path, nargs="+", metavar="NPY", help="token files (.npy) to check")
     p.add_argument(
         "--tokenizer", type=Path, help="also check the files were encoded with this tokenizer.json"
