@@ -97,6 +97,16 @@ def test_a_missing_gpu_is_refused_before_any_data_is_prepared(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the data dir nor the run dir
 
 
+def test_a_missing_train_file_is_refused_before_the_presets_data_is_prepared(tmp_path):
+    missing = tmp_path / "nope.npy"
+    out = train_cli("--preset", "demo", "--train-data", str(missing), "--data-dir", str(tmp_path / "data"),
+                    "--out", str(tmp_path / "run"), cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [f"error: token file {missing} does not exist; build it with "
+                                               "`cs336-data prepare`"]  # fmt: skip
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
 def test_a_run_refused_after_taking_its_lock_leaves_no_directory(tmp_path):
     """Missing token files are found only once the run dir is locked: the dirs made for it go again."""
     (tmp_path / "runs").mkdir()

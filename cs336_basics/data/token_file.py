@@ -123,6 +123,14 @@ def read_sidecar(npy_path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def require_token_file(path) -> Path:
+    """``path`` as a Path if it is a file; else one line saying how to build it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"token file {path} does not exist; build it with `cs336-data prepare`")
+    return path
+
+
 def load_token_file(
     path: str | os.PathLike,
     *,
@@ -135,9 +143,7 @@ def load_token_file(
     disagrees with the sidecar, an id at or above the sidecar's vocab size, or a vocab size / tokenizer
     that differs from the ones passed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"token file {path} does not exist; build it with `cs336-data prepare`")
+    path = require_token_file(path)
     meta = read_sidecar(path)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
