@@ -94,7 +94,8 @@ def plot_sweep_comparison(view: SweepView, out_path: str | os.PathLike, label: s
     divisor, unit = time_scale(max_wall if math.isfinite(max_wall) else 0.0)
     target = view.target_val_loss
     fig = new_figure((13, 8.5), left=0.07, right=0.80, bottom=0.08, top=0.92, wspace=0.08, hspace=0.22)
-    axes = fig.subplots(2, 2, sharey="row")
+    # Shared x per column: a run's lone final evaluation sits on the steps (or time) its training covered.
+    axes = fig.subplots(2, 2, sharey="row", sharex="col")
     for row, (col_name, kind) in enumerate((("train_loss", "train"), ("val_loss", "validation"))):
         style = {"lw": 1.0, "alpha": 0.85} if row == 0 else {"lw": 1.4, "marker": "o", "ms": 3}
         for col, (x_col, scale, x_label) in enumerate(
@@ -110,7 +111,8 @@ def plot_sweep_comparison(view: SweepView, out_path: str | os.PathLike, label: s
             if target is not None and target > 0:
                 ax.axhline(target, color="gray", ls="--", lw=1)
             plain_log_y(ax, FINE_SUBS)
-            ax.set_xlabel(x_label)
+            if row == 1:  # the shared x axis is labelled once, under the validation row
+                ax.set_xlabel(x_label)
             ax.grid(True, which="both", alpha=0.3)
             if col == 0:
                 ax.set_ylabel(f"{kind} {LOSS_LABEL}")
