@@ -57,7 +57,7 @@ def cli_entry(main: F) -> F:
 
 def describe_os_error(err: OSError) -> str:
     """One line for a filesystem error: what failed, on which path, and what to do."""
-    path = f" {err.filename}" if err.filename else ""
+    path = f": {err.filename}" if err.filename else ""
     what = (err.strerror or str(err)).lower()
     advice = {
         errno.ENOSPC: "free some space and re-run (runs resume from their last checkpoint)",
@@ -68,4 +68,4 @@ def describe_os_error(err: OSError) -> str:
         errno.EEXIST: "a file is in the way: remove it or choose another --out",
         errno.ENOTDIR: "a part of the path is a file, not a directory: choose another --out",
     }.get(err.errno, "check the path")
-    return f"{what}:{path}; {advice}"
+    return f"{what}{path}; {advice}"

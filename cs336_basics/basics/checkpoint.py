@@ -149,6 +149,12 @@ class CheckpointWriter:
             return CheckpointWriteError(f"cannot write {path}: {err.strerror or err}; {intact}")
         return err
 
+    def failure(self) -> BaseException | None:
+        """The failed background write, if any, once the write in flight has ended (and forgets it)."""
+        self.wait(raise_error=False)
+        err, self._error = self._error, None
+        return err
+
     def raise_if_failed(self) -> None:
         if self._error is not None:
             err, self._error = self._error, None

@@ -103,6 +103,8 @@ def run_experiment(
             _record_end(trainer, "interrupted", f"stopped {by}; re-run the same command to resume")
             raise Stopped(signum) from None
         except BaseException as err:
+            if isinstance(err, OSError):  # a full disk: the checkpoint that filled it says what and where
+                err = trainer.writer.failure() or err
             reason = _failure_reason(err)
             _record_end(trainer, "failed", reason)
             if isinstance(err, (OSError, UserError)):
