@@ -30,6 +30,20 @@ class Stopped(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = int(signum)
 
+    @classmethod
+    def of(cls, err: KeyboardInterrupt) -> Stopped:
+        """``err`` as a Stopped: a plain KeyboardInterrupt (a second Ctrl-C, Python's own) is a SIGINT."""
+        return err if isinstance(err, cls) else cls()
+
+    @property
+    def by(self) -> str:
+        """Who stopped it, in words: ``by the user (Ctrl-C)`` or ``by SIGTERM``."""
+        return (
+            "by the user (Ctrl-C)"
+            if self.signum == signal.SIGINT
+            else f"by {signal.Signals(self.signum).name}"
+        )
+
 
 def cli_entry(main: F) -> F:
     """Decorate a command's ``main``: a ``UserError`` becomes ``error: <message>`` on stderr and exit 2,
@@ -47,10 +61,9 @@ def cli_entry(main: F) -> F:
             print(f"error: {describe_os_error(err)}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt as err:
-            signum = getattr(err, "signum", signal.SIGINT)
-            by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
-            print(f"interrupted{by}: re-run the same command to resume", file=sys.stderr)
-            raise SystemExit(128 + signum) from None
+            stopped = Stopped.of(err)
+            print(f"interrupted {stopped.by}: re-run the same command to resume", file=sys.stderr)
+            raise SystemExit(128 + stopped.signum) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -99,7 +99,6 @@ def eval_batches(
 def with_data_files(cfg):
     """``cfg`` with absolute train/val token files and tokenizer, preparing the dataset (download, BPE,
     tokenize) for any that are missing: a sweep does it once for all its points."""
-    from cs336_basics.data import prepare_dataset
     from cs336_basics.data.token_file import require_token_file
 
     for given in (cfg.train_data, cfg.val_data):  # a missing file given by name: said before any preparing
@@ -107,6 +106,7 @@ def with_data_files(cfg):
             require_token_file(given)
     if cfg.train_data is not None and cfg.val_data is not None:
         return cfg
+    from cs336_basics.data import prepare_dataset
 
     prepared = prepare_dataset(cfg.dataset, cfg.data_dir, vocab_size=cfg.vocab_size)
     return dataclasses.replace(

@@ -158,26 +158,20 @@ class ExperimentConfig:
     def validate(self) -> None:
         """Every value checked (after ``_check_types``): one line per problem saying which flag, the value, the
         rule, and an example."""
+        refuse = functools.partial(_refuse, preset=self.preset)  # its hints quote this preset's values
         for name, rule in RANGES.items():
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and _RULES[rule](value)):
-                _refuse(
-                    name, value, f"a finite number {rule}" if isinstance(value, float) else rule, self.preset
-                )
+                refuse(name, value, f"a finite number {rule}" if isinstance(value, float) else rule)
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
-                _refuse(name, getattr(self, name), f"one of {', '.join(choices)}", self.preset)
+                refuse(name, getattr(self, name), f"one of {', '.join(choices)}")
         if self.min_lr is not None and not self.min_lr <= self.max_lr:
-            _refuse("min_lr", self.min_lr, f"in [0, max_lr = {self.max_lr:g}]", self.preset)
+            refuse("min_lr", self.min_lr, f"in [0, max_lr = {self.max_lr:g}]")
         if self.warmup_steps is not None and not self.warmup_steps <= self.max_steps:
-            _refuse("warmup_steps", self.warmup_steps, f"in [0, max_steps = {self.max_steps}]", self.preset)
+            refuse("warmup_steps", self.warmup_steps, f"in [0, max_steps = {self.max_steps}]")
         if self.cosine_cycle_steps is not None and self.cosine_cycle_steps < (self.warmup_steps or 0):
-            _refuse(
-                "cosine_cycle_steps",
-                self.cosine_cycle_steps,
-                f">= warmup_steps = {self.warmup_steps}",
-                self.preset,
-            )
+            refuse("cosine_cycle_steps", self.cosine_cycle_steps, f">= warmup_steps = {self.warmup_steps}")
         if self.d_model % self.num_heads:
             raise UserError(f"--d-model {self.d_model} must be divisible by --num-heads {self.num_heads}")
         if (self.d_model // self.num_heads) % 2:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import (
     DONE_STATES,
     RUN_LOCK_FILE,
+    make_dirs,
     move_aside,
     removed_if_refused,
     run_dir_lock,
@@ -68,8 +68,7 @@ def run_experiment(
     cfg, out_dir = config.resolved(), Path(out_dir)
     # The fields left to derive: config.json lists them, so a reuse of it derives them again.
     derived = [k for k in DERIVED_FIELDS if getattr(config, k) is None]
-    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = make_dirs(out_dir)
     with run_dir_lock(out_dir), removed_if_refused(created, RUN_LOCK_FILE):
         if resume != "never":
             log = load_experiment_log(out_dir)
@@ -98,10 +97,9 @@ def run_experiment(
             trainer.tracker.start(resume_step=trainer.state.step if resumed else None)
             summary = trainer.run()
         except KeyboardInterrupt as err:  # Stopped (at a step boundary, checkpoint saved) or a second Ctrl-C
-            signum = getattr(err, "signum", signal.SIGINT)
-            by = "by the user (Ctrl-C)" if signum == signal.SIGINT else f"by {signal.Signals(signum).name}"
-            _record_end(trainer, "interrupted", f"stopped {by}; re-run the same command to resume")
-            raise Stopped(signum) from None
+            stopped = Stopped.of(err)
+            _record_end(trainer, "interrupted", f"stopped {stopped.by}; re-run the same command to resume")
+            raise stopped from None
         except BaseException as err:
             if isinstance(err, OSError):  # a full disk: the checkpoint that filled it says what and where
                 err = trainer.writer.failure() or err

@@ -392,9 +392,16 @@ def run_dir_lock(out_dir: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``; the directories it created, deepest first (what ``removed_if_refused`` may remove)."""
+    created = [d for d in (path, *path.parents) if not d.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return created
+
+
 @contextlib.contextmanager
 def removed_if_refused(created: list[Path], lock_name: str):
-    """The directories a command created for a run or sweep (deepest first) go again when it is refused before
+    """The directories a command created for a run or sweep (``make_dirs``'s list) go again when it is refused before
     it wrote anything there but its lock ``lock_name`` (missing data, no such device): a refusal leaves
     nothing behind. The lock is still held: no other process is using what is removed."""
     try:

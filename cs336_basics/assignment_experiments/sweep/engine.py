@@ -35,6 +35,7 @@ from cs336_basics.experiment_log.reader import (
     CONFIG_FILE,
     DONE_STATES,
     RUN_LOCK_FILE,
+    make_dirs,
     move_aside,
     read_json_dict,
     removed_if_refused,
@@ -157,8 +158,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
             for run_dir in sorted(lock.parent for lock in out_dir.glob(f"*/{RUN_LOCK_FILE}")):
                 live.enter_context(run_dir_lock(run_dir))  # a point whose sweep is gone (SLURM) counts too
             print(f"moved the previous sweep {out_dir} to {move_aside(out_dir)}")
-    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = make_dirs(out_dir)
     with SweepLock(out_dir), removed_if_refused(created, LOCK_FILE):
         values = sweep_values(spec, out_dir)
         if device_check:  # before the data is prepared: a mistake every point would hit is the only line
