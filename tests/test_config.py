@@ -216,6 +216,24 @@ def test_flags_not_given_leave_the_preset():
     }
 
 
+def test_a_presets_target_holds_only_on_its_own_data_and_tokenizer():
+    """The demo's target (1.0 nats) means nothing for another text or vocabulary: flags that change the data
+    drop it, an explicit --target-val-loss is kept, and flags that don't touch the data keep the preset's."""
+
+    def target(preset, *flags):
+        return create_experiment_config(
+            preset, **config_overrides(build_parser().parse_args(list(flags)))
+        ).target_val_loss
+
+    assert target("demo") == PRESETS["demo"]["target_val_loss"] == 1.0
+    assert target("demo", "--vocab-size", "1000") is None
+    assert target("demo", "--dataset", "/data/stories.txt") is None
+    assert target("full", "--train-data", "a.npy", "--val-data", "b.npy") is None
+    assert target("demo", "--vocab-size", "1000", "--target-val-loss", "2.5") == 2.5
+    assert target("demo", "--vocab-size", "2048", "--lr", "3e-3", "--d-model", "64") == 1.0  # same data
+    assert target("low-resource", "--dataset", "tinystories") == 2.0
+
+
 # ---- config files -----------------------------------------------------------------------------------------
 def test_config_file_unknown_key_is_refused_with_nearest_name(tmp_path):
     path = tmp_path / "c.json"

@@ -325,6 +325,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 # fmt: on
 
 
+# A validation loss compares only on the same text and tokenizer: changing one of these drops the preset's target.
+_TARGET_DATA_FIELDS = ("dataset", "train_data", "val_data", "vocab_size")
+
+
 def create_experiment_config(preset: str = "full", **overrides: Any) -> ExperimentConfig:
     """The preset's config with ``overrides`` applied (field names of ``ExperimentConfig``; ``lr`` = ``max_lr``)."""
     if preset not in PRESETS:
@@ -332,6 +336,11 @@ def create_experiment_config(preset: str = "full", **overrides: Any) -> Experime
     if "lr" in overrides:
         overrides["max_lr"] = overrides.pop("lr")
     values = {**PRESETS[preset], **overrides, "preset": preset}
+    preset_data = {k: PRESETS[preset].get(k, _DEFAULTS[k]) for k in _TARGET_DATA_FIELDS}
+    if "target_val_loss" not in overrides and any(
+        values.get(k, _DEFAULTS[k]) != v for k, v in preset_data.items()
+    ):
+        values["target_val_loss"] = None  # the preset's target holds for its own data and tokenizer only
     return ExperimentConfig.from_dict(values)
 
 
