@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import signal
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -43,6 +44,14 @@ class Stopped(KeyboardInterrupt):
             if self.signum == signal.SIGINT
             else f"by {signal.Signals(self.signum).name}"
         )
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes read like every other bad input: one line and exit 2, not the whole
+    usage (``--help`` shows that). Sub-command parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def cli_entry(main: F) -> F:

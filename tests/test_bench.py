@@ -39,6 +39,27 @@ def test_cli_prints_the_table_and_writes_the_json(tmp_path, capsys):
     assert set(report["breakdown_ms"]) == {"data_wait", "forward", "backward+clip", "optimizer"}
 
 
+def test_table_columns_units_and_missing_values():
+    row = dict(loop="package", precision="bf16", compile=True, batch_size=32, kernels="fast")
+    row |= dict(tokens_per_sec=1234567.8, ms_per_step=12.34, mfu=0.3141, memory_bytes=3 * 2**20)
+    row |= dict(vs_plain=1.0234, vs_plain_cpu=0.98765, startup_s=42.25)
+    plain = row | dict(
+        loop="plain", kernels="-", mfu=None, memory_bytes=None, vs_plain=None, vs_plain_cpu=None
+    )
+    head, rule, package_line, plain_line, legend = bench.format_table([row, plain]).splitlines()
+    assert head == (
+        "loop     precision compile batch kernels     tokens/s   ms/step "
+        "   MFU   step mem vs plain   (cpu)  startup"
+    )
+    assert rule == "-" * len(head)
+    assert package_line == (
+        "package  bf16      on         32 fast       1,234,568      12.3 "
+        " 31.4%      3 MiB   1.023x  0.988x    42.2s"
+    )
+    assert plain_line.split()[-6:] == ["12.3", "-", "-", "-", "-", "42.2s"]
+    assert legend.startswith("vs plain: median per-round ratio")
+
+
 def test_nothing_left_to_measure_is_a_user_error(capsys):
     """Every variant skipped (TF32 on a CPU, no plain loop): one line, exit 2, no timing of nothing."""
     with pytest.raises(SystemExit) as exc:

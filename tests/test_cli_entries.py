@@ -52,3 +52,24 @@ def test_every_flag_of_every_command_says_what_it_does(name, monkeypatch, capsys
     silent = [a.option_strings[0] if a.option_strings else a.dest for a in actions
               if not a.help or a.help == argparse.SUPPRESS]  # fmt: skip
     assert silent == [], f"{name}: no help text for {silent}"
+
+
+@pytest.mark.parametrize("name", sorted(DECLARED))
+def test_a_usage_mistake_is_one_line_and_exit_2(name):
+    """An unknown flag (and, where the command takes one, a flag value that is not a number) reads like any
+    other bad input: one line naming the flag and pointing at --help, not argparse's whole usage. Run as the
+    user runs it: the installed command, in a subprocess."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which(name)
+    assert exe, f"{name} is not on PATH: run uv sync"
+    for argv, word in ((["--no-such-flag"], "--no-such-flag"), (["--seed", "abc"], "abc")):
+        out = subprocess.run([exe, *argv], capture_output=True, text=True, timeout=120)
+        if word == "abc" and "unrecognized arguments: --seed" in out.stderr:
+            continue  # this command has no --seed
+        assert out.returncode == 2, (argv, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].endswith(f"(see {name} --help)"), out.stderr
+        # a command's required arguments are checked first
+        assert word in lines[0] or "arguments are required" in lines[0], out.stderr

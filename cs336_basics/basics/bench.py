@@ -42,32 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from cs336_basics.atomic import atomic_write_json
-from cs336_basics.basics.config import (
-    PRESETS,
-    add_config_arguments,
-    config_overrides,
-    create_experiment_config,
-)
-from cs336_basics.basics.device import (
-    Runtime,
-    _cpu_model,
-    resolve_device,
-    set_tf32,
-    setup_runtime,
-    synchronize,
-)
-from cs336_basics.basics.hardware import (
-    FLOPS_SHAPE,
-    flops_per_token,
-    model_flops_utilization,
-    peak_flops,
-    peak_precision,
-)
+from cs336_basics.basics import config, hardware
+from cs336_basics.basics.device import Runtime, resolve_device, set_tf32, setup_runtime, synchronize
 from cs336_basics.basics.kernels import KERNELS
 from cs336_basics.basics.progress import Interval
 from cs336_basics.basics.run_experiment import run_experiment
 from cs336_basics.basics.trainer import Trainer
-from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 COMPILE = ("auto", "on", "off")
@@ -75,6 +56,17 @@ COMPILE = ("auto", "on", "off")
 
 def random_tokens(vocab_size: int, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, vocab_size, size=n).astype(np.uint16)
+
+
+def random_data(cfg, train_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random train and validation tokens: nothing to learn, but the same work per step as real text."""
+    val_tokens = cfg.batch_size * cfg.eval_batches * (cfg.context_length + 2)
+    return random_tokens(cfg.vocab_size, train_tokens, cfg.seed), random_tokens(cfg.vocab_size, val_tokens, 1)
+
+
+def quiet():
+    """stdout swallowed: run_experiment's banner and summary, which would interleave with the report."""
+    return contextlib.redirect_stdout(io.StringIO())
 
 
 # ---- the independent baseline ---------------------------------------------------------------------------
@@ -131,6 +123,7 @@ class PlainLoop:
         self.optimizer = torch.optim.AdamW(self.params.values(), fused=True, **kw)  # on CPU, CUDA and MPS
         self.loss_fn = torch.compile(plain_loss) if runtime.compile else plain_loss
         self.tokens = torch.from_numpy(tokens.astype(np.int64))
+        self.num_windows = len(tokens) - cfg.context_length - 1
         self.offsets = torch.arange(cfg.context_length + 1)
         self.gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -139,9 +132,7 @@ class PlainLoop:
 
     def step(self, it: int) -> None:
         cfg = self.cfg
-        starts = torch.randint(
-            len(self.tokens) - cfg.context_length - 1, (cfg.batch_size, 1), generator=self.gen
-        )
+        starts = torch.randint(self.num_windows, (cfg.batch_size, 1), generator=self.gen)
         block = self.tokens[starts + self.offsets]
         if self.device.type == "cuda":
             block = block.pin_memory()
@@ -159,13 +150,16 @@ class PlainLoop:
         seconds = time.perf_counter() - self.t0
         return throughput_row(self.cfg, self.runtime, self.steps, seconds)
 
+    def close(self) -> None:
+        """Nothing to release: no threads, no run directory."""
+
 
 def throughput_row(cfg, runtime: Runtime, steps: int, seconds: float) -> dict:
     """The trainer's metrics arithmetic (tokens/s, ms/step, MFU against the dense peak) for the plain loop."""
     tokens_per_sec = steps * cfg.tokens_per_step / seconds
-    shape = {k: getattr(cfg, k) for k in FLOPS_SHAPE}
-    peak = peak_flops(runtime.device_name(), peak_precision(runtime.dtype, runtime.tf32))
-    mfu = model_flops_utilization(tokens_per_sec, flops_per_token(**shape), peak) if peak else None
+    flops = hardware.flops_per_token(**{k: getattr(cfg, k) for k in hardware.FLOPS_SHAPE})
+    peak = hardware.peak_flops(runtime.device_name(), hardware.peak_precision(runtime.dtype, runtime.tf32))
+    mfu = hardware.model_flops_utilization(tokens_per_sec, flops, peak) if peak else None
     return {"tokens_per_sec": tokens_per_sec, "ms_per_step": 1e3 * seconds / steps, "mfu": mfu}
 
 
@@ -173,13 +167,10 @@ def throughput_row(cfg, runtime: Runtime, steps: int, seconds: float) -> dict:
 class PackageLoop:
     """A ``Trainer`` (random tokens, a throw-away run directory) driven as ``Trainer.run`` drives it."""
 
-    def __init__(self, cfg, runtime: Runtime, tokens: np.ndarray, out_dir: Path):
-        self.device = runtime.device
-        val = random_tokens(cfg.vocab_size, cfg.batch_size * cfg.eval_batches * (cfg.context_length + 2), 1)
-        self.trainer = Trainer(cfg, out_dir, runtime, (tokens, val, None), progress=False)
+    def __init__(self, cfg, runtime: Runtime, data: tuple[np.ndarray, np.ndarray], out_dir: Path):
+        self.trainer = Trainer(cfg, out_dir, runtime, (*data, None), progress=False)
         self.trainer.tracker.start()
-        self.trainer._evaluated_at = None  # set by Trainer.run; Trainer.log reads it
-        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_sum = torch.zeros((), device=runtime.device)
 
     def start(self) -> None:
         self.interval = Interval()
@@ -195,8 +186,8 @@ class PackageLoop:
         loss_total, grad_norm = torch.stack([self.loss_sum, self.grad_norm.float()]).tolist()
         self.interval.end()
         self.loss_sum.zero_()
-        with contextlib.redirect_stdout(io.StringIO()):  # the run's progress line
-            return self.trainer.log(step, loss_total / self.interval.steps, grad_norm, self.lr, self.interval)
+        # No progress line: Trainer.run starts the progress bar, and this loop does not call it.
+        return self.trainer.log(step, loss_total / self.interval.steps, grad_norm, self.lr, self.interval)
 
     def close(self) -> None:
         self.trainer.close()
@@ -223,22 +214,21 @@ def resolve(base, v: Variant):
     return cfg, setup_runtime(cfg.device, dtype, v.compile, tf32, run_tokens=cfg.total_tokens)
 
 
-def apply_tf32(runtime: Runtime) -> None:
-    """TF32 is a process-wide switch: set each variant's before its steps."""
-    if runtime.device.type == "cuda":
-        set_tf32(runtime.tf32)
-
-
-def label(v: Variant, runtime: Runtime) -> dict:
-    """What a variant ran as (auto choices resolved): the table's columns and the pairing key."""
-    precision = peak_precision(runtime.dtype, runtime.tf32)
-    return dataclasses.asdict(v) | {"precision": precision, "compile": runtime.compile}
+def warmed_up(cfg, runtime: Runtime, v: Variant, out_dir: Path, warmup: int) -> dict:
+    """A variant's loop, built and run for ``warmup`` steps (compiling, allocating the optimizer state)."""
+    t0 = time.perf_counter()
+    data = random_data(cfg, max(1 << 20, 64 * cfg.tokens_per_step))
+    loop = PlainLoop(cfg, runtime, data[0]) if v.loop == "plain" else PackageLoop(cfg, runtime, data, out_dir)
+    if warmup:
+        timed_round(loop, runtime, 0, warmup)
+    return dict(v=v, cfg=cfg, runtime=runtime, loop=loop, warmup_s=time.perf_counter() - t0)
 
 
 # ---- measurement -------------------------------------------------------------------------------------------
-def timed_round(loop, runtime: Runtime, start: int, steps: int) -> tuple[dict, int | None]:
-    """``steps`` steps from ``start``, then the log step; (metrics row, CUDA peak bytes over the start)."""
-    apply_tf32(runtime)
+def timed_round(loop, runtime: Runtime, start: int, steps: int) -> dict:
+    """``steps`` steps from ``start``, then the log step: its metrics row, with the process CPU time per step
+    and (CUDA) ``peak_bytes``, the peak allocated over what was allocated at the start."""
+    set_tf32(runtime.tf32)  # a process-wide switch: each variant's before its steps (off except on CUDA)
     dev = runtime.device
     synchronize(dev)
     if dev.type == "cuda":
@@ -249,21 +239,31 @@ def timed_round(loop, runtime: Runtime, start: int, steps: int) -> tuple[dict, i
     for it in range(start, start + steps):
         loop.step(it)
     row = {**loop.finish(start + steps), "cpu_ms_per_step": 1e3 * (time.process_time() - cpu) / steps}
-    peak = torch.cuda.max_memory_allocated(dev) - resident if dev.type == "cuda" else None
-    return row, peak
+    row["peak_bytes"] = torch.cuda.max_memory_allocated(dev) - resident if dev.type == "cuda" else None
+    return row
 
 
-def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of a[i] / b[i] (round i of both ran back to back)."""
-    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+def timed_rounds(live: list[dict], steps: int, warmup: int, rounds: int) -> dict:
+    """``rounds`` rounds of every variant back to back (the order rotates), then the first package row's
+    host-sync check and step breakdown."""
+    for r in range(rounds):
+        for m in live[r % len(live) :] + live[: r % len(live)]:
+            m["rounds"].append(timed_round(m["loop"], m["runtime"], warmup + r * steps, steps))
+        tokens_per_sec = ", ".join(f"{m['rounds'][-1]['tokens_per_sec']:,.0f}" for m in live)
+        print(f"  round {r + 1}/{rounds}: {tokens_per_sec}")
+    first = next((m for m in live if m["v"].loop == "package"), None)
+    if first is None:
+        return {}
+    loop, runtime, start = first["loop"], first["runtime"], warmup + rounds * steps
+    syncs = sync_check(loop, runtime, start, steps)  # before the breakdown, whose steps follow its
+    return {"sync_check": syncs, "breakdown_ms": breakdown(loop, runtime, start + steps, min(steps, 3))}
 
 
 def sync_check(loop, runtime: Runtime, start: int, steps: int) -> dict:
     """Host synchronisations inside ``steps`` non-log steps (torch.cuda.set_sync_debug_mode("warn"))."""
     if runtime.device.type != "cuda":
         return {"steps": steps, "host_syncs": "n/a (no CUDA device: there is no device->host sync to catch)"}
-    synchronize(runtime.device)
-    loop.start()
+    loop.start()  # no synchronize first: the check counts synchronising calls, not time
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
@@ -279,11 +279,11 @@ def sync_check(loop, runtime: Runtime, start: int, steps: int) -> dict:
 
 def breakdown(loop: PackageLoop, runtime: Runtime, start: int, steps: int) -> dict[str, float]:
     """ms per phase of ``TrainStep.__call__`` itself, synchronised at each phase boundary (so its total is
-    above the timed ms/step): its loss function and ``optimizer.step`` are wrapped for the duration."""
+    above the timed ms/step): its loss function is wrapped and ``optimizer.step`` gets a pre-hook."""
     fn, marks = loop.trainer.step_fn, []
-    loss_fn, optimizer_step = fn.loss_fn, fn.optimizer.step
+    loss_fn = fn.loss_fn
 
-    def mark():
+    def mark(*hook_args):
         synchronize(runtime.device)
         marks.append(time.perf_counter())
 
@@ -293,35 +293,28 @@ def breakdown(loop: PackageLoop, runtime: Runtime, start: int, steps: int) -> di
         mark()  # the backward starts
         return out
 
-    def optimizer(*args, **kwargs):
-        mark()
-        return optimizer_step(*args, **kwargs)
-
-    fn.loss_fn, fn.optimizer.step = forward, optimizer
+    fn.loss_fn, hook = forward, fn.optimizer.register_step_pre_hook(mark)
     try:
-        apply_tf32(runtime)
+        set_tf32(runtime.tf32)
         for it in range(start, start + steps):
             mark()  # the data wait starts
             fn(it, *loop.trainer.loader.get(it))
             mark()
     finally:
         fn.loss_fn = loss_fn
-        del fn.optimizer.step  # the instance attribute; the method shows through again
-    per_step = [marks[i : i + 5] for i in range(0, len(marks), 5)]
+        hook.remove()
+    ms = 1e3 * np.diff(np.reshape(marks, (steps, 5)), axis=1)  # a row per step, a column per phase
     phases = ("data_wait", "forward", "backward+clip", "optimizer")
-    return {
-        name: statistics.median(1e3 * (t[i + 1] - t[i]) for t in per_step) for i, name in enumerate(phases)
-    }
+    return dict(zip(phases, np.median(ms, axis=0).tolist()))
 
 
 def _rss(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise OSError(f"no {field} in /proc/self/status")
+    """``field`` of /proc/self/status in bytes: VmRSS (resident now) or VmHWM (its peak)."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(status[field].split()[0]) * 1024
 
 
-def _memory_child(base, v: Variant, steps: int, threads: int) -> dict:
+def _memory_child(base, v: Variant, steps: int, threads: int) -> int:
     torch.set_num_threads(threads)
     cfg, runtime = resolve(base, v)
     with tempfile.TemporaryDirectory(prefix="cs336-bench-") as tmp:
@@ -329,37 +322,33 @@ def _memory_child(base, v: Variant, steps: int, threads: int) -> dict:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         resident = _rss("VmRSS")
         timed_round(loop, runtime, 1, steps)
-        peak = _rss("VmHWM")
-        if isinstance(loop, PackageLoop):
-            loop.close()
-        return {"peak_rss": peak, "step_bytes": peak - resident}
+        step_bytes = _rss("VmHWM") - resident
+        loop.close()
+        return step_bytes
 
 
-def cpu_step_memory(base, v: Variant, steps: int) -> dict:
-    """Peak RSS of a training step in a fresh process (spawned, so nothing of this one is in its RSS)."""
+def cpu_step_memory(base, v: Variant, steps: int) -> int:
+    """Peak RSS of a training step over the RSS before it, in a fresh process (spawned, so nothing of this
+    one is in its RSS)."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(_memory_child, base, v, steps, torch.get_num_threads()).result()
 
 
-def run_share(base, steps: int, tokens: np.ndarray) -> dict:
+def run_share(base, steps: int) -> dict:
     """Train ``steps`` steps through run_experiment (random tokens, the preset's intervals, divergence rule
     off: random tokens cannot be learned) and read the eval/checkpoint/log share from its summary."""
     never = dict(divergence_explode_factor=1e9, divergence_rebound_margin=1e9, divergence_min_steps=steps + 1)
     cfg = dataclasses.replace(base, max_steps=steps, target_val_loss=None, **never)
-    val = random_tokens(cfg.vocab_size, cfg.batch_size * cfg.eval_batches * (cfg.context_length + 2), 1)
-    with (
-        tempfile.TemporaryDirectory(prefix="cs336-bench-run-") as tmp,
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        s = run_experiment(cfg, tokens, val, Path(tmp) / "run", resume="never", progress=False)
+    train, val = random_data(cfg, 1 << 20)
+    with tempfile.TemporaryDirectory(prefix="cs336-bench-run-") as tmp, quiet():
+        s = run_experiment(cfg, train, val, Path(tmp) / "run", resume="never", progress=False)
     out = {k: s[k] for k in ("steps", "wallclock_s", "eval_s", "checkpoint_s", "tokens_per_sec")}
     return {**out, "share": (s["eval_s"] + s["checkpoint_s"]) / s["wallclock_s"]}
 
 
-def benchmark(
-    base, variants: list[Variant], *, steps: int, warmup: int, rounds: int, memory: bool, log=print
-):
-    """Build and warm up every variant, then time them in alternating rounds; one result row per variant."""
+def benchmark(base, variants: list[Variant], *, steps: int, warmup: int, rounds: int, memory: bool) -> dict:
+    """Build and warm up every variant, then time them in alternating rounds: the report's result rows, the
+    variants skipped, and the first package row's host-sync check and step breakdown."""
     if any(v.compile != "off" for v in variants):
         import torch._dynamo
 
@@ -368,71 +357,39 @@ def benchmark(
         dynamo = torch._dynamo.config
         dynamo.automatic_dynamic_shapes, dynamo.cache_size_limit = False, max(dynamo.cache_size_limit, 64)
         dynamo.accumulated_cache_size_limit = max(dynamo.accumulated_cache_size_limit, 512)
-    live, skipped = {}, []  # what each variant ran as (its label's values) -> its loop and measurements
+    live, skipped = {}, []  # what each variant runs as (its row's values) -> its loop and measurements
     with tempfile.TemporaryDirectory(prefix="cs336-bench-") as tmp:
         for i, v in enumerate(variants):
             cfg, runtime = resolve(base, v)
-            row = label(v, runtime)
+            # What it runs as (auto choices resolved): the table's columns and the key of a duplicate.
+            precision = hardware.peak_precision(runtime.dtype, runtime.tf32)
+            row = dataclasses.asdict(v) | {"precision": precision, "compile": runtime.compile}
             if v.precision == "tf32" and runtime.device.type != "cuda":
                 skipped.append(f"{v}: tf32 is a CUDA tensor-core mode")
             elif tuple(row.values()) in live:
                 skipped.append(f"{v}: same settings as an earlier variant")
             else:
-                log(f"  building {row} and warming up ({warmup} step(s))...")
+                print(f"  building {row} and warming up ({warmup} step(s))...")
                 state = warmed_up(cfg, runtime, v, Path(tmp) / f"v{i}", warmup)
-                live[tuple(row.values())] = {"row": row, "rounds": [], "peak": None, **state}
+                live[tuple(row.values())] = {"row": row, "rounds": [], **state}
         if not live:
             raise UserError(f"nothing to measure: skipped {'; '.join(skipped)}; choose another --precision")
-        extras = timed_rounds(list(live.values()), steps, warmup, rounds, log)
+        extras = timed_rounds(list(live.values()), steps, warmup, rounds)
         for m in live.values():
-            if isinstance(m["loop"], PackageLoop):
-                m["loop"].close()
+            m["loop"].close()
     rows = [summary(m, warmup) for m in live.values()]
     for m, row in zip(live.values(), rows, strict=True):
         if memory and m["runtime"].device.type == "cpu":
-            log(f"  memory of {m['row']} in a fresh process...")
-            row["memory_bytes"] = cpu_step_memory(base, m["v"], steps)["step_bytes"]
+            print(f"  memory of {m['row']} in a fresh process...")
+            row["memory_bytes"] = cpu_step_memory(base, m["v"], steps)
     add_plain_ratios(rows)
-    return rows, skipped, extras
-
-
-def timed_rounds(live: list[dict], steps: int, warmup: int, rounds: int, log) -> dict:
-    """``rounds`` rounds of every variant back to back (the order rotates), then the first package row's
-    host-sync check and step breakdown."""
-    for r in range(rounds):
-        for m in live[r % len(live) :] + live[: r % len(live)]:
-            metrics, peak = timed_round(m["loop"], m["runtime"], warmup + r * steps, steps)
-            m["rounds"].append(metrics)
-            m["peak"] = None if peak is None else max(peak, m["peak"] or 0)
-        log(
-            f"  round {r + 1}/{rounds}: "
-            + ", ".join(f"{m['rounds'][-1]['tokens_per_sec']:,.0f}" for m in live)
-        )
-    first = next((m for m in live if m["v"].loop == "package"), None)
-    if first is None:
-        return {}
-    start = warmup + rounds * steps
-    return {
-        "sync_check": sync_check(first["loop"], first["runtime"], start, steps),
-        "breakdown_ms": breakdown(first["loop"], first["runtime"], start + steps, min(steps, 3)),
-    }
-
-
-def warmed_up(cfg, runtime: Runtime, v: Variant, out_dir: Path, warmup: int) -> dict:
-    """A variant's loop, built and run for ``warmup`` steps (compiling, allocating the optimizer state)."""
-    t0 = time.perf_counter()
-    tokens = random_tokens(cfg.vocab_size, max(1 << 20, 64 * cfg.tokens_per_step), cfg.seed)
-    loop = (
-        PlainLoop(cfg, runtime, tokens) if v.loop == "plain" else PackageLoop(cfg, runtime, tokens, out_dir)
-    )
-    if warmup:
-        timed_round(loop, runtime, 0, warmup)
-    return dict(v=v, cfg=cfg, runtime=runtime, loop=loop, warmup_s=time.perf_counter() - t0)
+    return {"rows": rows, "skipped": skipped, **extras}
 
 
 def summary(m: dict, warmup: int) -> dict:
     """A variant's row: medians over its rounds, and the per-round series the paired ratios need."""
-    series = {k: [x.get(k) for x in m["rounds"]] for k in ("tokens_per_sec", "cpu_ms_per_step", "mfu")}
+    keys = ("tokens_per_sec", "cpu_ms_per_step", "mfu", "peak_bytes")
+    series = {k: [x.get(k) for x in m["rounds"]] for k in keys}
     tokens_per_sec = statistics.median(series["tokens_per_sec"])
     ms_per_step = 1e3 * m["cfg"].tokens_per_step / tokens_per_sec
     return {
@@ -442,10 +399,15 @@ def summary(m: dict, warmup: int) -> dict:
         "mfu": None if None in series["mfu"] else statistics.median(series["mfu"]),  # ~ tokens/s
         "data_wait_ms": statistics.median(x.get("data_wait_ms", 0.0) for x in m["rounds"]),
         "startup_s": max(m["warmup_s"] - warmup * ms_per_step / 1e3, 0.0),
-        "memory_bytes": m["peak"],
+        "memory_bytes": None if None in series["peak_bytes"] else max(series["peak_bytes"]),
         "rounds_tokens_per_sec": series["tokens_per_sec"],
         "rounds_cpu_ms_per_step": series["cpu_ms_per_step"],
     }
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[i] / b[i] (round i of both ran back to back)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def add_plain_ratios(rows: list[dict]) -> None:
@@ -462,24 +424,29 @@ def add_plain_ratios(rows: list[dict]) -> None:
 
 
 # ---- output and command line ------------------------------------------------------------------------------
-def _mib(n: int | None) -> str:
-    return "-" if n is None else f"{n / 2**20:,.0f} MiB"
+TABLE_ROW = "{:<8} {:<9} {:<7} {:>5} {:<9} {:>10} {:>9} {:>6} {:>10} {:>8} {:>7} {:>8}"
+TABLE_HEAD = ("loop", "precision", "compile", "batch", "kernels", "tokens/s", "ms/step", "MFU")
+TABLE_HEAD += ("step mem", "vs plain", "(cpu)", "startup")
+TABLE_LEGEND = (
+    "vs plain: median per-round ratio of tokens/s to the plain loop's (same precision, compile, batch); "
+    "(cpu): the same from process CPU time, the steadier number on a shared machine"
+)
+
+
+def _cell(x: float | None, spec: str, unit: str = "", scale: float = 1) -> str:
+    return "-" if x is None else f"{x * scale:{spec}}{unit}"
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'loop':<8} {'precision':<9} {'compile':<7} {'batch':>5} {'kernels':<9} {'tokens/s':>10} {'ms/step':>9} {'MFU':>6} {'step mem':>10} {'vs plain':>8} {'(cpu)':>7} {'startup':>8}"
+    head = TABLE_ROW.format(*TABLE_HEAD)
     lines = [head, "-" * len(head)]
     for r in rows:
-        mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-        ratio = "-" if r["vs_plain"] is None else f"{r['vs_plain']:.3f}x"
-        cpu = "-" if r["vs_plain"] is None else f"{r['vs_plain_cpu']:.3f}x"
-        lines.append(
-            f"{r['loop']:<8} {r['precision']:<9} {'on' if r['compile'] else 'off':<7} {r['batch_size']:>5} {r['kernels']:<9} "
-            f"{r['tokens_per_sec']:>10,.0f} {r['ms_per_step']:>9.1f} {mfu:>6} {_mib(r['memory_bytes']):>10} {ratio:>8} {cpu:>7} {r['startup_s']:>7.1f}s"
-        )
-    lines.append("vs plain: median per-round ratio of tokens/s to the plain loop's (same precision, compile, batch); "
-                 "(cpu): the same from process CPU time, the steadier number on a shared machine")  # fmt: skip
-    return "\n".join(lines)
+        cells = [r["loop"], r["precision"], "on" if r["compile"] else "off", r["batch_size"], r["kernels"]]
+        cells += [_cell(r["tokens_per_sec"], ",.0f"), _cell(r["ms_per_step"], ".1f"), _cell(r["mfu"], ".1%")]
+        cells += [_cell(r["memory_bytes"], ",.0f", " MiB", scale=2**-20)]
+        cells += [_cell(r["vs_plain"], ".3f", "x"), _cell(r["vs_plain_cpu"], ".3f", "x")]
+        lines.append(TABLE_ROW.format(*cells, _cell(r["startup_s"], ".1f", "s")))
+    return "\n".join([*lines, TABLE_LEGEND])
 
 
 def _list(allowed=None):
@@ -495,11 +462,11 @@ def _list(allowed=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="cs336-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     flag = p.add_argument
-    flag("--preset", choices=list(PRESETS), help="default: full on CUDA, low-resource elsewhere")
+    flag("--preset", choices=list(config.PRESETS), help="default: full on CUDA, low-resource elsewhere")
     flag("--precision", dest="precisions", type=_list(PRECISIONS), default=["auto"], help="default auto")
     flag("--compile", dest="compiles", type=_list(COMPILE), default=["auto"], help="default auto")
     flag("--batch-size", dest="batch_sizes", type=_list(), help="comma list; default the preset's")
@@ -511,17 +478,17 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--memory", action="store_true", help="CPU: each variant's step memory, in a fresh process")
     flag("--run", type=int, default=0, metavar="N", help="N steps of run_experiment: eval/ckpt/log share")
     flag("--json", type=Path, help="write the report here")
-    add_config_arguments(p, skip=("dtype", "tf32", "compile", "batch_size", "kernels"))
+    config.add_config_arguments(p, skip=("dtype", "tf32", "compile", "batch_size", "kernels"))
     return p
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = config_overrides(args)
+    overrides = config.config_overrides(args)
     device = resolve_device(overrides.get("device", "auto"))
     cuda = device.type == "cuda"
-    base = create_experiment_config(args.preset or ("full" if cuda else "low-resource"), **overrides)
+    base = config.create_experiment_config(args.preset or ("full" if cuda else "low-resource"), **overrides)
     base.resolved()  # validates
     steps = args.steps if args.steps is not None else (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
@@ -532,15 +499,14 @@ def main(argv: list[str] | None = None) -> int:
     variants = [Variant("package", *point, k) for point in points for k in args.kernel_list or [base.kernels]]
     variants += [] if args.no_plain else [Variant("plain", *point) for point in points]
     load = os.getloadavg()
-    machine = torch.cuda.get_device_name(device) if cuda else _cpu_model()
+    machine = resolve(base, variants[0])[1].device_name()  # as the trainer's banner names it
     print(
-        f"cs336-bench: preset {base.preset} | {base.num_layers} layers d_model {base.d_model} d_ff {base.d_ff} "
-        f"vocab {base.vocab_size} context {base.context_length} | {warmup} warm-up + {args.rounds} x {steps} steps "
-        f"| {device} ({machine}), {torch.get_num_threads()} threads, torch {torch.__version__} | load {load[0]:.1f}"
+        f"cs336-bench: preset {base.preset} | {base.num_layers} layers d_model {base.d_model} "
+        f"d_ff {base.d_ff} vocab {base.vocab_size} context {base.context_length} | {warmup} warm-up "
+        f"+ {args.rounds} x {steps} steps | {device} ({machine}), {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__} | load {load[0]:.1f}"
     )
-    rows, skipped, extras = benchmark(
-        base, variants, steps=steps, warmup=warmup, rounds=args.rounds, memory=args.memory
-    )
+    result = benchmark(base, variants, steps=steps, warmup=warmup, rounds=args.rounds, memory=args.memory)
     report = {
         "device": machine,
         "torch": torch.__version__,
@@ -548,24 +514,22 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": [load, os.getloadavg()],
         "config": base.to_dict(),
         **{"steps": steps, "warmup": warmup, "rounds": args.rounds},
-        "rows": rows,
-        "skipped": skipped,
-        **extras,
+        **result,
     }
-    print(f"\n{format_table(rows)}")
-    for s in skipped:
+    print(f"\n{format_table(result['rows'])}")
+    for s in result["skipped"]:
         print(f"skipped {s}")
-    if extras:
-        print(f"host syncs outside log steps: {extras['sync_check']['host_syncs']} in {steps} steps")
-        for site, n in extras["sync_check"].get("sites", {}).items():
+    if "sync_check" in result:
+        print(f"host syncs outside log steps: {result['sync_check']['host_syncs']} in {steps} steps")
+        for site, n in result["sync_check"].get("sites", {}).items():
             print(f"  {n:>4} x {site}")
-        phases = ", ".join(f"{k} {v:.1f}" for k, v in extras["breakdown_ms"].items())
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in result["breakdown_ms"].items())
         print(f"step breakdown (first package row, synchronised per phase), ms: {phases}")
     save = (lambda: atomic_write_json(args.json, report)) if args.json is not None else (lambda: None)
     save()  # the table survives a failing --run
     if args.run:
         print(f"run_experiment for {args.run} steps at the preset's intervals...")
-        report["run"] = run = run_share(base, args.run, random_tokens(base.vocab_size, 1 << 20, base.seed))
+        report["run"] = run = run_share(base, args.run)
         print(
             f"  eval + checkpoint + log: {100 * run['share']:.1f}% of {run['wallclock_s']:.1f} s "
             f"(eval {run['eval_s']:.1f} s, checkpoint {run['checkpoint_s']:.2f} s)"

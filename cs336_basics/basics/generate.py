@@ -20,7 +20,7 @@ from torch import Tensor
 
 from cs336_basics.basics.functional import softmax
 from cs336_basics.basics.model import MODEL_FIELDS, TransformerLM
-from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry
 
 
 def next_token_distribution(logits: Tensor, temperature: float, top_p: float) -> Tensor:
@@ -226,7 +226,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="cs336-generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="a run's checkpoints/best.pt (or final.pt)")

@@ -16,7 +16,7 @@ from cs336_basics.data.train_tokenizer import (
     DEFAULT_VOCAB_SIZE,
     train_tokenizer,
 )
-from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry
 
 DESCRIPTION = """\
 Turn text into the token files that training reads (1-D uint16 .npy + JSON sidecar).
@@ -34,18 +34,18 @@ def _subcommand(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="cs336-data", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do:")
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir", type=Path, default=Path("data"), metavar="DIR", help="root of all data (default: data/)"
     )
     common.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
 
-    dataset = argparse.ArgumentParser(add_help=False)
+    dataset = ArgumentParser(add_help=False)
     dataset.add_argument(
         "--dataset",
         default="tinystories",

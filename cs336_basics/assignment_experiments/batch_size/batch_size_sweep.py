@@ -32,7 +32,7 @@ from cs336_basics.basics.config import (
     create_experiment_config,
     default_preset,
 )
-from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 from cs336_basics.formatting import count, duration, fmt, loss_text, md_table
 
@@ -110,7 +110,7 @@ DEFAULT_OUT = Path("runs/batch_size")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="batch-size-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--preset", choices=list(PRESETS), default=None,

@@ -45,7 +45,7 @@ from cs336_basics.assignment_experiments.sweep.view import (
     require_sweep,
 )
 from cs336_basics.atomic import atomic_write_text
-from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry
 from cs336_basics.experiment_log.reader import CHECKPOINT_DIR
 from cs336_basics.formatting import fmt
 
@@ -323,7 +323,7 @@ def analyze(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="lr-analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("sweep_dir", nargs="?", type=Path, default=DEFAULT_SWEEP_DIR, help="default: %(default)s")

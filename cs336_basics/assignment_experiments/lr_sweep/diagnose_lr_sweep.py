@@ -38,7 +38,7 @@ from cs336_basics.assignment_experiments.lr_sweep.speed import (
     speed_verdict,
 )
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, load_sweep
-from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry
 from cs336_basics.experiment_log.reader import (
     DONE_STATES,
     RECENT_ROWS,
@@ -306,7 +306,7 @@ def _watch_argv(argv: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="lr-diagnose", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("sweep_dir", nargs="?", type=Path, default=DEFAULT_SWEEP_DIR, help="default: %(default)s")

@@ -36,7 +36,7 @@ from cs336_basics.basics.config import (
     create_experiment_config,
     default_preset,
 )
-from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 from cs336_basics.formatting import size
 
@@ -101,7 +101,7 @@ def sweep_plan(points, done: set[str], out_dir: Path, extra: int, executor) -> P
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="lr-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--preset", choices=list(PRESETS), default=None,

@@ -7,7 +7,6 @@ launches a run dir and nothing else.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import traceback
@@ -16,7 +15,7 @@ from pathlib import Path
 from cs336_basics.assignment_experiments.sweep.launcher import die_with_parent
 from cs336_basics.assignment_experiments.sweep.record import read_sweep_json, sweep_id
 from cs336_basics.basics.config import ExperimentConfig
-from cs336_basics.errors import UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry
 from cs336_basics.experiment_log.reader import CONFIG_FILE
 
 
@@ -80,7 +79,7 @@ class PointJob:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     die_with_parent()
-    parser = argparse.ArgumentParser(description="Train one prepared point of a sweep.")
+    parser = ArgumentParser(description="Train one prepared point of a sweep.")
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--reference", action="store_true", help="stall rule against smaller learning rates")
     parser.add_argument("--no-progress", action="store_true")
