@@ -121,7 +121,9 @@ class PlainLoop:
         self.params = plain_params(cfg, self.device)
         kw = dict(lr=cfg.max_lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
         self.optimizer = torch.optim.AdamW(self.params.values(), fused=True, **kw)  # on CPU, CUDA and MPS
-        self.loss_fn = torch.compile(plain_loss) if runtime.compile else plain_loss
+        self.loss_fn = (
+            torch.compile(plain_loss, backend=runtime.compile_backend) if runtime.compile else plain_loss
+        )
         self.tokens = torch.from_numpy(tokens.astype(np.int64))
         self.num_windows = len(tokens) - cfg.context_length - 1
         self.offsets = torch.arange(cfg.context_length + 1)
