@@ -234,6 +234,17 @@ def test_a_presets_target_holds_only_on_its_own_data_and_tokenizer():
     assert target("low-resource", "--dataset", "tinystories") == 2.0
 
 
+def test_a_partial_config_file_follows_the_same_target_rule(tmp_path):
+    def target(fields):
+        path = tmp_path / "cfg.json"
+        path.write_text(json.dumps(fields))
+        return ExperimentConfig.load(path).target_val_loss
+
+    assert target({"preset": "demo", "max_lr": 3e-3}) == 1.0
+    assert target({"preset": "demo", "vocab_size": 1000}) is None
+    assert target({"preset": "demo", "vocab_size": 1000, "target_val_loss": 2.5}) == 2.5
+
+
 # ---- config files -----------------------------------------------------------------------------------------
 def test_config_file_unknown_key_is_refused_with_nearest_name(tmp_path):
     path = tmp_path / "c.json"

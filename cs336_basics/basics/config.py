@@ -230,7 +230,7 @@ class ExperimentConfig:
         preset = values.get("preset", "full")
         if preset not in PRESETS:
             raise UserError(f"{path}: unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-        return cls.from_dict({**PRESETS[preset], **values}, source=str(path))
+        return cls.from_dict(_over_preset(preset, values), source=str(path))
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
@@ -335,13 +335,17 @@ def create_experiment_config(preset: str = "full", **overrides: Any) -> Experime
         raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     if "lr" in overrides:
         overrides["max_lr"] = overrides.pop("lr")
-    values = {**PRESETS[preset], **overrides, "preset": preset}
-    preset_data = {k: PRESETS[preset].get(k, _DEFAULTS[k]) for k in _TARGET_DATA_FIELDS}
-    if "target_val_loss" not in overrides and any(
-        values.get(k, _DEFAULTS[k]) != v for k, v in preset_data.items()
-    ):
-        values["target_val_loss"] = None  # the preset's target holds for its own data and tokenizer only
-    return ExperimentConfig.from_dict(values)
+    return ExperimentConfig.from_dict(_over_preset(preset, {**overrides, "preset": preset}))
+
+
+def _over_preset(preset: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` over the preset's (flags, a partial config file); the preset's target validation loss only
+    while its data and tokenizer are kept, unless ``values`` sets a target of its own."""
+    base = {k: PRESETS[preset].get(k, _DEFAULTS[k]) for k in _TARGET_DATA_FIELDS}
+    merged = {**PRESETS[preset], **values}
+    if "target_val_loss" not in values and any(merged.get(k, _DEFAULTS[k]) != v for k, v in base.items()):
+        merged["target_val_loss"] = None
+    return merged
 
 
 def default_preset() -> str:
