@@ -292,3 +292,22 @@ def test_a_fitted_minimum_far_below_every_measured_loss_is_flagged(tmp_path):
     text = stability.optimum_text(view, fit)
     assert any(t.startswith(f"Warning: the parabola's minimum lies {expected_gap:.2f} nats below the best measured "
                             "loss, between 0.003 and 0.03") for t in text), text  # fmt: skip
+
+
+def test_a_run_with_one_logged_row_is_a_dot_in_its_colour(tmp_path, monkeypatch):
+    """A single point draws no line segment: without a marker a run that diverged at its first log step would
+    show only the red X, and its colour (which lr) would be lost."""
+    from cs336_basics.assignment_experiments.sweep import plots
+
+    write_run(tmp_path, 1e-2, final_val=2.0)
+    write_run(tmp_path, 1e-1, final_val=None, steps=10, reason="exploded: test")
+    write_sweep_json(tmp_path, "demo")
+    figures = []
+    real_save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    plots.plot_sweep_comparison(load_sweep(tmp_path), tmp_path / "comparison.png")
+    train_vs_steps = figures[0].axes[0]
+    [single] = [
+        line for line in train_vs_steps.get_lines() if len(line.get_xdata()) == 1 and line.get_marker() != "X"
+    ]
+    assert single.get_marker() == "o" and list(single.get_xdata()) == [10]

@@ -31,7 +31,7 @@ class DiskNeed:
 class DiskCheck:
     """Free space on one filesystem against what will be written to it."""
 
-    mount: Path  # nearest existing parent of the paths
+    mount: Path  # the mount point of the filesystem the paths are on
     free: int
     needed: int  # by the points to run and the data
     optional: int = 0  # by the points bracketing may add
@@ -50,6 +50,15 @@ class DiskCheck:
 def nearest_existing(path: Path) -> Path:
     path = Path(os.path.abspath(path))
     while not path.exists():
+        path = path.parent
+    return path
+
+
+def mount_point(path: Path) -> Path:
+    """The top folder of the filesystem ``path`` (or its nearest existing parent) is on."""
+    path = nearest_existing(path)
+    dev = path.stat().st_dev
+    while path != path.parent and path.parent.stat().st_dev == dev:
         path = path.parent
     return path
 
@@ -82,15 +91,14 @@ def data_needs(cfg: ExperimentConfig) -> list[DiskNeed]:
 
 
 def check_disk(needs: list[DiskNeed]) -> list[DiskCheck]:
-    """Group ``needs`` by filesystem (nearest existing parent's device) and compare with its free space."""
-    by_device: dict[int, DiskCheck] = {}
+    """Group ``needs`` by filesystem (their mount point) and compare with its free space."""
+    by_mount: dict[Path, DiskCheck] = {}
     for need in needs:
-        anchor = nearest_existing(need.path)
-        dev = anchor.stat().st_dev
-        if dev not in by_device:
-            by_device[dev] = DiskCheck(anchor, shutil.disk_usage(anchor).free, 0)
+        mount = mount_point(need.path)
+        if mount not in by_mount:
+            by_mount[mount] = DiskCheck(mount, shutil.disk_usage(mount).free, 0)
         if need.optional:
-            by_device[dev].optional += need.bytes
+            by_mount[mount].optional += need.bytes
         else:
-            by_device[dev].needed += need.bytes
-    return list(by_device.values())
+            by_mount[mount].needed += need.bytes
+    return list(by_mount.values())

@@ -73,9 +73,12 @@ def time_scale(seconds: float) -> tuple[float, str]:
 
 
 def _run_line(ax, xs, ys, diverged: bool, mark_size: float, **style) -> None:
-    """One run's curve (nothing when it has no points); a diverged run's last point marked with a red X."""
+    """One run's curve (nothing when it has no points); a diverged run's last point marked with a red X. A
+    single point draws no segment: it is a dot in the run's colour, wide enough to ring a diverged run's X."""
     if not len(xs):
         return
+    if len(xs) == 1:
+        style = {**style, "marker": "o", "ms": mark_size + 7 if diverged else style.get("ms", 6)}
     ax.plot(xs, ys, **style)
     if diverged:
         ax.plot(xs.iloc[-1], ys.iloc[-1], ms=mark_size, zorder=5, **DIVERGED_X)
