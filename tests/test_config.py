@@ -367,3 +367,18 @@ def test_resume_treats_fields_missing_from_old_checkpoints_as_defaults():
     assert resume_differences(saved, dataclasses.replace(base, kernels="reference")) == [
         "kernels: checkpoint 'fast' vs now 'reference'"
     ]
+
+
+def test_a_changed_learning_rate_is_named_once_without_float_noise():
+    """min_lr follows max_lr (0.1 x 3e-3 = 0.00030000000000000003 in binary): the message names what the user
+    changed, with the values as typed, and the derived field only as following it."""
+    saved = create_experiment_config("demo", lr=3e-3).resolved().to_dict()
+    now = create_experiment_config("demo", lr=1e-3).resolved()
+    assert saved["min_lr"] != 3e-4  # the binary noise the message must not show
+    assert resume_differences(saved, now, saved_as="config.json") == [
+        "max_lr: config.json 0.003 vs now 0.001",
+        "also min_lr",
+    ]
+    # A derived field that alone differs is shown with its values.
+    explicit = dataclasses.replace(create_experiment_config("demo", lr=3e-3).resolved(), min_lr=1e-4)
+    assert resume_differences(saved, explicit) == ["min_lr: checkpoint 0.0003 vs now 0.0001"]

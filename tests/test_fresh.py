@@ -81,14 +81,25 @@ def test_sweep_fresh_refuses_while_a_point_is_live(tmp_path, hold_lock, capsys, 
     assert (out / "lr_1e_02").exists() and not list(tmp_path.glob("sweep.old-*"))
 
 
-def test_a_corrupt_checkpoint_fails_the_run_in_its_own_files(tmp_path, capsys):
-    """A run killed mid-way leaves status.json "running"; if its latest.pt is then unreadable, the re-run refuses in
-    one line and the run dir says failed, with the reason (not "running" with a dead pid)."""
+@pytest.mark.parametrize(
+    "content, says",
+    [(os.urandom(4096), "corrupt or truncated"), ({"a": 1}, "is not a training checkpoint of this project")],
+    ids=["random bytes", "a torch file of something else"],
+)
+def test_a_corrupt_checkpoint_fails_the_run_in_its_own_files(tmp_path, capsys, content, says):
+    """A run killed mid-way leaves status.json "running"; if its latest.pt is then unreadable (or a loadable file
+    that is no checkpoint of ours), the re-run refuses in one line saying so (not "from a different config")
+    and the run dir says failed, with the reason (not "running" with a dead pid)."""
+    import torch
+
     from cs336_basics.experiment_log import load_experiment_log
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "latest.pt").write_bytes(os.urandom(4096))
+    if isinstance(content, bytes):
+        (run / "checkpoints" / "latest.pt").write_bytes(content)
+    else:
+        torch.save(content, run / "checkpoints" / "latest.pt")
     (run / "status.json").write_text(
         json.dumps({"state": "running", "pid": 999999, "step": 5, "max_steps": 10})
     )
@@ -100,9 +111,9 @@ def test_a_corrupt_checkpoint_fails_the_run_in_its_own_files(tmp_path, capsys):
     errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert exc.value.code == 2 and len(errors) == 1, errors  # data-prep progress lines come before it
     line = errors[0]
-    assert "cannot read checkpoint" in line and "corrupt or truncated" in line
+    assert says in line and "different config" not in line
     assert line.endswith(
         "restart this run from scratch with --fresh (the old run dir is moved aside, not deleted)"
     )
     log = load_experiment_log(run)
-    assert log.status["state"] == "failed" and "corrupt or truncated" in log.status["reason"]
+    assert log.status["state"] == "failed" and says in log.status["reason"]

@@ -224,6 +224,20 @@ def test_submitit_local_executor(tmp_path, tiny_args):
     assert [p.state for p in view.points] == ["finished", "finished"]
     assert json.loads((out / "sweep.json").read_text())["executor"] == "submitit"
     assert any((out / "submitit").rglob("*_log.out"))  # real submitit job folders
+    assert not (out / "submitit" / "%j").exists()  # the folder template is not left behind
+
+
+def test_slurm_executor_without_slurm_is_one_line_before_anything_is_written(
+    tmp_path, tiny_args, monkeypatch, capsys
+):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without sbatch / srun: a machine without SLURM
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exc:
+        sweep_main(tiny_args(out, 1e-2, steps=5, extra=("--no-extend", "--executor", "slurm")))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert "--executor slurm: no SLURM on this machine (sbatch / srun not on PATH)" in err[0]
+    assert not out.exists()
 
 
 def test_concurrent_points_in_worker_processes(tmp_path, tiny_args):

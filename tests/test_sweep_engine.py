@@ -244,6 +244,12 @@ def test_hand_edited_config_of_a_finished_point_is_refused(finished_sweep, tmp_p
     path.write_text(json.dumps({**cfg, "d_model": 64}))
     line = _one_line_exit_2(capsys, sweep_main, args)
     assert "different config" in line and "d_model" in line and "--restart 0.01" in line
+    assert (
+        "d_model: config.json 64 vs now " in line
+    )  # what was compared: the run dir's file, not a checkpoint
+    path.write_text('{"max_lr": 0.01, "d_mod')  # a truncated config.json is unreadable, not another config
+    line = _one_line_exit_2(capsys, sweep_main, args)
+    assert "is unreadable (not a JSON object of config fields)" in line and "--restart 0.01" in line
 
 
 def test_structurally_wrong_sweep_json_is_one_line_everywhere(finished_sweep, tmp_path, capsys):

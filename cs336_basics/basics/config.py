@@ -287,19 +287,28 @@ RESUMABLE_FIELDS = {
 # the model's math) change the numbers beyond rounding; log_interval moves the divergence checks.
 
 
-def resume_differences(saved: dict[str, Any], cfg: ExperimentConfig, ignore: Iterable[str] = ()) -> list[str]:
+def resume_differences(
+    saved: dict[str, Any], cfg: ExperimentConfig, ignore: Iterable[str] = (), saved_as: str = "checkpoint"
+) -> list[str]:
     """``"field: checkpoint X vs now Y"`` for every field that differs and may not change on resume.
 
-    ``saved`` is the config dict stored with a run (checkpoint or config.json); a field it lacks (written
-    before the field existed) counts as that field's default. ``ignore``: more fields to let change (a
-    sweep's base config ignores ``max_lr``, which each point sets).
+    ``saved`` is the config dict stored with a run (checkpoint or config.json, named by ``saved_as``); a field it
+    lacks (written before the field existed) counts as that field's default. ``ignore``: more fields to let
+    change (a sweep's base config ignores ``max_lr``, which each point sets). Derived fields (min_lr from
+    max_lr, ...) are only named, last, when other fields differ too: they follow from those.
     """
     free = set(RESUMABLE_FIELDS) | set(ignore)
-    return [
-        f"{k}: checkpoint {saved.get(k, _DEFAULTS[k])!r} vs now {v!r}"
-        for k, v in cfg.to_dict().items()
-        if k not in free and saved.get(k, _DEFAULTS[k]) != v
-    ]
+    differ = {k: (saved.get(k, _DEFAULTS[k]), v) for k, v in cfg.to_dict().items()
+              if k not in free and saved.get(k, _DEFAULTS[k]) != v}  # fmt: skip
+    shown = [k for k in differ if k not in DERIVED_FIELDS] or list(differ)
+    lines = [f"{k}: {saved_as} {_value_text(differ[k][0])} vs now {_value_text(differ[k][1])}" for k in shown]
+    also = [k for k in differ if k not in shown]
+    return lines + ([f"also {', '.join(also)}"] if also else [])
+
+
+def _value_text(value: Any) -> str:
+    """repr, with a float's binary noise cut (0.00030000000000000003 -> 0.0003)."""
+    return repr(float(f"{value:.12g}")) if isinstance(value, float) else repr(value)
 
 
 # A table: one line per kind of setting reads better than one line per value.

@@ -125,14 +125,15 @@ class Trainer:
         """Load ``checkpoints/latest.pt`` if there is one; True when resumed."""
         if not self.latest.exists():
             return False
+        advice = "restart this run from scratch with --fresh (the old run dir is moved aside, not deleted)"
         try:
             ckpt = read_checkpoint(self.latest)
         except Exception as err:
-            advice = (
-                "restart this run from scratch with --fresh (the old run dir is moved aside, not deleted)"
-            )
             raise UserError(f"{unreadable_text(self.latest, err)}; {advice}") from None
-        check_compatible(ckpt.get("config", {}), self.cfg, self.latest)
+        if not isinstance(ckpt, dict) or not {"config", "model", "optimizer", "train_state"} <= set(ckpt):
+            raise UserError(f"{self.latest} is not a training checkpoint of this project (no config, weights "
+                            f"and train state inside); {advice}")  # fmt: skip
+        check_compatible(ckpt["config"], self.cfg, self.latest)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = TrainState(**ckpt["train_state"])
@@ -338,7 +339,7 @@ class Trainer:
 
 def check_compatible(saved: dict, cfg: ExperimentConfig, path: Path) -> None:
     """A checkpoint continues only the run it came from: every field that shapes the result must match."""
-    diffs = resume_differences(saved, cfg)
+    diffs = resume_differences(saved, cfg, saved_as="checkpoint" if path.suffix == ".pt" else path.name)
     if diffs:
         raise UserError(
             f"{path} is from a different config ({'; '.join(diffs[:4])}); "

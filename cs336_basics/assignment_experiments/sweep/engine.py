@@ -95,7 +95,10 @@ def prepare_point(
     path = run_dir / CONFIG_FILE
     if path.exists():
         saved = read_json_dict(path)
-        diffs = resume_differences(saved, resolved) if saved is not None else ["unreadable"]
+        if saved is None:
+            raise UserError(f"{path} is unreadable (not a JSON object of config fields): retrain the point "
+                            f"with {restart}, or use --fresh / --out DIR")  # fmt: skip
+        diffs = resume_differences(saved, resolved, saved_as=CONFIG_FILE)
         if diffs:
             raise UserError(f"{path} is from a different config ({'; '.join(map(str, diffs[:4]))}); re-run with "
                             f"the settings it was made with, retrain it with {restart}, or use --fresh / --out DIR")  # fmt: skip

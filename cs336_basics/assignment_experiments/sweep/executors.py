@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,8 @@ class SubmititExecutor:
                 result = {"state": "failed", "reason": None,
                           "error": f"job {handle.job_id}: " + " | ".join(str(err).strip().splitlines()[-3:])}  # fmt: skip
             on_done(job, result)
+        with contextlib.suppress(OSError):  # submitit makes a folder named by the template itself, left empty
+            (folder / "%j").rmdir()
 
 
 def add_executor_arguments(p) -> None:
@@ -173,6 +176,9 @@ def choose_executor(args):
     if args.concurrent < 1:
         raise UserError(f"--concurrent must be >= 1, got {args.concurrent}")
     if args.executor == "slurm":
+        if not (shutil.which("sbatch") and shutil.which("srun")):
+            raise UserError("--executor slurm: no SLURM on this machine (sbatch / srun not on PATH); run the "
+                            "sweep from a SLURM login node, or use --executor auto (this machine)")  # fmt: skip
         params = slurm_parameters(
             args.partition, _minutes(args.time), args.gpus_per_job, args.account, args.slurm_option
         )
