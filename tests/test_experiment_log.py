@@ -72,6 +72,27 @@ def test_resume_keeps_rows_up_to_the_resume_step(tmp_path):
     assert (tmp_path / "metrics.csv").read_text().splitlines() == before[:4]
 
 
+def test_a_lost_header_keeps_the_rows_for_the_reader_and_on_resume(tmp_path):
+    """A metrics.csv whose header line was deleted (a hand edit) still holds the run's rows, in the columns'
+    order: the reader reads them, and a resume keeps them (it used to take the first row for a header and
+    silently drop the run's history)."""
+    t = ExperimentTracker({"max_lr": 1e-3}, tmp_path, columns=("mfu",))
+    t.start()
+    for i in range(5, 31, 5):
+        t.log(_row(i, mfu=i / 100))
+    t.close()
+    path = tmp_path / "metrics.csv"
+    header, *rows = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(rows))
+    m = load_experiment_log(tmp_path).metrics
+    assert m["step"].tolist() == list(range(5, 31, 5))
+    assert m["train_loss"].tolist() == [_loss(i) for i in range(5, 31, 5)]
+    t = ExperimentTracker({"max_lr": 1e-3}, tmp_path, columns=("mfu",))
+    t.start(resume_step=20)
+    t.close()
+    assert path.read_text() == header + "".join(rows[:4])
+
+
 def test_reader_drops_half_written_line_and_coerces_garbage(tmp_path):
     (tmp_path / "metrics.csv").write_text(
         HEADER + "1,10,0.5,3.25,,0.1,1,2,3,\n2,20,1.0,oops,,0.1,1,2,3,\n3,30,1."

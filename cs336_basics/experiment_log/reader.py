@@ -106,15 +106,25 @@ def read_json_dict(path: str | os.PathLike) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
+def has_header(first_line: str) -> bool:
+    """A run dir CSV starts with its header; a number there means the header was lost (a hand edit): the lines
+    are data, in the writer's column order."""
+    return finite_or_none(first_line.split(",", 1)[0]) is None
+
+
 def read_csv(path: str | os.PathLike, columns: tuple[str, ...]) -> pd.DataFrame:
     """A run dir's CSV, tolerantly: ``columns`` first (numeric, NaN where absent or garbage), then any extra
-    column (numeric where it parses); a half-written last line and rows without a step are dropped."""
+    column (numeric where it parses); a half-written last line and rows without a step are dropped. Without
+    a header the rows are read in ``columns``' order (further columns unnamed)."""
     try:
         text = Path(path).read_bytes().decode("utf-8", errors="replace").replace("\x00", "")
     except OSError:
         text = ""
     text = text[: text.rfind("\n") + 1]  # drop the line still being written (or everything)
     df = pd.DataFrame()
+    if text.strip() and not has_header(text):
+        cells = text.split("\n", 1)[0].count(",") + 1
+        text = ",".join([*columns, *(f"column_{i + 1}" for i in range(len(columns), cells))]) + "\n" + text
     if text.strip():
         try:
             df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, on_bad_lines="skip")

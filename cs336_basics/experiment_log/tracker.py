@@ -35,6 +35,7 @@ from cs336_basics.experiment_log.reader import (
     STATES,
     STATUS_FILE,
     SUMMARY_FILE,
+    has_header,
     utc_timestamp,
 )
 from cs336_basics.experiment_log.reader import finite_or_none as _finite
@@ -90,7 +91,9 @@ class CsvLog:
             return []
         text = text[: text.rfind("\n") + 1]
         header, *lines = text.splitlines(keepends=True) or [""]
-        if header.strip() != ",".join(self.columns):
+        if not has_header(header):  # the header was lost: the lines are this log's, in its column order
+            lines = [line for line in [header, *lines] if line.count(",") == len(self.columns) - 1]
+        elif header.strip() != ",".join(self.columns):
             rows = csv.DictReader(io.StringIO(text))
             lines = [_csv_line([r.get(c) or "" for c in self.columns]) for r in rows]
         steps = [_finite(line.split(",", 1)[0]) for line in lines]
