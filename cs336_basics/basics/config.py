@@ -469,7 +469,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
         )
     if "max_lr" not in skip:
         lr_help = "the same as --max-lr: " + field_help("max_lr")
-        group.add_argument("--lr", dest="max_lr", type=float, default=argparse.SUPPRESS, help=lr_help)
+        group.add_argument(
+            "--lr", dest="max_lr", type=float, default=argparse.SUPPRESS, metavar="FLOAT", help=lr_help
+        )
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,7 +7,7 @@ Every point trains ``--tokens`` tokens (default: the preset's budget), so steps 
 The learning rate is ``--lr`` (default: the preset's) at the config's batch size, scaled to each batch size by
 ``--lr-scaling`` (none, sqrt, linear). Without ``--batch-sizes`` the powers of two from 1 up to the largest
 batch that fits on the device (probed with a real training step) are swept. Writes run dirs ``bs_<N>``,
-``batch_size_curves.png`` (loss against steps and wallclock), ``batch_size_vs_loss.png`` and
+``batch_size_curves.png`` (loss against steps, tokens seen and wallclock), ``batch_size_vs_loss.png`` and
 ``batch_size_report.md``; resumes like lr-sweep.
 """
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     view, problems = run_sweep(spec, base, args.out, executor, restart=tuple(args.restart), fresh=args.fresh,
                                settings={"tokens": tokens, "lr_scaling": args.lr_scaling}, wandb=wandb)  # fmt: skip
     figures = ["batch_size_curves.png", "batch_size_vs_loss.png"]
-    plot_sweep_comparison(view, args.out / figures[0], label="batch")
+    plot_sweep_comparison(view, args.out / figures[0], label="batch", by_tokens=True)
     plot_lr_vs_loss(view, args.out / figures[1], label="batch size")
     atomic_write_text(
         args.out / "batch_size_report.md", report_markdown(view, tokens, args.lr_scaling, figures)

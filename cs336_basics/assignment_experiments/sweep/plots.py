@@ -89,21 +89,31 @@ def _seed_style(p: SweepPoint, view: SweepView) -> str:
     return SEED_STYLES[seeds.index(p.seed) % len(SEED_STYLES)]
 
 
-def plot_sweep_comparison(view: SweepView, out_path: str | os.PathLike, label: str = "lr") -> Path:
-    """2x2 figure: train (top) and val (bottom) loss against steps (left) and wallclock (right)."""
+def _largest(points: list[SweepPoint], column: str) -> float:
+    largest = max((float(p.log.metrics[column].max()) for p in points), default=0.0)
+    return largest if math.isfinite(largest) else 0.0
+
+
+def plot_sweep_comparison(
+    view: SweepView, out_path: str | os.PathLike, label: str = "lr", by_tokens: bool = False
+) -> Path:
+    """2x2 figure: train (top) and val (bottom) loss against steps (left) and wallclock (right); with
+    ``by_tokens`` a middle column against tokens seen (points whose steps hold different numbers of tokens)."""
     points = [p for p in view.points if p.log is not None and len(p.log.metrics)]
     colors = lr_colors(p.value for p in view.points)
-    max_wall = max((float(p.log.metrics["wallclock_s"].max()) for p in points), default=0.0)
-    divisor, unit = time_scale(max_wall if math.isfinite(max_wall) else 0.0)
+    divisor, unit = time_scale(_largest(points, "wallclock_s"))
+    token_divisor, token_unit = (1e6, "millions") if _largest(points, "tokens") >= 1e6 else (1e3, "thousands")
+    x_axes = [("step", 1.0, "step (optimizer steps)"), ("wallclock_s", 1 / divisor, f"wallclock ({unit})")]
+    if by_tokens:
+        x_axes.insert(1, ("tokens", 1 / token_divisor, f"tokens seen ({token_unit})"))
     target = view.target_val_loss
-    fig = new_figure((13, 8.5), left=0.07, right=0.80, bottom=0.08, top=0.92, wspace=0.08, hspace=0.22)
+    fig = new_figure((4.6 * len(x_axes) + 3.8, 8.5), left=0.07, right=0.80, bottom=0.08, top=0.92, wspace=0.08,
+                     hspace=0.22)  # fmt: skip
     # Shared x per column: a run's lone final evaluation sits on the steps (or time) its training covered.
-    axes = fig.subplots(2, 2, sharey="row", sharex="col")
+    axes = fig.subplots(2, len(x_axes), sharey="row", sharex="col")
     for row, (col_name, kind) in enumerate((("train_loss", "train"), ("val_loss", "validation"))):
         style = {"lw": 1.0, "alpha": 0.85} if row == 0 else {"lw": 1.4, "marker": "o", "ms": 3}
-        for col, (x_col, scale, x_label) in enumerate(
-            (("step", 1.0, "step (optimizer steps)"), ("wallclock_s", 1 / divisor, f"wallclock ({unit})"))
-        ):
+        for col, (x_col, scale, x_label) in enumerate(x_axes):
             ax = axes[row][col]
             for p in points:
                 m = drawable(p.log.metrics, col_name)
