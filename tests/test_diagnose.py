@@ -115,6 +115,25 @@ def test_eta_from_recent_rate(sweep):
     assert d.sweep["remaining_steps"] == 50 and d.sweep["eta_s"] == pytest.approx(25.0)
 
 
+def test_the_sweep_eta_with_nothing_running_is_never_before_a_points_own(sweep):
+    """Two interrupted points (no process): the sweep runs them one at a time at their median rate, and cannot
+    end before the slower one does at its own rate; the rate is not said to come from finished points."""
+    import dataclasses
+
+    view = load_sweep(sweep)
+    base = next(p for p in diag.diagnose(sweep, device=CPU).points if p.state == "finished")
+    fast = dataclasses.replace(
+        base, state="interrupted", step=90, max_steps=100, steps_per_sec=10.0, eta_s=1.0
+    )
+    slow = dataclasses.replace(
+        base, state="interrupted", step=0, max_steps=100, steps_per_sec=1.0, eta_s=100.0
+    )
+    s = diag.sweep_progress(view, [fast, slow])
+    assert s["remaining_steps"] == 110 and s["steps_per_sec"] == pytest.approx(5.5)  # median of 10 and 1
+    assert s["eta_s"] == pytest.approx(100.0)  # not 110 / 5.5 = 20 s
+    assert s["rate_from"] == "the points' last rates, none running"
+
+
 def test_partial_files_never_crash(sweep, capsys):
     run = sweep / "lr_1e_03"
     (run / "summary.json").unlink()

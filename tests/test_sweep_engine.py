@@ -312,8 +312,15 @@ def test_seeds_name_points_and_tables_show_mean_and_std(tmp_path, tiny_args):  #
     assert "±" in format_table(load_sweep(out))
 
 
-def test_batch_size_client(tmp_path, demo_data_dir):  # noqa: F811
+def test_batch_size_client(tmp_path, demo_data_dir, monkeypatch):  # noqa: F811
     from cs336_basics.assignment_experiments.batch_size.batch_size_sweep import main as bs_main
+    from cs336_basics.assignment_experiments.sweep import plots
+
+    figures = {}
+    real_save = plots.save_figure
+    monkeypatch.setattr(
+        plots, "save_figure", lambda fig, path: figures.update({path.name: fig}) or real_save(fig, path)
+    )
 
     out = tmp_path / "bs"
     args = _tiny(demo_data_dir, out, 1e-2, steps=10)
@@ -334,6 +341,13 @@ def test_batch_size_client(tmp_path, demo_data_dir):  # noqa: F811
     assert [c["max_lr"] for c in cfgs] == pytest.approx([1e-2 * (2 / 4) ** 0.5, 1e-2 * (8 / 4) ** 0.5])
     report = (out / "batch_size_report.md").read_text()
     assert "| 2 |" in report and (out / "batch_size_curves.png").exists()
+    assert "train tok/s: median training throughput of the log intervals" in report
+    # Curves against steps, tokens seen and wallclock: at one step bs 8 has seen 4x the tokens of bs 2.
+    labels = [ax.get_xlabel() for ax in figures["batch_size_curves.png"].axes[3:]]
+    assert labels == ["step (optimizer steps)", "tokens seen (thousands)", "wallclock (seconds)"]
+    tokens_axis = figures["batch_size_curves.png"].axes[1]
+    runs = [line for line in tokens_axis.get_lines() if line.get_color() != "gray"]  # not the target line
+    assert [max(line.get_xdata()) for line in runs] == pytest.approx([1.28, 1.28])
 
 
 def test_batch_size_summary_and_bad_numbers_are_one_line(tmp_path, capsys):

@@ -55,6 +55,12 @@ SIGNALS: dict[str, str] = {
 }
 
 RECENT_ROWS = 5  # "recent" in lr-diagnose: its rates, its ETA and the speed verdict use the last 5 log rows
+# How the tables name and explain ExperimentLog.tokens_per_sec (next to a time column that includes more).
+TRAIN_RATE = "train tok/s"
+TRAIN_RATE_NOTE = (
+    f"{TRAIN_RATE}: median training throughput of the log intervals (evaluation, checkpoints and stability "
+    "measurements excluded; time includes them)"
+)
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 STATUS_FILE = "status.json"

@@ -33,6 +33,7 @@ from cs336_basics.basics.config import (
     default_preset,
 )
 from cs336_basics.errors import ArgumentParser, UserError, cli_entry
+from cs336_basics.experiment_log.reader import TRAIN_RATE, TRAIN_RATE_NOTE
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 from cs336_basics.formatting import count, duration, fmt, loss_text, md_table
 
@@ -95,7 +96,8 @@ def report_markdown(view: SweepView, tokens: int, scaling: str, figures: list[st
     lines = ["# Batch-size experiment", "",
              f"Sweep `{view.path}` (preset `{view.preset}`): every batch size trains {count(tokens)} tokens; the learning "
              f"rate scales as `{scaling}` with the batch size.", "",
-             md_table(["batch", "state", "steps", "lr", "final val", "best val", "time", "tokens/s"], rows), ""]  # fmt: skip
+             md_table(["batch", "state", "steps", "lr", "final val", "best val", "time", TRAIN_RATE], rows), "",
+             f"{TRAIN_RATE_NOTE}.", ""]  # fmt: skip
     done = [g for g in view.groups if g.converged]
     if best is not None:
         fastest = min(done, key=lambda g: g.wallclock_s or float("inf"))

@@ -133,7 +133,9 @@ def point_status(p: SweepPoint, *, now: datetime, stale_after: float, host: str)
 
 
 def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
-    """Points done and the total ETA: remaining steps of unfinished points / the current step rate."""
+    """Points done and the total ETA: remaining steps of unfinished points / the step rate (of the running
+    points together; with none running, the median of the points' last rates, one point at a time), and never
+    before the slowest unfinished point's own ETA."""
     default_max = (view.meta.get("config") or {}).get("max_steps")
     remaining = 0
     for s in points:
@@ -145,6 +147,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
     running = [s.steps_per_sec for s in points if s.state == "running" and s.steps_per_sec]
     known = [s.steps_per_sec for s in points if s.steps_per_sec]
     rate = sum(running) if running else (float(pd.Series(known).median()) if known else None)
+    point_etas = [s.eta_s for s in points if s.eta_s is not None and s.state not in (*DONE_STATES, "failed")]
     counts = {
         k: sum(s.state == k for s in points)
         for k in ("finished", "diverged", "running", "stalled", "failed", "pending", "interrupted")
@@ -158,8 +161,8 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
         "counts": counts,
         "remaining_steps": remaining,
         "steps_per_sec": rate,
-        "rate_from": "running points" if running else ("finished points" if known else None),
-        "eta_s": 0.0 if remaining == 0 else (remaining / rate if rate else None),
+        "rate_from": "running points" if running else ("the points' last rates, none running" if known else None),
+        "eta_s": 0.0 if remaining == 0 else (max(remaining / rate, *point_etas) if rate else None),
         "target_val_loss": view.target_val_loss,
         "best_lr": view.best.value if view.best else None,
     }

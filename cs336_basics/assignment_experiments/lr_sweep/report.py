@@ -15,7 +15,7 @@ import pandas as pd
 from cs336_basics.assignment_experiments.lr_sweep.public_results import where_you_stand
 from cs336_basics.assignment_experiments.lr_sweep.stability import EDGE_FRACTION, EdgeRow, moved_rule_text
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView
-from cs336_basics.experiment_log.reader import smoothed
+from cs336_basics.experiment_log.reader import TRAIN_RATE, TRAIN_RATE_NOTE, smoothed
 from cs336_basics.formatting import count, duration, fmt, loss_text, md_table
 
 PLATEAU_GAIN = 0.01  # < 1% smoothed-loss improvement per 10% of training counts as a plateau
@@ -284,8 +284,8 @@ def results_table_markdown(view: SweepView, label: str = "lr") -> str:
             fmt(g.tokens_per_sec, ",.0f"),
         ])  # fmt: skip
     headers = [label, "state", "seeds", "steps", "final train", "best val", "final val", "tokens", "time",
-               "tokens/s"]  # fmt: skip
-    return md_table(headers, rows) if rows else "_No points yet._"
+               TRAIN_RATE]  # fmt: skip
+    return md_table(headers, rows) + f"\n\n{TRAIN_RATE_NOTE}." if rows else "_No points yet._"
 
 
 def edge_table_markdown(rows: list[EdgeRow]) -> str:

@@ -21,6 +21,8 @@ from cs336_basics.experiment_log import ExperimentLog, load_experiment_log
 from cs336_basics.experiment_log.reader import (
     CONFIG_FILE,
     DONE_STATES,
+    TRAIN_RATE,
+    TRAIN_RATE_NOTE,
     finite_or_none,
     pid_alive,
     read_json_dict,
@@ -254,7 +256,7 @@ def format_table(view: SweepView, label: str = "lr", value_spec: str = ".3g") ->
     """The human table: one row per value (mean ± std over seeds), the best marked."""
     seeds = max((len(g.points) for g in view.groups), default=1)
     header = (f"{label:>10} {'status':<12} {'train':>7} {'best val':>8} {'final val':>{9 + 8 * (seeds > 1)}} "
-              f"{'tokens':>9} {'time':>8} {'tok/s':>9}")  # fmt: skip
+              f"{'tokens':>9} {'time':>8} {TRAIN_RATE:>11}")  # fmt: skip
     lines = [header, "-" * len(header)]
     best = view.best
     for g in view.groups:
@@ -265,11 +267,13 @@ def format_table(view: SweepView, label: str = "lr", value_spec: str = ".3g") ->
         lines.append(
             f"{mark}{g.value:>9{value_spec}} {status:<12} {fmt(g.final_train_loss):>7} {fmt(g.best_val_loss):>8} "
             f"{loss_text(g.final_val_loss, g.final_val_std):>{9 + 8 * (seeds > 1)}} {tokens:>9} {wall:>8} "
-            f"{fmt(g.tokens_per_sec, ',.0f'):>9}"
+            f"{fmt(g.tokens_per_sec, ',.0f'):>11}"
         )
     notes = ["(+) added beyond the grid by bracketing"] if any(g.is_extension for g in view.groups) else []
-    notes += [f"* best {label}"] + ([f"losses are mean ± std over {seeds} seeds"] if seeds > 1 else [])
-    lines.append("; ".join(notes))
+    notes += [f"* best {label}"] if best is not None else []
+    notes += [f"losses are mean ± std over {seeds} seeds"] if seeds > 1 else []
+    lines += ["; ".join(notes)] if notes else []
+    lines.append(TRAIN_RATE_NOTE)
     if best is not None:
         lines.append(
             f"best {label}: {best.value:g} (final val loss {loss_text(best.final_val_loss, best.final_val_std, '.4f')})"
