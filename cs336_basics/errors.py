@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -46,9 +47,19 @@ class Stopped(KeyboardInterrupt):
         )
 
 
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")  # -1, -0.5, -.5, -1e-3, -2.5E4
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage mistakes read like every other bad input: one line and exit 2, not the whole
-    usage (``--help`` shows that). Sub-command parsers are of the same class."""
+    usage (``--help`` shows that). Sub-command parsers are of the same class.
+
+    A negative number in scientific notation (``--lr -1e-3``) is a value, as ``-0.001`` is to argparse, so
+    it reaches the option's own range check instead of failing as "expected one argument"."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")

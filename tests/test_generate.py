@@ -155,3 +155,42 @@ def test_refuses_a_tokenizer_of_another_vocab_size(tmp_path, tmp_path_factory, c
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(ckpt), "--device", "cpu", "--tokenizer", str(other)])
     assert "has 290 tokens but the model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["checkpoints", "run"])
+def test_a_checkpoint_directory_says_it_is_one(where, tmp_path_factory, capsys):
+    """A run's checkpoints/ (or the run itself) is a directory, not a missing file: say so and name one
+    of the checkpoint files inside it."""
+    run = real_sweep_template(tmp_path_factory) / "lr_1e_03"
+    given = run / "checkpoints" if where == "checkpoints" else run
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", str(given), "--device", "cpu"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" not in err, err
+    assert f"checkpoint {given} is a directory; pass a checkpoint file inside it" in err, err
+    assert str(run / "checkpoints" / "best.pt") in err or str(run / "checkpoints" / "final.pt") in err, err
+
+
+def test_the_users_own_file_as_tokenizer_is_not_to_be_deleted(tmp_path, tmp_path_factory, capsys):
+    notes = tmp_path / "README.md"
+    notes.write_text("# My project\n\nNot a tokenizer.\n")
+    ckpt = real_sweep_template(tmp_path_factory) / "lr_1e_03" / "checkpoints" / "final.pt"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", str(ckpt), "--device", "cpu", "--tokenizer", str(notes)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{notes} is not a valid tokenizer.json" in err, err
+    assert "delete" not in err and "retrain" not in err, err
+    assert "pass a tokenizer.json written by `cs336-data train-tokenizer`" in err, err
+
+
+def test_a_tokenizer_directory_says_it_is_one(tmp_path, tmp_path_factory, capsys):
+    ckpt = real_sweep_template(tmp_path_factory) / "lr_1e_03" / "checkpoints" / "final.pt"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(ckpt), "--device", "cpu", "--tokenizer", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert f"--tokenizer {tmp_path} is a directory" in err and "not found" not in err, err

@@ -91,6 +91,10 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     from cs336_basics.basics.checkpoint import read_checkpoint, unreadable_text
 
     path = Path(checkpoint)
+    if path.is_dir():
+        raise UserError(
+            f"checkpoint {path} is a directory; pass a checkpoint file inside it (e.g. {_example_checkpoint(path)})"
+        )
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass a run's checkpoints/best.pt or final.pt")
     try:
@@ -111,6 +115,20 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     except RuntimeError as err:
         raise UserError(f"{path}: weights do not fit the model in its config ({_first_line(err)})") from None
     return model.to(device), ckpt
+
+
+def _example_checkpoint(directory: Path) -> Path:
+    """A checkpoint file in ``directory`` (a run's ``checkpoints/``) or in its ``checkpoints/`` (a run
+    directory): the first of best.pt, final.pt, latest.pt there, else ``best.pt`` where a run puts it."""
+    folder = (
+        directory
+        if directory.name == "checkpoints" or not (directory / "checkpoints").is_dir()
+        else directory / "checkpoints"
+    )
+    for name in ("best.pt", "final.pt", "latest.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder / "best.pt"
 
 
 def find_tokenizer(checkpoint: str | Path, ckpt: dict) -> Path | None:
@@ -150,6 +168,11 @@ def load_tokenizer(path: str | Path | None, checkpoint: str | Path, ckpt: dict |
     from cs336_basics.data import Tokenizer
 
     if path:
+        if Path(path).is_dir():
+            raise UserError(
+                f"--tokenizer {path} is a directory; pass the tokenizer.json inside it "
+                f"(e.g. --tokenizer {Path(path) / 'tokenizer.json'})"
+            )
         if not Path(path).is_file():
             raise UserError(f"tokenizer {path} not found; pass an existing --tokenizer PATH/tokenizer.json")
         return Tokenizer.from_files(path)

@@ -9,6 +9,7 @@ gives exactly the ids of encoding the whole text at once, with memory bounded by
 from __future__ import annotations
 
 import codecs
+import errno
 import functools
 import hashlib
 import itertools
@@ -58,9 +59,12 @@ def check_errors_mode(errors: str) -> str:
     return errors
 
 
-def cannot_write(action: str, err: OSError) -> UserError:
-    """The error for a failed write: ``action`` says what (``"write data.npy"``), then the advice."""
-    return UserError(f"cannot {action} ({err.strerror or err}); choose a writable --data-dir")
+def cannot_write(action: str, err: OSError, flag: str = "--data-dir") -> UserError:
+    """The error for a failed write: ``action`` says what (``"write data.npy"``), then the advice, which
+    names ``flag``, the option that chose the place (``--data-dir``, ``--output``)."""
+    if err.errno == errno.ENOSPC:
+        return UserError(f"cannot {action} ({err.strerror or err}); free some space and re-run")
+    return UserError(f"cannot {action} ({err.strerror or err}); choose a writable {flag}")
 
 
 def not_utf8(path: str | os.PathLike, offset: int, err: UnicodeDecodeError) -> UserError:

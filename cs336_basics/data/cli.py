@@ -165,6 +165,14 @@ def _one_step(args: argparse.Namespace, step: str) -> PreparedDataset:
     )
 
 
+def _writable_output(path: Path, example: str) -> None:
+    """Check ``--output`` can be written before any work: a file path (``example`` its usual name) in a
+    directory that exists or can be made, and is writable."""
+    if path.is_dir():
+        raise UserError(f"--output {path} is a directory; pass a file path in it (e.g. {path / example})")
+    ensure_writable_dir(path.parent, f"the directory of --output {path}:", "--output")
+
+
 def _train_tokenizer(args: argparse.Namespace) -> None:
     if args.input is None:
         ds = _one_step(args, "tokenizer")
@@ -173,6 +181,7 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
     if args.output is None:
         raise UserError("train-tokenizer --input needs --output PATH/tokenizer.json")
     vocab_size = DEFAULT_VOCAB_SIZE if args.vocab_size is None else args.vocab_size
+    _writable_output(args.output, "tokenizer.json")
     tok = train_tokenizer(
         args.input, args.output, vocab_size, bpe=args.bpe, errors=args.errors, progress=not args.no_progress
     )
@@ -187,7 +196,7 @@ def _tokenize(args: argparse.Namespace) -> None:
         return
     if args.tokenizer is None or args.output is None:
         raise UserError("tokenize --input needs --tokenizer PATH and --output PATH.npy")
-    ensure_writable_dir(args.output.parent)
+    _writable_output(args.output, "tokens.npy")
     meta = encode_file(
         args.input, args.tokenizer, args.output, errors=args.errors, progress=not args.no_progress
     )

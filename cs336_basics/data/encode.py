@@ -73,8 +73,10 @@ def encode_file(
     errors: str = "strict",
     progress: bool = True,
     chunk_chars: int = CHUNK_CHARS,
+    out_flag: str = "--output",
 ) -> dict[str, Any]:
-    """Encode ``text_path`` into ``out_path`` (``.npy``) and its sidecar; return the sidecar dict."""
+    """Encode ``text_path`` into ``out_path`` (``.npy``) and its sidecar; return the sidecar dict.
+    ``out_flag`` is the option that chose ``out_path``, named if it cannot be written."""
     check_errors_mode(errors)
     size = check_text_file(text_path)
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_files(tokenizer)
@@ -115,5 +117,5 @@ def encode_file(
         }
         write_sidecar(out_path, **meta)
     except OSError as err:
-        raise cannot_write(f"write {out_path}", err) from None
+        raise cannot_write(f"write {out_path}", err, out_flag) from None
     return meta

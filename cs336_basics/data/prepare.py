@@ -14,6 +14,7 @@ Concurrent callers (e.g. parallel training runs) are serialised by a lock file i
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Collection, Iterator
@@ -26,6 +27,7 @@ from cs336_basics.data.demo_corpus import DEFAULT_NUM_STORIES, generate_demo_cor
 from cs336_basics.data.download import TINYSTORIES_FILES, download_tinystories
 from cs336_basics.data.encode import encode_file
 from cs336_basics.data.holdout import split_plain_file
+from cs336_basics.data.layout import token_dir_name
 from cs336_basics.data.token_file import token_file_problem
 from cs336_basics.data.tokenizer import Tokenizer
 from cs336_basics.data.train_tokenizer import (
@@ -72,7 +74,7 @@ class DatasetSpec:
 
     def token_directory(self, data_dir: str | os.PathLike, vocab_size: int, bpe: str) -> Path:
         """Where the tokenizer and token files of one (vocab size, trainer) live."""
-        return self.directory(data_dir) / f"v{vocab_size}-{bpe}"
+        return self.directory(data_dir) / token_dir_name(vocab_size, bpe)
 
 
 def resolve_dataset(dataset: str | os.PathLike) -> DatasetSpec:
@@ -88,14 +90,17 @@ def resolve_dataset(dataset: str | os.PathLike) -> DatasetSpec:
     return DatasetSpec(name, "file", path)
 
 
-def ensure_writable_dir(path: Path) -> Path:
-    """Create ``path`` and check a file can be written there, else ``UserError``."""
+def ensure_writable_dir(path: Path, what: str = "data dir", flag: str = "--data-dir") -> Path:
+    """Create ``path`` and check a file can be written there, else ``UserError`` saying it cannot write to
+    ``what`` (``"data dir"``) and to choose another ``flag``, the option that named the place."""
     try:
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory", str(path))
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
-        raise cannot_write(f"write to data dir {path}", err) from None
+        raise cannot_write(f"write to {what} {path}", err, flag) from None
     return path
 
 
@@ -172,8 +177,25 @@ def ensure_tokenizer(
     if not force and tokenizer_is_current(tokenizer_path, vocab_size, check_text_file(train_text), bpe):
         status(progress, f"tokenizer {tokenizer_path} is up to date")
         return Tokenizer.from_files(tokenizer_path)
+    created = not tokenizer_path.parent.exists()
     tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
-    return train_tokenizer(train_text, tokenizer_path, vocab_size, bpe=bpe, errors=errors, progress=progress)
+    try:
+        return train_tokenizer(
+            train_text,
+            tokenizer_path,
+            vocab_size,
+            bpe=bpe,
+            errors=errors,
+            progress=progress,
+            out_flag="--data-dir",
+        )
+    except BaseException:
+        # A failed first training (e.g. a --vocab-size beyond what the text supports) leaves no empty
+        # v<vocab>-<bpe>/ behind; rmdir only removes it while empty.
+        if created:
+            with contextlib.suppress(OSError):
+                tokenizer_path.parent.rmdir()
+        raise
 
 
 def ensure_tokens(
@@ -189,7 +211,7 @@ def ensure_tokens(
         return
     if npy.exists() and problem is not None:
         status(progress, f"re-encoding: {problem}")
-    encode_file(text, tokenizer, npy, errors=errors, progress=progress)
+    encode_file(text, tokenizer, npy, errors=errors, progress=progress, out_flag="--data-dir")
 
 
 def prepare_dataset(

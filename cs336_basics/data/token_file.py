@@ -25,13 +25,13 @@ from typing import IO, Any
 import numpy as np
 
 from cs336_basics.atomic import atomic_write, atomic_write_json
+from cs336_basics.data.layout import token_file_advice
 from cs336_basics.data.tokenizer import file_sha256
 from cs336_basics.errors import UserError
 
 FORMAT = "cs336-token-file"
 VERSION = 1
 SIDECAR_FIELDS = ("dtype", "num_tokens", "vocab_size", "tokenizer_sha256", "source")
-REBUILD_HINT = "delete it and re-run `cs336-data prepare` (or `cs336-data tokenize`)"
 
 
 def sidecar_path(npy_path: str | os.PathLike) -> Path:
@@ -106,19 +106,21 @@ def read_sidecar(npy_path: str | os.PathLike) -> dict[str, Any]:
     """Parse and check the sidecar of ``npy_path``; ``UserError`` if it is missing or malformed."""
     path = sidecar_path(npy_path)
     if not path.is_file():
-        raise UserError(f"sidecar {path} is missing (it describes {Path(npy_path).name}); {REBUILD_HINT}")
+        raise UserError(
+            f"sidecar {path} is missing (it describes {Path(npy_path).name}); {token_file_advice(npy_path)}"
+        )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise UserError(f"sidecar {path} is not valid JSON ({err}); {REBUILD_HINT}") from None
+        raise UserError(f"sidecar {path} is not valid JSON ({err}); {token_file_advice(npy_path)}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"sidecar {path} is not a {FORMAT} sidecar; {REBUILD_HINT}")
+        raise UserError(f"sidecar {path} is not a {FORMAT} sidecar; {token_file_advice(npy_path)}")
     missing = [k for k in SIDECAR_FIELDS if k not in meta]
     if missing:
-        raise UserError(f"sidecar {path} lacks field(s) {', '.join(missing)}; {REBUILD_HINT}")
+        raise UserError(f"sidecar {path} lacks field(s) {', '.join(missing)}; {token_file_advice(npy_path)}")
     if meta.get("version") != VERSION:
         raise UserError(
-            f"sidecar {path} has version {meta.get('version')}, expected {VERSION}; {REBUILD_HINT}"
+            f"sidecar {path} has version {meta.get('version')}, expected {VERSION}; {token_file_advice(npy_path)}"
         )
     return meta
 
@@ -126,6 +128,10 @@ def read_sidecar(npy_path: str | os.PathLike) -> dict[str, Any]:
 def require_token_file(path) -> Path:
     """``path`` as a Path if it is a file; else one line saying how to build it."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            f"token file {path} is a directory; pass a .npy file inside it (e.g. {path / 'train.npy'})"
+        )
     if not path.is_file():
         raise UserError(f"token file {path} does not exist; build it with `cs336-data prepare`")
     return path
@@ -148,31 +154,33 @@ def load_token_file(
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise UserError(f"{path} is not a readable .npy file ({err}); {REBUILD_HINT}") from None
+        raise UserError(f"{path} is not a readable .npy file ({err}); {token_file_advice(path)}") from None
     if not isinstance(arr, np.memmap) or arr.ndim != 1 or arr.dtype not in (np.dtype("<u2"), np.dtype("<u4")):
-        raise UserError(f"{path} is not a 1-D uint16/uint32 token array; {REBUILD_HINT}")
+        raise UserError(f"{path} is not a 1-D uint16/uint32 token array; {token_file_advice(path)}")
     expected_bytes = arr.offset + arr.nbytes
     actual_bytes = path.stat().st_size
     if actual_bytes != expected_bytes:
         raise UserError(
-            f"{path} has {actual_bytes} bytes but its header implies {expected_bytes}; {REBUILD_HINT}"
+            f"{path} has {actual_bytes} bytes but its header implies {expected_bytes}; {token_file_advice(path)}"
         )
     if arr.dtype.name != meta["dtype"]:
-        raise UserError(f"{path} holds {arr.dtype.name} but its sidecar says {meta['dtype']}; {REBUILD_HINT}")
+        raise UserError(
+            f"{path} holds {arr.dtype.name} but its sidecar says {meta['dtype']}; {token_file_advice(path)}"
+        )
     if len(arr) != meta["num_tokens"]:
         raise UserError(
-            f"{path} holds {len(arr)} tokens but its sidecar says {meta['num_tokens']} (truncated or stale); {REBUILD_HINT}"
+            f"{path} holds {len(arr)} tokens but its sidecar says {meta['num_tokens']} (truncated or stale); {token_file_advice(path)}"
         )
     top = max_token_id(arr)
     if top >= meta["vocab_size"]:
         raise UserError(
             f"{path} holds token id {top}, outside its vocab of {meta['vocab_size']} (corrupt or encoded "
-            f"with another tokenizer); {REBUILD_HINT}"
+            f"with another tokenizer); {token_file_advice(path)}"
         )
     if vocab_size is not None and vocab_size != meta["vocab_size"]:
         raise UserError(
             f"{path} was encoded with vocab size {meta['vocab_size']}, not {vocab_size}; "
-            f"use vocab_size={meta['vocab_size']} or re-encode with a matching tokenizer"
+            f"pass --vocab-size {meta['vocab_size']} or re-encode it with a tokenizer of {vocab_size} tokens"
         )
     if tokenizer_path is not None:
         if not Path(tokenizer_path).is_file():

@@ -28,6 +28,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from cs336_basics.atomic import atomic_write
 from cs336_basics.data.bpe import PAT, bytes_to_unicode, merge_pair, special_token_pattern
 from cs336_basics.data.chunking import EOT, rechunk, safe_cut
+from cs336_basics.data.layout import tokenizer_advice
 from cs336_basics.errors import UserError
 
 ITERABLE_CHUNK_CHARS = 1 << 16
@@ -116,6 +117,11 @@ class Tokenizer:
         carries its own, and ``special_tokens`` adds more.
         """
         path = Path(vocab_filepath)
+        if path.is_dir():
+            raise UserError(
+                f"tokenizer file {path} is a directory; pass the tokenizer.json inside it "
+                f"(e.g. {path / 'tokenizer.json'})"
+            )
         if not path.is_file():
             raise UserError(f"tokenizer file {path} does not exist; run `cs336-data train-tokenizer` first")
         if merges_filepath is None:
@@ -242,12 +248,13 @@ def _read_tokenizer_json(path: Path) -> tuple[dict[int, bytes], list[tuple[bytes
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path} ({_first_line(err)}); delete it and retrain") from None
-    return parse_tokenizer_json(text, str(path))
+        raise UserError(f"cannot read {path} ({_first_line(err)}); {tokenizer_advice(path)}") from None
+    return parse_tokenizer_json(text, path)
 
 
-def parse_tokenizer_json(text: str, where: str = "tokenizer.json"):
-    """(vocab, merges, special tokens) of a Hugging Face byte-level BPE ``tokenizer.json`` (its text)."""
+def parse_tokenizer_json(text: str, where: str | os.PathLike | None = None):
+    """(vocab, merges, special tokens) of a Hugging Face byte-level BPE ``tokenizer.json`` (its text), read
+    from the file ``where`` (``None``: text from memory, e.g. a trainer's output)."""
     try:
         data = json.loads(text)
         model = data["model"]
@@ -258,8 +265,10 @@ def parse_tokenizer_json(text: str, where: str = "tokenizer.json"):
         vocab.update({i: content.encode("utf-8") for i, content in added.items()})  # stored verbatim
         merges = [_parse_merge(m) for m in model["merges"]]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
+        if where is None:  # not from a file: nothing the user can pass instead
+            raise ValueError(f"not a valid tokenizer.json ({_first_line(err)})") from err
         raise UserError(
-            f"{where} is not a valid tokenizer.json ({_first_line(err)}); delete it and retrain"
+            f"{where} is not a valid tokenizer.json ({_first_line(err)}); {tokenizer_advice(where)}"
         ) from None
     return vocab, merges, [c for _, c in sorted(added.items())]
 

@@ -121,8 +121,10 @@ def train_tokenizer(
     bpe: str = DEFAULT_BPE,
     errors: str = "strict",
     progress: bool = True,
+    out_flag: str = "--output",
 ) -> Tokenizer:
-    """Train on ``text_path`` with trainer ``bpe`` and save ``out_path`` (``tokenizer.json``) plus its meta."""
+    """Train on ``text_path`` with trainer ``bpe`` and save ``out_path`` (``tokenizer.json``) plus its meta.
+    ``out_flag`` is the option that chose ``out_path``, named if it cannot be written."""
     check_vocab_size(vocab_size)
     check_bpe(bpe)
     check_errors_mode(errors)
@@ -150,7 +152,7 @@ def train_tokenizer(
             },
         )
     except OSError as err:
-        raise cannot_write(f"write {out_path}", err) from None
+        raise cannot_write(f"write {out_path}", err, out_flag) from None
     return tok
 
 

@@ -147,6 +147,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
     running = [s.steps_per_sec for s in points if s.state == "running" and s.steps_per_sec]
     known = [s.steps_per_sec for s in points if s.steps_per_sec]
     rate = sum(running) if running else (float(pd.Series(known).median()) if known else None)
+    rate_from = "running points" if running else "the points' last rates, none running" if known else None
     point_etas = [s.eta_s for s in points if s.eta_s is not None and s.state not in (*DONE_STATES, "failed")]
     counts = {
         k: sum(s.state == k for s in points)
@@ -161,7 +162,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
         "counts": counts,
         "remaining_steps": remaining,
         "steps_per_sec": rate,
-        "rate_from": "running points" if running else ("the points' last rates, none running" if known else None),
+        "rate_from": rate_from,
         "eta_s": 0.0 if remaining == 0 else (max(remaining / rate, *point_etas) if rate else None),
         "target_val_loss": view.target_val_loss,
         "best_lr": view.best.value if view.best else None,

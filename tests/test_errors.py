@@ -1,0 +1,47 @@
+"""The shared ArgumentParser: negative numbers in any notation are values, in every command and sub-command."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from cs336_basics.errors import ArgumentParser
+
+
+@pytest.mark.parametrize("text", ["-1", "-0.001", "-.5", "-1.", "-1e-3", "-1E-3", "-2.5e+4", "-3e2"])
+def test_a_negative_number_in_any_notation_is_a_value(text):
+    parser = ArgumentParser(prog="t")
+    parser.add_argument("--lr", type=float)
+    assert parser.parse_args(["--lr", text]).lr == float(text)
+
+
+def test_sub_command_parsers_take_scientific_negatives_too():
+    parser = ArgumentParser(prog="t")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run").add_argument("--lr", type=float)
+    assert parser.parse_args(["run", "--lr", "-1e-3"]).lr == -1e-3
+
+
+def test_an_option_is_still_an_option(capsys):
+    parser = ArgumentParser(prog="t")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("-e", action="store_true")
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--lr", "-e"])
+    assert exc.value.code == 2 and "expected one argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1e-3", "-0.001"])
+def test_train_refuses_a_negative_lr_in_any_notation_with_its_range(value):
+    """Run as the user runs it: the installed command, in a subprocess. The range check answers, not
+    argparse's "expected one argument"."""
+    exe = shutil.which("cs336-train")
+    assert exe, "cs336-train is not on PATH: run uv sync"
+    out = subprocess.run([exe, "--lr", value], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "--max-lr (--lr)" in lines[0] and "> 0" in lines[0] and "got -0.001" in lines[0], out.stderr
+    assert "expected one argument" not in lines[0], out.stderr
