@@ -219,11 +219,12 @@ def test_lr_sweep_plan_flag_prints_and_creates_nothing(tmp_path):
 
 
 def test_every_sweep_prints_its_plan_before_any_work(tmp_path, demo_data_dir, capsys):  # noqa: F811
-    out = tmp_path / "sweep"
+    out = tmp_path / "my sweep"
     args = _tiny(demo_data_dir, out, 1e-2, steps=5)
     assert sweep_main(args) == 0
     printed = capsys.readouterr().out
     assert printed.index(f"plan for {out}: 1 point(s), 0 already done") < printed.index("=== lr_1e_02 ===")
+    assert f"next: lr-diagnose '{out}'   |   lr-analyze '{out}'" in printed  # pastes into a shell as printed
     assert "measured" in printed and "lr_1e_02       320 tokens (5 steps): " in printed
     # Run again: the plan says every point is done and times nothing.
     assert sweep_main(args) == 0

@@ -260,6 +260,23 @@ def test_missing_wandb_is_one_line_error(wandb_env, monkeypatch, capsys):
     args = _tiny(wandb_env / "data", out, 1e-3, extra=("--wandb", "P"))
     assert _one_line_exit_2(capsys, sweep_main, args) == f"error: {INSTALL_HINT}"
     assert not out.exists() and not (wandb_env / "data").exists()
+    # So does lr-analyze, before it draws or writes anything (it used to write every output, then fail).
+    assert _one_line_exit_2(capsys, analyze_main, [str(out), "--wandb", "P"]) == f"error: {INSTALL_HINT}"
+    assert not out.exists()
+
+
+def test_a_bad_wandb_mode_from_the_environment_names_the_variable(wandb_env, monkeypatch, capsys):
+    """argparse checks a --wandb-mode the user typed; the default comes from $WANDB_MODE, so a bad value there
+    is named as the variable, before any work."""
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    out = wandb_env / "sweep"
+    args = _tiny(wandb_env / "data", out, 1e-3, extra=("--wandb", "P"))
+    line = _one_line_exit_2(capsys, sweep_main, args)
+    assert (
+        line
+        == "error: $WANDB_MODE='bogus' is not a W&B mode (online, offline, disabled); unset it or pass --wandb-mode"
+    )
+    assert not out.exists() and not (wandb_env / "data").exists()
 
 
 # ---- a sweep's points and its analysis ------------------------------------------------------------------

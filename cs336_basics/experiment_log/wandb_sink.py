@@ -251,6 +251,11 @@ def wandb_options(args: argparse.Namespace, *, tags=(), group: str | None = None
     Asked for but not installed: the install hint as a UserError, now, before the command does any work."""
     if not getattr(args, "wandb", None):
         return None
+    if (
+        args.wandb_mode not in MODES
+    ):  # argparse checks a given --wandb-mode: this one is the default, from the env
+        raise UserError(f"$WANDB_MODE={os.environ.get('WANDB_MODE')!r} is not a W&B mode ({', '.join(MODES)}); "
+                        "unset it or pass --wandb-mode")  # fmt: skip
     if args.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:
         raise UserError(INSTALL_HINT)
     return dict(

@@ -341,7 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    from cs336_basics.experiment_log.wandb_sink import log_sweep_analysis, wandb_options
+
     args = build_parser().parse_args(argv)
+    wandb = wandb_options(args)  # asked for but not installed: the one line now, before any work
     result = analyze(
         args.sweep_dir,
         args.out,
@@ -359,9 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in (result.comparison_png, result.lr_loss_png, result.sharpness_png, result.signals_png,
                  result.analysis_md, result.experiment_log_md):  # fmt: skip
         print(f"wrote {path}")
-    from cs336_basics.experiment_log.wandb_sink import log_sweep_analysis, wandb_options
-
-    log_sweep_analysis(result, wandb_options(args))
+    log_sweep_analysis(result, wandb)
     return 0
 
 

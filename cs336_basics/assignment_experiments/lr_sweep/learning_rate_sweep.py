@@ -15,6 +15,7 @@ checkpoint, pending (and previously failed) ones start. ``--wandb PROJECT`` make
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                                          max_extra_points=args.max_extra_points, executor=executor,
                                          restart=tuple(args.restart), fresh=args.fresh, wandb=wandb)  # fmt: skip
     code = finish(view, problems, args.out)
-    print(f"\nnext: lr-diagnose {args.out}   |   lr-analyze {args.out}  (plots + report)")
+    out = shlex.quote(str(args.out))  # pastes into a shell as it is, spaces and all
+    print(f"\nnext: lr-diagnose {out}   |   lr-analyze {out}  (plots + report)")
     return code
 
 
