@@ -132,6 +132,14 @@ def test_rule_catches_a_high_lr_stall_without_nan():
     stall = [9.3 - 4.6 * min(1, (i + 1) / 20) + 0.1 * math.sin(i) for i in range(200)]
     step, reason = _first_reason(stall, reference=_healthy)
     assert step == 2500 and "smaller learning rate" in reason  # first log step after 25% of 10k steps
+    assert f"(last logged {stall[49]:.3f}) at step 2500" in reason  # the raw loss beside the smoothed one
+
+
+def test_a_stall_against_the_initial_loss_shows_the_bound_it_crossed():
+    # Falls from 10 to 9.5 only: still above 0.9 x 10 = 9 once the check starts.
+    step, reason = _first_reason([10.0 - 0.5 * min(1, i / 10) for i in range(200)])
+    assert step == 2500 and reason.endswith("is still above 0.9 x the initial loss 10.000 = 9.000")
+    assert "(last logged 9.500)" in reason
 
 
 def test_rule_catches_nan_explosion_and_rebound():

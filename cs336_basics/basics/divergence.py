@@ -78,12 +78,12 @@ def divergence_reason(
         return None
     if smoothed_loss > rule.stall_fraction * initial_loss:
         return (
-            f"stalled: smoothed train loss {smoothed_loss:.3f} at step {step} is still above "
-            f"{rule.stall_fraction:g} x the initial loss {initial_loss:.3f}"
+            f"stalled: smoothed train loss {smoothed_loss:.3f} (last logged {loss:.3f}) at step {step} is still "
+            f"above {rule.stall_fraction:g} x the initial loss {initial_loss:.3f} = {rule.stall_fraction * initial_loss:.3f}"
         )
     if reference_loss is not None and smoothed_loss > reference_loss + rule.stall_margin:
         return (
-            f"stalled: smoothed train loss {smoothed_loss:.3f} at step {step} is {smoothed_loss - reference_loss:.2f} "
+            f"stalled: smoothed train loss {smoothed_loss:.3f} (last logged {loss:.3f}) at step {step} is {smoothed_loss - reference_loss:.2f} "
             f"nats above a smaller learning rate's {reference_loss:.3f} at the same step (margin {rule.stall_margin:g})"
         )
     return None
