@@ -261,6 +261,15 @@ def test_structurally_wrong_sweep_json_is_one_line_everywhere(finished_sweep, tm
         (analyze_main, [str(out), "--no-sample"]),
     ):
         assert "is not a sweep record" in _one_line_exit_2(capsys, fn, argv)
+    # A point whose value is not a number is named with the value as written, not as None.
+    meta = json.loads((finished_sweep[0] / "sweep.json").read_text())
+    meta["points"][0]["value"] = "abc"
+    (out / "sweep.json").write_text(json.dumps(meta))
+    line = _one_line_exit_2(capsys, diagnose_main, [str(out)])
+    assert (
+        "a point whose value is not a number or whose name is not a string" in line
+        and "'value': 'abc'" in line
+    )
 
 
 def test_analyze_and_diagnose_on_a_dir_that_is_no_sweep(tmp_path, capsys):

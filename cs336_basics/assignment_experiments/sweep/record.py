@@ -63,9 +63,12 @@ def read_sweep_json(sweep_dir: Path) -> dict:
     if meta.get("version", 1) == 1:
         meta = _from_version_1(meta)
     for p in meta["points"]:
-        p["value"] = _value(p.get("value"))
-        if p["value"] is None or not isinstance(p.get("name"), str):
-            raise UserError(f"{path}: a point without a value or name ({p}); {REPAIR}")
+        value = _value(p.get("value"))
+        if value is None or not isinstance(p.get("name"), str):
+            raise UserError(
+                f"{path}: a point whose value is not a number or whose name is not a string ({p}); {REPAIR}"
+            )
+        p["value"] = value
     return meta
 
 
