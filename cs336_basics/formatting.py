@@ -16,6 +16,11 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+def value_repr(value) -> str:
+    """repr, with a float's binary noise cut: 0.00030000000000000003 -> 0.0003."""
+    return repr(float(f"{value:.12g}")) if isinstance(value, float) else repr(value)
+
+
 def count(n: float | None) -> str:
     """12,345 / 3.30M / 1.20B."""
     if n is None or not math.isfinite(n):

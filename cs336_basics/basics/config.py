@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cs336_basics.errors import UserError
+from cs336_basics.formatting import value_repr
 
 
 @dataclass
@@ -224,13 +225,10 @@ class ExperimentConfig:
         if not isinstance(data, dict):
             raise UserError(f"config {path} is not a JSON object of config fields")
         values = {k: v for k, v in data.items() if k not in RUN_INFO_KEYS}
-        for name in data.get("derived_fields") or []:
-            if name in DERIVED_FIELDS:
-                values[name] = None
-        preset = values.get("preset", "full")
-        if preset not in PRESETS:
-            raise UserError(f"{path}: unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-        return cls.from_dict(_over_preset(preset, values), source=str(path))
+        values |= {name: None for name in data.get("derived_fields") or [] if name in DERIVED_FIELDS}
+        return cls.from_dict(
+            _over_preset(values.get("preset", "full"), values, f"{path}: "), source=str(path)
+        )
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
@@ -301,14 +299,9 @@ def resume_differences(
     differ = {k: (saved.get(k, _DEFAULTS[k]), v) for k, v in cfg.to_dict().items()
               if k not in free and saved.get(k, _DEFAULTS[k]) != v}  # fmt: skip
     shown = [k for k in differ if k not in DERIVED_FIELDS] or list(differ)
-    lines = [f"{k}: {saved_as} {_value_text(differ[k][0])} vs now {_value_text(differ[k][1])}" for k in shown]
+    lines = [f"{k}: {saved_as} {value_repr(differ[k][0])} vs now {value_repr(differ[k][1])}" for k in shown]
     also = [k for k in differ if k not in shown]
     return lines + ([f"also {', '.join(also)}"] if also else [])
-
-
-def _value_text(value: Any) -> str:
-    """repr, with a float's binary noise cut (0.00030000000000000003 -> 0.0003)."""
-    return repr(float(f"{value:.12g}")) if isinstance(value, float) else repr(value)
 
 
 # A table: one line per kind of setting reads better than one line per value.
@@ -340,16 +333,16 @@ _TARGET_DATA_FIELDS = ("dataset", "train_data", "val_data", "vocab_size")
 
 def create_experiment_config(preset: str = "full", **overrides: Any) -> ExperimentConfig:
     """The preset's config with ``overrides`` applied (field names of ``ExperimentConfig``; ``lr`` = ``max_lr``)."""
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     if "lr" in overrides:
         overrides["max_lr"] = overrides.pop("lr")
     return ExperimentConfig.from_dict(_over_preset(preset, {**overrides, "preset": preset}))
 
 
-def _over_preset(preset: str, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` over the preset's (flags, a partial config file); the preset's target validation loss only
-    while its data and tokenizer are kept, unless ``values`` sets a target of its own."""
+def _over_preset(preset: str, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``values`` over the preset's (flags, a partial config file: ``where`` prefixes its errors); the preset's
+    target validation loss only while its data and tokenizer are kept, unless ``values`` sets a target of its own."""
+    if preset not in PRESETS:
+        raise UserError(f"{where}unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     base = {k: PRESETS[preset].get(k, _DEFAULTS[k]) for k in _TARGET_DATA_FIELDS}
     merged = {**PRESETS[preset], **values}
     if "target_val_loss" not in values and any(merged.get(k, _DEFAULTS[k]) != v for k, v in base.items()):
@@ -377,9 +370,8 @@ def _refuse(name: str, value: Any, rule: str, preset: str = "full") -> typing.No
     default = PRESETS[preset].get(name, _DEFAULTS[name])
     shown = default if isinstance(default, str) else f"{default:g}" if default is not None else None
     flag = "--max-lr (--lr)" if name == "max_lr" else f"--{_flag(name)}"
-    hint = (
-        f"use e.g. --{_flag(name)} {shown} (the {preset} preset's)" if shown else "leave it out to derive it"
-    )
+    example = f"use e.g. --{_flag(name)} {shown} (the {preset} preset's)"
+    hint = example if shown else "leave it out to derive it"
     what = re.split(r"[,;(]", field_docs()[name][0])[0].strip().rstrip(".")
     raise UserError(f"{flag} must be {rule}, got {value!r} ({what}); {hint}")
 
