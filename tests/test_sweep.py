@@ -247,6 +247,20 @@ def test_concurrent_points_in_worker_processes(tmp_path, tiny_args):
     assert (out / "logs" / "lr_1e_02.log").exists()
 
 
+def test_restart_of_a_point_that_never_ran_moves_nothing_and_a_typo_is_refused_first(
+    tmp_path, tiny_args, capsys
+):
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--restart", "1e-2"))) == 0
+    assert "restarting lr_1e_02: it had not started, nothing to move aside" in capsys.readouterr().out
+    assert not list(out.glob("*.old-*")) and load_sweep(out).point(1e-2).state == "finished"
+    with pytest.raises(SystemExit) as exc:
+        sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--restart", "3e-2")))
+    printed = capsys.readouterr()
+    assert exc.value.code == 2 and "--restart 0.03: not a point of this sweep; points: 0.01" in printed.err
+    assert "plan for" not in printed.out  # refused before the plan times anything
+
+
 def test_restart_moves_old_run_aside(tmp_path, tiny_args):
     out = tmp_path / "sweep"
     assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0

@@ -31,6 +31,7 @@ from cs336_basics.assignment_experiments.sweep.view import SweepView, load_sweep
 from cs336_basics.atomic import atomic_write_json
 from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig, resume_differences
 from cs336_basics.errors import UserError
+from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import (
     CONFIG_FILE,
     DONE_STATES,
@@ -164,6 +165,10 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
     created = make_dirs(out_dir)
     with SweepLock(out_dir), removed_if_refused(created, LOCK_FILE):
         values = sweep_values(spec, out_dir)
+        unknown = sorted(set(restart) - {v for v, _, _ in values})
+        if unknown:  # before the plan and the data: a typo costs nothing
+            raise UserError(f"{spec.restart_flag} {unknown[0]:g}: not a point of this sweep; points: "
+                            + ", ".join(f"{v:g}" for v in sorted(v for v, _, _ in values)))  # fmt: skip
         if device_check:  # before the data is prepared: a mistake every point would hit is the only line
             from cs336_basics.basics.device import resolve_device
 
@@ -181,11 +186,12 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
         for value, added_by, why in values:
             add_value(spec, base, record, out_dir, value, added_by, why)
         for value in restart:
-            names = [p["name"] for p in record.meta["points"] if p["value"] == value]
-            if not names:
-                raise UserError(f"{spec.restart_flag} {value:g}: not a point of this sweep; points: "
-                                + ", ".join(f"{v:g}" for v in sorted({p['value'] for p in record.meta['points']})))  # fmt: skip
-            for name in names:
+            for name in [p["name"] for p in record.meta["points"] if p["value"] == value]:
+                if (
+                    load_experiment_log(out_dir / name).state == "pending"
+                ):  # only its config.json: nothing to keep
+                    print(f"restarting {name}: it had not started, nothing to move aside")
+                    continue
                 print(f"restarting {name} (previous run moved to {move_aside(out_dir / name)})")
                 seed = record.point(name)["seed"]
                 prepare_point(spec, base, value, seed, out_dir / name)
