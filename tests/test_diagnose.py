@@ -217,3 +217,12 @@ def test_the_speed_verdict_prefers_a_finished_run_to_a_newer_diverged_one(sweep)
     dated = [s for s in points if s.updated_s_ago is not None and s.tokens_per_sec is not None]
     assert min(dated, key=lambda s: s.updated_s_ago).state == "diverged"  # the newest is the diverged one
     assert diag.focus_point(load_sweep(sweep), points).state == "finished"
+
+
+@pytest.mark.parametrize("extend", [True, False])
+def test_a_running_sweep_may_grow_only_when_bracketing_is_on(sweep, extend, capsys):
+    """--no-extend is recorded in sweep.json: lr-diagnose must not say bracketing may still add points."""
+    meta = json.loads((sweep / "sweep.json").read_text())
+    (sweep / "sweep.json").write_text(json.dumps({**meta, "state": "running", "extend": extend}))
+    assert diag.main([str(sweep)]) == 0
+    assert ("(bracketing may still add points)" in capsys.readouterr().out) is extend

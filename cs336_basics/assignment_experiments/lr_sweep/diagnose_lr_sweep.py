@@ -156,6 +156,8 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
     return {
         "path": str(view.path),
         "state": view.state,
+        "may_extend": view.state == "running"
+        and view.meta.get("extend", True) is not False,  # not --no-extend
         "preset": view.preset or next((p.log.config.get("preset") for p in view.points if p.log), None),
         "points_total": len(points),
         "points_done": counts["finished"] + counts["diverged"],
@@ -253,7 +255,7 @@ def format_diagnosis(d: Diagnosis) -> str:
             if s["remaining_steps"]
             else "); no steps left"
         )
-        + (" (bracketing may still add points)" if s["state"] == "running" else ""),
+        + (" (bracketing may still add points)" if s["may_extend"] else ""),
         "",
     ]
     if not d.points:
