@@ -311,3 +311,19 @@ def test_a_run_with_one_logged_row_is_a_dot_in_its_colour(tmp_path, monkeypatch)
         line for line in train_vs_steps.get_lines() if len(line.get_xdata()) == 1 and line.get_marker() != "X"
     ]
     assert single.get_marker() == "o" and list(single.get_xdata()) == [10]
+
+
+def test_seeds_at_different_steps_do_not_average():
+    """While a sweep runs, seed 0 may have finished (step 60) and seed 1 be at step 30: the group's losses are
+    those of the seeds that have gone furthest, not a mean of a step-60 and a step-30 loss."""
+    from types import SimpleNamespace
+
+    from cs336_basics.assignment_experiments.sweep.view import ValueGroup
+
+    done = SimpleNamespace(step=60, final_train_loss=2.153, final_val_loss=2.096)
+    behind = SimpleNamespace(step=30, final_train_loss=2.934, final_val_loss=None)
+    group = ValueGroup(1e-2, [done, behind])
+    assert group.final_train_loss == 2.153 and group.mean_std("final_val_loss") == (2.096, None)
+    level = SimpleNamespace(step=60, final_train_loss=2.353, final_val_loss=2.196)
+    mean, std = ValueGroup(1e-2, [done, level]).mean_std("final_train_loss")
+    assert mean == pytest.approx((2.153 + 2.353) / 2) and std == pytest.approx(0.2 / 2**0.5)

@@ -129,7 +129,10 @@ class ValueGroup:
         return next((p.reason for p in self.points if p.reason and p.state == self.state), None)
 
     def mean_std(self, name: str) -> tuple[float | None, float | None]:
-        return _mean_std([getattr(p, name) for p in self.points])
+        """Mean and std over the seeds that have gone furthest: while a sweep runs its seeds may be at
+        different steps, and a loss at step 30 does not average with one at step 60."""
+        furthest = max((p.step or 0 for p in self.points), default=0)
+        return _mean_std([getattr(p, name) for p in self.points if (p.step or 0) == furthest])
 
     final_val_loss = property(lambda self: self.mean_std("final_val_loss")[0])
     final_val_std = property(lambda self: self.mean_std("final_val_loss")[1])
