@@ -156,8 +156,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
     return {
         "path": str(view.path),
         "state": view.state,
-        "may_extend": view.state == "running"
-        and view.meta.get("extend", True) is not False,  # not --no-extend
+        "may_extend": view.state == "running" and view.meta.get("extend", True),  # False: --no-extend
         "preset": view.preset or next((p.log.config.get("preset") for p in view.points if p.log), None),
         "points_total": len(points),
         "points_done": counts["finished"] + counts["diverged"],

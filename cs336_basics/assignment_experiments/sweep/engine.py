@@ -187,9 +187,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
             add_value(spec, base, record, out_dir, value, added_by, why)
         for value in restart:
             for name in [p["name"] for p in record.meta["points"] if p["value"] == value]:
-                if (
-                    load_experiment_log(out_dir / name).state == "pending"
-                ):  # only its config.json: nothing to keep
+                if load_experiment_log(out_dir / name).state == "pending":  # only its config.json so far
                     print(f"restarting {name}: it had not started, nothing to move aside")
                     continue
                 print(f"restarting {name} (previous run moved to {move_aside(out_dir / name)})")
