@@ -123,10 +123,10 @@ def test_the_sweep_eta_with_nothing_running_is_never_before_a_points_own(sweep):
     view = load_sweep(sweep)
     base = next(p for p in diag.diagnose(sweep, device=CPU).points if p.state == "finished")
     fast = dataclasses.replace(
-        base, state="interrupted", step=90, max_steps=100, steps_per_sec=10.0, eta_s=1.0
+        base, state="interrupted", step=90, resume_step=90, max_steps=100, steps_per_sec=10.0, eta_s=1.0
     )
     slow = dataclasses.replace(
-        base, state="interrupted", step=0, max_steps=100, steps_per_sec=1.0, eta_s=100.0
+        base, state="interrupted", step=0, resume_step=0, max_steps=100, steps_per_sec=1.0, eta_s=100.0
     )
     s = diag.sweep_progress(view, [fast, slow])
     assert s["remaining_steps"] == 110 and s["steps_per_sec"] == pytest.approx(5.5)  # median of 10 and 1
@@ -226,3 +226,32 @@ def test_a_running_sweep_may_grow_only_when_bracketing_is_on(sweep, extend, caps
     (sweep / "sweep.json").write_text(json.dumps({**meta, "state": "running", "extend": extend}))
     assert diag.main([str(sweep)]) == 0
     assert ("(bracketing may still add points)" in capsys.readouterr().out) is extend
+
+
+def test_the_table_shows_a_small_points_tokens_and_time_as_read(sweep):
+    """Tokens below a million are shown whole (they read '0.0M' before), and the time as a duration."""
+    metrics = pd.read_csv(sweep / "lr_1e_03" / "metrics.csv")
+    tokens = int(metrics["tokens"].dropna().iloc[-1])
+    assert tokens < 1e6
+    row = next(
+        line for line in format_table(load_sweep(sweep)).splitlines() if re.match(r"^.\s+0\.001 ", line)
+    )
+    assert f" {tokens:,} " in row and re.search(r" \d+\.\d (s|min) ", row)
+
+
+def test_a_killed_run_counts_its_remaining_steps_from_its_checkpoint(sweep, capsys):
+    """kill -9 at step 30 after the step-20 checkpoint: the re-run resumes at step 20, so the reason says so
+    and the sweep's remaining steps count from there, not from the last logged step."""
+    run = sweep / "lr_1e_03"
+    last = int(pd.read_csv(run / "metrics.csv")["step"].max())
+    checkpoint, max_steps = last // 2, last + 50
+    _make_running(run, host=socket.gethostname(), pid=_dead_pid(), step=last, checkpoint_step=checkpoint,
+                  max_steps=max_steps, updated_at=_now_iso())  # fmt: skip
+    d = diag.diagnose(sweep, device=CPU)
+    p = next(p for p in d.points if p.lr == 1e-3)
+    assert p.state == "interrupted" and p.step == last
+    assert p.note.endswith(f"re-run to resume it from step {checkpoint} (its last checkpoint)")
+    assert d.sweep["remaining_steps"] == max_steps - checkpoint
+    _set_status(run, checkpoint_step=None)  # killed before its first checkpoint
+    assert load_sweep(sweep).point(1e-3).reason.endswith("(no checkpoint yet: from step 0)")
+    assert diag.diagnose(sweep, device=CPU).sweep["remaining_steps"] == max_steps

@@ -327,3 +327,28 @@ def test_seeds_at_different_steps_do_not_average():
     level = SimpleNamespace(step=60, final_train_loss=2.353, final_val_loss=2.196)
     mean, std = ValueGroup(1e-2, [done, level]).mean_std("final_train_loss")
     assert mean == pytest.approx((2.153 + 2.353) / 2) and std == pytest.approx(0.2 / 2**0.5)
+
+
+def test_the_two_senses_of_the_edge_of_stability_never_read_as_one_claim(tmp_path, capsys):
+    """The best lr's sharpness sits at the threshold (the edge of stability in Cohen et al.'s sense) while
+    nothing above it diverged (the divergence threshold is not bracketed): the output says both without
+    calling the second "the edge of stability" too, which read as a contradiction."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep, 1e-3, final_val=2.0, ratios={10: 0.2, 50: 0.3})
+    write_run(sweep, 1e-2, final_val=1.5, ratios={10: 0.5, 20: 0.95, 30: 1.3, 40: 0.8, 50: 0.92})
+    write_run(sweep, 3e-2, final_val=1.7, ratios={10: 2.0, 50: 3.0})
+    write_sweep_json(sweep, "demo")
+    assert analyze_main([str(sweep), "--no-sample"]) == 0
+    out = capsys.readouterr().out
+    assert "Yes: the best learning rate 0.01 trains at the edge of stability" in out
+    assert (
+        "no learning rate diverged: the divergence threshold lies above 0.03, the sweep does not bracket it"
+        in out
+    )
+    assert out.count("edge of stability") == 1
+    md = (sweep / "lr_sweep_analysis.md").read_text()
+    edge = md[md.index("## Edge of stability") : md.index("## Reading the curves")]
+    assert edge.index("Where training diverges") < edge.index("the divergence threshold lies above 0.03")
+    assert edge.index("the divergence threshold lies above") < edge.index(
+        "Whether the best lr trains at the edge"
+    )

@@ -112,6 +112,7 @@ def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens, signum,
     assert 17 <= stopped_at <= 19  # mid-interval (log every 5 steps): partial loss sums are in the checkpoint
     status = json.loads((tmp_path / "resumed" / "status.json").read_text())
     assert status["state"] == "interrupted" and ("SIGTERM" in status["reason"]) == (signum == signal.SIGTERM)
+    assert status["checkpoint_step"] == stopped_at  # where the re-run resumes, as lr-diagnose reports it
     run_experiment(tiny_config(), train, val, tmp_path / "resumed", progress=False)
     assert _metrics(tmp_path / "resumed").equals(_metrics(tmp_path / "straight"))
 

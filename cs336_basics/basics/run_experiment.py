@@ -121,7 +121,9 @@ def run_experiment(
 def _record_end(trainer: Trainer, state: str, reason: str) -> None:
     """status.json says how the run ended (written once its logs are closed)."""
     trainer.tracker.close()
-    trainer.tracker.set_status(state, step=trainer.state.step, reason=reason, background=False)
+    checkpoint_step = trainer.writer.written_step.get("latest")
+    trainer.tracker.set_status(state, step=trainer.state.step, checkpoint_step=checkpoint_step, reason=reason,
+                               background=False)  # fmt: skip
 
 
 def _failure_reason(err: BaseException) -> str:

@@ -137,6 +137,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = TrainState(**ckpt["train_state"])
+        self.writer.written_step["latest"] = self.state.step
         return True
 
     @torch.no_grad()
@@ -186,7 +187,7 @@ class Trainer:
             **(signals or {}),
         }
         self.tracker.log(row)
-        self.tracker.set_status("running", step=step)
+        self.tracker.set_status("running", step=step, checkpoint_step=self.writer.written_step.get("latest"))
         if self.progress is not None:
             self.progress.update(steps, row)
         return row

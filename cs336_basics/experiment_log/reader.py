@@ -231,13 +231,27 @@ class ExperimentLog:
 
     @property
     def reason(self) -> str | None:
-        if self.state == "interrupted" and (self.status or {}).get("state") == "running":
-            pid = (self.status or {}).get("pid")
-            return f"process {pid} is gone on this host (killed or crashed mid-run); re-run to resume it"
+        status = self.status or {}
+        if self.state == "interrupted" and status.get("state") == "running":
+            resume = "re-run to resume it"
+            if "checkpoint_step" in status:  # run dirs written before it was recorded lack it
+                step = self.checkpoint_step
+                resume += (
+                    f" from step {step} (its last checkpoint)"
+                    if step
+                    else " (no checkpoint yet: from step 0)"
+                )
+            return f"process {status.get('pid')} is gone on this host (killed or crashed mid-run); {resume}"
         for src in (self.summary, self.status):
             if src and src.get("reason"):
                 return str(src["reason"])
         return None
+
+    @property
+    def checkpoint_step(self) -> int | None:
+        """The step of the run's latest.pt as status.json last recorded it (a re-run resumes there)."""
+        step = finite_or_none((self.status or {}).get("checkpoint_step"))
+        return int(step) if step is not None else None
 
     @property
     def last_step(self) -> int | None:

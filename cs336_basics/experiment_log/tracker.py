@@ -124,7 +124,7 @@ class ExperimentTracker:
         (self.log_dir / SUMMARY_FILE).unlink(missing_ok=True)  # stale from an earlier attempt
         self.metrics.start(resume_step)
         self.sharpness.start(resume_step)
-        self.set_status("running", step=resume_step or 0, background=False)
+        self.set_status("running", step=resume_step or 0, checkpoint_step=resume_step, background=False)
 
     def update_info(self, run_info: dict) -> None:
         """Rewrite config.json (e.g. after a compile failure changed the runtime)."""
@@ -145,8 +145,17 @@ class ExperimentTracker:
                 {"step": row["step"], "sharpness": row["sharpness"], "sharpness_ratio": row["ratio"]}
             )
 
-    def set_status(self, state: str, *, step: int, reason: str | None = None, background=True) -> None:
-        """Write status.json (on the background thread unless ``background=False``)."""
+    def set_status(
+        self,
+        state: str,
+        *,
+        step: int,
+        checkpoint_step: int | None = None,
+        reason: str | None = None,
+        background: bool = True,
+    ) -> None:
+        """Write status.json (on the background thread unless ``background=False``); ``checkpoint_step`` is
+        the step of the latest.pt on disk (None: none yet), where a re-run of a killed run resumes."""
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}; expected one of {', '.join(STATES)}")
         status = {
@@ -154,6 +163,7 @@ class ExperimentTracker:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "step": int(step),
+            "checkpoint_step": checkpoint_step,
             "max_steps": self.run_info.get("max_steps"),
             "updated_at": utc_timestamp(),
             "reason": reason,

@@ -110,8 +110,10 @@ def target_text(view: SweepView) -> str:
 
 
 def stability_edge(view: SweepView) -> tuple[list[str], float | None]:
-    """The edge of stability, bracketed from above: the largest converged lr, the smallest lr above the best
-    that diverged, the best lr's ratio to it; a divergence only below the best is named as such."""
+    """Where training diverges (the divergence threshold), bracketed from above: the largest converged lr, the
+    smallest lr above the best that diverged, the best lr's ratio to it; a divergence only below the best is
+    named as such. Whether the best lr trains at the edge of stability in the sharpness sense is
+    ``stability.at_edge_text``'s answer: the two wordings are kept apart so they never read as one claim."""
     conv, best = view.largest_converged, view.best
     diverged = [g for g in view.groups if g.state == "diverged"]
     above = [g for g in diverged if best is None or g.lr > best.lr]
@@ -120,23 +122,23 @@ def stability_edge(view: SweepView) -> tuple[list[str], float | None]:
     below = [g for g in diverged if g not in above]
     if below:
         out.append(f"lr {', '.join(f'{g.lr:.3g}' for g in below)} diverged below the best lr: a crash-like point, "
-                   "not the edge of stability" + ("" if above else "; nothing above the best diverged, so the edge "
-                   "of stability above it is not bracketed"))  # fmt: skip
+                   "not the divergence threshold" + ("" if above else "; nothing above the best diverged, so the "
+                   "divergence threshold above it is not bracketed"))  # fmt: skip
     if not above:
         top = max((g.lr for g in view.groups), default=None)
         if not below:
-            out.append("no learning rate diverged" + (f": the edge of stability lies above {top:.3g}, "
+            out.append("no learning rate diverged" + (f": the divergence threshold lies above {top:.3g}, "
                                                       "the sweep does not bracket it" if top else ""))  # fmt: skip
         return out, None
     div = above[0]
     out.append(f"smallest learning rate above the best that diverged: {div.lr:.3g} ({div.reason or '?'})")
     if conv is not None and conv.lr < div.lr:
         out.append(
-            f"the edge of stability lies between {conv.lr:.3g} and {div.lr:.3g} (a factor {div.lr / conv.lr:.2g})"
+            f"the divergence threshold lies between {conv.lr:.3g} and {div.lr:.3g} (a factor {div.lr / conv.lr:.2g})"
         )
     elif conv is not None:
         out.append(f"lr {conv.lr:.3g} converged although the smaller {div.lr:.3g} diverged: the edge is noisy here "
-                   "(seed-dependent); treat the threshold as approximate")  # fmt: skip
+                   "(seed-dependent); treat the divergence threshold as approximate")  # fmt: skip
     ratio = best.lr / div.lr if best is not None else None
     if ratio is not None:
         out.append(f"the best learning rate is {ratio:.2g}x the divergence threshold (a factor {1 / ratio:.2g} "

@@ -78,6 +78,7 @@ class PointStatus:
     state: str  # pending | running | stalled | finished | diverged | failed | interrupted
     added_by: str
     step: int | None
+    resume_step: int | None  # where the next step comes from: an interrupted run resumes at its checkpoint
     max_steps: int | None
     percent: float | None
     train_loss: float | None
@@ -105,18 +106,22 @@ def point_status(p: SweepPoint, *, now: datetime, stale_after: float, host: str)
     metrics = log.metrics if log is not None else None
     tokens_ps, steps_ps = recent_rates(metrics) if metrics is not None and len(metrics) else (None, None)
     step, max_steps = p.step, p.max_steps
+    resume_step = step
+    if state == "interrupted" and log is not None and "checkpoint_step" in status:
+        resume_step = log.checkpoint_step or 0
     pct = 100.0 * step / max_steps if step is not None and max_steps else None
     eta = None
     if state in DONE_STATES:
         eta = 0.0
-    elif step is not None and max_steps and steps_ps:
-        eta = max(max_steps - step, 0) / steps_ps
+    elif resume_step is not None and max_steps and steps_ps:
+        eta = max(max_steps - resume_step, 0) / steps_ps
     return PointStatus(
         lr=p.value,
         name=p.name,
         state=state,
         added_by=p.added_by,
         step=step,
+        resume_step=resume_step,
         max_steps=max_steps,
         percent=pct,
         train_loss=p.final_train_loss,  # summary.json's for a finished run, else the last logged
@@ -133,9 +138,9 @@ def point_status(p: SweepPoint, *, now: datetime, stale_after: float, host: str)
 
 
 def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
-    """Points done and the total ETA: remaining steps of unfinished points / the step rate (of the running
-    points together; with none running, the median of the points' last rates, one point at a time), and never
-    before the slowest unfinished point's own ETA."""
+    """Points done and the total ETA: remaining steps of unfinished points (an interrupted one's from its
+    checkpoint) / the step rate (of the running points together; with none running, the median of the points'
+    last rates, one point at a time), and never before the slowest unfinished point's own ETA."""
     default_max = (view.meta.get("config") or {}).get("max_steps")
     remaining = 0
     for s in points:
@@ -143,7 +148,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
             continue
         total = s.max_steps or default_max
         if total:
-            remaining += max(int(total) - (s.step or 0), 0)
+            remaining += max(int(total) - (s.resume_step or 0), 0)
     running = [s.steps_per_sec for s in points if s.state == "running" and s.steps_per_sec]
     known = [s.steps_per_sec for s in points if s.steps_per_sec]
     rate = sum(running) if running else (float(pd.Series(known).median()) if known else None)

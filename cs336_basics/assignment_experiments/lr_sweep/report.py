@@ -303,13 +303,16 @@ def edge_table_markdown(rows: list[EdgeRow]) -> str:
 
 
 def edge_section(view: SweepView, findings) -> list[str]:
-    """The "Edge of stability" section: the bracketing sentences, then the measured answer."""
+    """The "Edge of stability" section, in its two senses: where training diverges (the bracketing sentences),
+    then whether the best lr's sharpness sits at the stability threshold (the measured answer)."""
     st = findings.stability
-    lines = ["## Edge of stability", ""] + [f"- {e}" for e in findings.edge] + [""]
+    lines = ["## Edge of stability", "", "Where training diverges (the divergence threshold the sweep brackets):", ""]
+    lines += [f"- {e}" for e in findings.edge] + [""]
     if st is None:
         return lines
     seeds = max((r.seeds for r in st.rows), default=1) > 1
-    lines += [st.at_edge, ""]
+    lines += [f"Whether the best lr trains at the edge of stability (its sharpness at the threshold "
+              f"{view.threshold_text}, as in Cohen et al.):", "", st.at_edge, ""]  # fmt: skip
     lines += [
         f"Preconditioned sharpness λ_max(P⁻¹H) (P = Adam's diag(√v̂ + ε)) on one fixed probe batch, as a ratio to "
         f"the stability threshold {view.threshold_text} at each measured step's scheduled lr (sharpness.csv); the "

@@ -27,7 +27,7 @@ from cs336_basics.experiment_log.reader import (
     pid_alive,
     read_json_dict,
 )
-from cs336_basics.formatting import fmt, loss_text
+from cs336_basics.formatting import count, duration, fmt, loss_text
 
 
 @dataclass
@@ -265,8 +265,8 @@ def format_table(view: SweepView, label: str = "lr", value_spec: str = ".3g") ->
     for g in view.groups:
         mark = "*" if best is not None and g.value == best.value else " "
         status = g.state + (" (+)" if g.is_extension else "")
-        tokens = f"{g.tokens / 1e6:.1f}M" if g.tokens else "-"
-        wall = f"{g.wallclock_s / 60:.1f}m" if g.wallclock_s else "-"
+        tokens = count(g.tokens) if g.tokens else "-"
+        wall = duration(g.wallclock_s) if g.wallclock_s else "-"
         lines.append(
             f"{mark}{g.value:>9{value_spec}} {status:<12} {fmt(g.final_train_loss):>7} {fmt(g.best_val_loss):>8} "
             f"{loss_text(g.final_val_loss, g.final_val_std):>{9 + 8 * (seeds > 1)}} {tokens:>9} {wall:>8} "
