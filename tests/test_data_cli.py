@@ -315,3 +315,18 @@ def test_subcommand_help(capsys, command):
         main([command, "--help"])
     assert exc.value.code == 0
     assert "usage: cs336-data " + command in capsys.readouterr().out
+
+
+def test_check_reports_every_bad_file_not_only_the_first(capsys, token_files):
+    """Two bad files and a good one between them: an error line for each bad one, the good one ok, exit 2."""
+    (token_files / "train.npy").write_bytes(b"garbage")
+    (token_files / "tokenizer.json").write_bytes(b"{}")  # not a token file at all
+    with pytest.raises(SystemExit) as exc:
+        main(["check", str(token_files / "train.npy"), str(token_files / "valid.npy"),
+              str(token_files / "tokenizer.json")])  # fmt: skip
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    errors = err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("error: ") for line in errors), err
+    assert "train.npy" in errors[0] and "tokenizer.json" in errors[1] and "Traceback" not in err
+    assert out.count(": ok,") == 1 and "valid.npy: ok," in out

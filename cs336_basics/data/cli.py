@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cs336_basics.data.chunking import ERRORS_CHOICES
@@ -16,7 +17,7 @@ from cs336_basics.data.train_tokenizer import (
     DEFAULT_VOCAB_SIZE,
     train_tokenizer,
 )
-from cs336_basics.errors import ArgumentParser, UserError, cli_entry
+from cs336_basics.errors import EXIT_USER_ERROR, ArgumentParser, UserError, cli_entry, describe_os_error
 
 DESCRIPTION = """\
 Turn text into the token files that training reads (1-D uint16 .npy + JSON sidecar).
@@ -204,10 +205,19 @@ def _tokenize(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    """Every file is checked, a bad one does not hide the next: one ``error:`` line per bad file, exit 2."""
+    bad = 0
     for path in args.paths:
-        arr = load_token_file(path, vocab_size=args.vocab_size, tokenizer_path=args.tokenizer)
+        try:
+            arr = load_token_file(path, vocab_size=args.vocab_size, tokenizer_path=args.tokenizer)
+        except (UserError, OSError) as err:
+            bad += 1
+            print(f"error: {describe_os_error(err) if isinstance(err, OSError) else err}", file=sys.stderr)
+            continue
         vocab, top = read_sidecar(path)["vocab_size"], max_token_id(arr)
         print(f"{path}: ok, {len(arr):,} {arr.dtype.name} tokens, vocab {vocab}, max id {top}")
+    if bad:
+        raise SystemExit(EXIT_USER_ERROR)
 
 
 COMMANDS = {
