@@ -19,7 +19,7 @@ from cs336_basics.assignment_experiments.lr_sweep.analyze_lr_sweep import main a
 from cs336_basics.assignment_experiments.lr_sweep.diagnose_lr_sweep import main as diagnose_main
 from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
 from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name
-from cs336_basics.assignment_experiments.sweep.launcher import visible_devices
+from cs336_basics.assignment_experiments.sweep.launcher import child_threads, visible_devices
 from cs336_basics.assignment_experiments.sweep.record import SweepRecord
 from cs336_basics.assignment_experiments.sweep.view import format_table, load_sweep
 from cs336_basics.errors import UserError
@@ -142,6 +142,12 @@ def test_gpu_slots_index_the_parents_visible_devices():
         visible_devices("2,3", ["2"], count=2)
     with pytest.raises(UserError, match=r"sees 2 GPU\(s\); give ids from 0 to 1"):
         visible_devices(None, ["2"], count=2)
+
+
+def test_children_at_once_split_the_cores_and_a_users_thread_count_is_kept(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert [child_threads(n, environ={}) for n in (1, 2, 3, 4, 32)] == [None, "8", "5", "4", "1"]
+    assert child_threads(4, environ={"OMP_NUM_THREADS": "2"}) is None  # the user's choice stands
 
 
 def test_gpus_on_a_machine_without_cuda_is_one_line_before_anything_runs(tmp_path):

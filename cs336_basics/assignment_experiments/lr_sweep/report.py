@@ -306,7 +306,12 @@ def edge_section(view: SweepView, findings) -> list[str]:
     """The "Edge of stability" section, in its two senses: where training diverges (the bracketing sentences),
     then whether the best lr's sharpness sits at the stability threshold (the measured answer)."""
     st = findings.stability
-    lines = ["## Edge of stability", "", "Where training diverges (the divergence threshold the sweep brackets):", ""]
+    lines = [
+        "## Edge of stability",
+        "",
+        "Where training diverges (the divergence threshold the sweep brackets):",
+        "",
+    ]
     lines += [f"- {e}" for e in findings.edge] + [""]
     if st is None:
         return lines

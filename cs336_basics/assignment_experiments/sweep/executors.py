@@ -52,7 +52,7 @@ class WorkerExecutor:
 
     def run(self, launches, on_start, on_done) -> None:
         queue, running = list(launches), {}
-        free = list(self.slots)
+        free, threads = list(self.slots), launcher.child_threads(len(self.slots))
         with launcher.stop_signals_as_interrupt():
             try:
                 while queue or running:
@@ -61,7 +61,7 @@ class WorkerExecutor:
                         log = job.run_dir.parent / "logs" / f"{job.name}.log"
                         log.parent.mkdir(exist_ok=True)
                         start = log.stat().st_size if log.exists() else 0  # this attempt's output only
-                        proc = launcher.spawn(job.run_dir, slot, log, job.reference)
+                        proc = launcher.spawn(job.run_dir, slot, log, job.reference, threads)
                         running[proc] = (job, slot, log, start)
                         on_start(job)
                     for proc in [p for p in running if p.poll() is not None]:
@@ -136,7 +136,8 @@ def add_executor_arguments(p) -> None:
                    "local / slurm: each point a submitit job on this machine / a SLURM cluster")  # fmt: skip
     g.add_argument("--gpus", default=None, help="GPU ids for one point per GPU at a time, e.g. 0,1,2,3 "
                    "(indices into this process's visible GPUs; default: all of them)")  # fmt: skip
-    g.add_argument("--concurrent", type=int, default=1, help="points at once per device (default 1)")
+    g.add_argument("--concurrent", type=int, default=1, help="points at once per device (default 1; on a CPU "
+                   "they split its cores, which is rarely faster than one at a time)")  # fmt: skip
     g.add_argument("--partition", default=None, help="SLURM partition")
     g.add_argument("--time", default=None, help="SLURM time limit per point: minutes or HH:MM:SS")
     g.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default 1)")
