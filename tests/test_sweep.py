@@ -217,11 +217,15 @@ def test_rerun_waits_for_a_point_a_live_process_trains(tmp_path, tiny_args):
     assert json.loads((out / "sweep.json").read_text())["launch_errors"] == []
 
 
-def test_submitit_local_executor(tmp_path, tiny_args):
+def test_submitit_local_executor(tmp_path, tiny_args, monkeypatch):
+    """Real submitit jobs on this machine; they all run at once, so they split the cores like workers do."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     out = tmp_path / "sweep"
     assert sweep_main(tiny_args(out, 3e-3, 1e-2, steps=10, extra=("--no-extend", "--executor", "local"))) == 0
     view = load_sweep(out)
     assert [p.state for p in view.points] == ["finished", "finished"]
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert [p.log.config["runtime"]["threads"] for p in view.points] == [share, share]
     assert json.loads((out / "sweep.json").read_text())["executor"] == "submitit"
     assert any((out / "submitit").rglob("*_log.out"))  # real submitit job folders
     assert not (out / "submitit" / "%j").exists()  # the folder template is not left behind

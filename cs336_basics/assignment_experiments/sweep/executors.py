@@ -111,10 +111,11 @@ class SubmititExecutor:
         folder = launches[0].run_dir.parent / "submitit"
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster)
         executor.update_parameters(name=f"sweep_{folder.parent.name}", **self.parameters)
+        # The local executor starts every job at once on this machine: they split its cores.
+        threads = launcher.child_threads(len(launches)) if self.cluster == "local" else None
         with executor.batch():  # one job array on SLURM
-            jobs = [
-                (job, executor.submit(PointJob(job.run_dir.resolve(), job.reference))) for job in launches
-            ]
+            jobs = [(job, executor.submit(PointJob(job.run_dir.resolve(), job.reference, threads)))
+                    for job in launches]  # fmt: skip
         for job, handle in jobs:
             print(f"submitted {job.name} as job {handle.job_id} ({self.cluster}); logs in {folder}")
             on_start(job)

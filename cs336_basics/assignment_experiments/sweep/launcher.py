@@ -6,7 +6,7 @@
   which forwards exactly one SIGINT (a second one means "stop now" to the trainer) and waits for the
   children's step-boundary checkpoints.
 - Children running at once share the CPU's cores: each gets its share as its thread count (``OMP_NUM_THREADS``,
-  unless the user set it). Two children on 2 cores each with torch's default 2 threads ran a demo point 3.3x
+  unless the user set it; submitit's local jobs through ``PointJob``). Two children on 2 cores each with torch's default 2 threads ran a demo point 3.3x
   slower than with 1 thread each, and a tiny one 17x slower (benchmarks/README.md).
 - A child dies with its parent: at its start it asks the kernel for SIGTERM when the parent goes
   (``PR_SET_PDEATHSIG``), and the trainer turns SIGTERM into a checkpoint and a clean stop.

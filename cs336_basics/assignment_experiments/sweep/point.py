@@ -62,18 +62,23 @@ def point_wandb(run_dir: Path) -> dict | None:
 
 class PointJob:
     """A picklable submitit callable. On preemption/timeout submitit calls ``checkpoint``, which requeues the
-    same job: it resumes from the run's last checkpoint."""
+    same job: it resumes from the run's last checkpoint. ``threads``: the job's share of the CPU's cores when
+    jobs run at once on one machine (submitit's local executor; ``launcher.child_threads``)."""
 
-    def __init__(self, run_dir: str | Path, reference: bool):
-        self.run_dir, self.reference = str(run_dir), reference
+    def __init__(self, run_dir: str | Path, reference: bool, threads: str | None = None):
+        self.run_dir, self.reference, self.threads = str(run_dir), reference, threads
 
     def __call__(self) -> dict:
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(int(self.threads))
         return run_point(self.run_dir, reference=self.reference, progress=False)
 
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(PointJob(self.run_dir, self.reference))
+        return submitit.helpers.DelayedSubmission(PointJob(self.run_dir, self.reference, self.threads))
 
 
 @cli_entry
