@@ -200,7 +200,7 @@ def test_full_disk_stops_at_the_next_step_with_one_line(tmp_path, token_files, s
         flags = ["--preset", "demo", "--vocab-size", "64", "--context-length", "16", "--d-model", "128",
                  "--d-ff", "384", "--num-layers", "4", "--num-heads", "4", "--batch-size", "4", "--device", "cpu",
                  "--dtype", "fp32", "--compile", "off", "--log-interval", "5", "--eval-interval", "10",
-                 "--eval-batches", "1", "--checkpoint-interval", "10", "--max-steps", "80",
+                 "--eval-batches", "1", "--checkpoint-interval", "10", "--max-steps", "80", "--sharpness-share", "0",
                  "--train-data", token_files[0], "--val-data", token_files[1], "--out", str(out)]  # fmt: skip
         result = _train_cli(*flags)
         assert result.returncode == 2, result.stdout[-2000:] + result.stderr
