@@ -166,8 +166,8 @@ def test_second_sweep_on_same_dir_is_refused(tmp_path, tiny_args, capsys):
         [
             sys.executable,
             "-c",
-            "import sys, time; from cs336_basics.assignment_experiments.sweep.record "
-            "import SweepLock; lock = SweepLock(sys.argv[1]); lock.__enter__(); print('held', flush=True); time.sleep(120)",
+            "import sys, time\nfrom cs336_basics.assignment_experiments.sweep.record import sweep_lock\n"
+            "with sweep_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)",
             str(out),
         ],
         stdout=subprocess.PIPE,

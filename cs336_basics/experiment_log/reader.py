@@ -185,9 +185,10 @@ def pid_alive(pid: Any) -> bool:
     return True
 
 
-def _last_valid(series: pd.Series) -> float | None:
-    s = series.dropna()
-    return float(s.iloc[-1]) if len(s) else None
+def process_gone(record: dict | None) -> bool:
+    """Whether the process a status.json or lock file names ran on this host and is gone (killed, crashed)."""
+    record = record or {}
+    return record.get("host") == socket.gethostname() and not pid_alive(record.get("pid"))
 
 
 @dataclass
@@ -208,7 +209,10 @@ class ExperimentLog:
         """summary.json's value (a finished run's numbers are exact there), else the last one logged in
         metrics.csv's ``column`` (default: the same name)."""
         v = self._from_summary(key)
-        return v if v is not None else _last_valid(self.metrics[column or key])
+        if v is not None:
+            return v
+        logged = self.metrics[column or key].dropna()
+        return float(logged.iloc[-1]) if len(logged) else None
 
     @property
     def state(self) -> str:
@@ -216,13 +220,8 @@ class ExperimentLog:
         is gone on this host (killed, crashed) is ``interrupted``, as every command shows it."""
         for src, key in ((self.summary, "status"), (self.status, "state")):
             if src and src.get(key) in STATES:
-                return "interrupted" if src[key] == "running" and self._process_gone else src[key]
+                return "interrupted" if src[key] == "running" and process_gone(self.status) else src[key]
         return "pending"
-
-    @property
-    def _process_gone(self) -> bool:
-        s = self.status or {}
-        return s.get("host") == socket.gethostname() and not pid_alive(s.get("pid"))
 
     @property
     def live(self) -> bool:
@@ -234,13 +233,11 @@ class ExperimentLog:
         status = self.status or {}
         if self.state == "interrupted" and status.get("state") == "running":
             resume = "re-run to resume it"
-            if "checkpoint_step" in status:  # run dirs written before it was recorded lack it
-                step = self.checkpoint_step
-                resume += (
-                    f" from step {step} (its last checkpoint)"
-                    if step
-                    else " (no checkpoint yet: from step 0)"
-                )
+            step = self.resume_step
+            if step:
+                resume += f" from step {step} (its last checkpoint)"
+            elif step == 0:
+                resume += " (no checkpoint yet: from step 0)"
             return f"process {status.get('pid')} is gone on this host (killed or crashed mid-run); {resume}"
         for src in (self.summary, self.status):
             if src and src.get("reason"):
@@ -248,10 +245,13 @@ class ExperimentLog:
         return None
 
     @property
-    def checkpoint_step(self) -> int | None:
-        """The step of the run's latest.pt as status.json last recorded it (a re-run resumes there)."""
-        step = finite_or_none((self.status or {}).get("checkpoint_step"))
-        return int(step) if step is not None else None
+    def resume_step(self) -> int | None:
+        """Where a re-run resumes: the step of the run's latest.pt as status.json last recorded it, 0 before
+        the first checkpoint; None for run dirs written before status.json recorded it."""
+        status = self.status or {}
+        if "checkpoint_step" not in status:
+            return None
+        return int(finite_or_none(status["checkpoint_step"]) or 0)
 
     @property
     def last_step(self) -> int | None:
@@ -263,9 +263,8 @@ class ExperimentLog:
 
     @property
     def max_steps(self) -> int | None:
-        v = finite_or_none((self.status or {}).get("max_steps")) or finite_or_none(
-            self.config.get("max_steps")
-        )
+        status = self.status or {}
+        v = finite_or_none(status.get("max_steps")) or finite_or_none(self.config.get("max_steps"))
         return int(v) if v else None
 
     @property
@@ -279,11 +278,9 @@ class ExperimentLog:
     @property
     def best_val_loss(self) -> float | None:
         v = self._from_summary("best_val_loss")
-        return (
-            v
-            if v is not None or not len(self.eval_rows)
-            else finite_or_none(self.eval_rows["val_loss"].min())
-        )
+        if v is None and len(self.eval_rows):
+            return finite_or_none(self.eval_rows["val_loss"].min())
+        return v
 
     @property
     def tokens(self) -> float | None:
@@ -400,6 +397,9 @@ def compare_experiments(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
 
 
 # ---- owning and retiring a run dir -------------------------------------------------------------------
+BUSY = "is being trained by"  # run_dir_lock's refusal: the sweep reads it as "another live process owns it"
+
+
 @contextlib.contextmanager
 def run_dir_lock(out_dir: Path):
     """One trainer per run directory: an flock the kernel drops when the holder dies (even by kill -9)."""
@@ -409,9 +409,7 @@ def run_dir_lock(out_dir: Path):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise UserError(
-                f"{out_dir} is being trained by {holder}; wait for it, or stop that process first"
-            ) from None
+            raise UserError(f"{out_dir} {BUSY} {holder}; wait for it, or stop that process first") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}")

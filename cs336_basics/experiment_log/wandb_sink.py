@@ -251,9 +251,8 @@ def wandb_options(args: argparse.Namespace, *, tags=(), group: str | None = None
     Asked for but not installed: the install hint as a UserError, now, before the command does any work."""
     if not getattr(args, "wandb", None):
         return None
-    if (
-        args.wandb_mode not in MODES
-    ):  # argparse checks a given --wandb-mode: this one is the default, from the env
+    # argparse checks a given --wandb-mode: this one is the default, from the env
+    if args.wandb_mode not in MODES:
         raise UserError(f"$WANDB_MODE={os.environ.get('WANDB_MODE')!r} is not a W&B mode ({', '.join(MODES)}); "
                         "unset it or pass --wandb-mode")  # fmt: skip
     if args.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:
@@ -273,14 +272,13 @@ def log_sweep_analysis(analysis, options: dict | None) -> None:
     from cs336_basics.assignment_experiments.sweep.record import sweep_id
 
     view = analysis.view
-    written = [v for v in vars(analysis).values() if isinstance(v, Path)]
     options = {**options, "group": sweep_id(view.meta, view.path)}
-    sink = WandbSink.open(analysis.analysis_md.parent, name=f"{view.path.resolve().name}-analysis",
+    sink = WandbSink.open(analysis.out_dir, name=f"{view.path.resolve().name}-analysis",
                           config=view.config, job_type="analysis", **options)  # fmt: skip
     if sink is None:
         return
-    sink.log_images([p for p in written if p.suffix == ".png"])
-    sink.attach_files(written)
+    sink.log_images([p for p in analysis.written if p.suffix == ".png"])
+    sink.attach_files(analysis.written)
     sink.log_table("results", *_results(view))
     sink.finish()
 

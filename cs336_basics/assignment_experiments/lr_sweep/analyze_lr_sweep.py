@@ -64,7 +64,6 @@ class SweepFindings:
     edge: list[str] = field(default_factory=list)
     reading: list[str] = field(default_factory=list)
     strategy: list[str] = field(default_factory=list)
-    threshold_ratio: float | None = None  # best lr / smallest diverging lr above it
     stability: StabilityFindings | None = None  # measured: sharpness, signals, sensitivity, fitted optimum
 
 
@@ -109,7 +108,7 @@ def target_text(view: SweepView) -> str:
             f"(best final {best.final_val_loss:.4f}, {best.final_val_loss - target:+.3f} nats).")  # fmt: skip
 
 
-def stability_edge(view: SweepView) -> tuple[list[str], float | None]:
+def stability_edge(view: SweepView) -> list[str]:
     """Where training diverges (the divergence threshold), bracketed from above: the largest converged lr, the
     smallest lr above the best that diverged, the best lr's ratio to it; a divergence only below the best is
     named as such. Whether the best lr trains at the edge of stability in the sharpness sense is
@@ -129,7 +128,7 @@ def stability_edge(view: SweepView) -> tuple[list[str], float | None]:
         if not below:
             out.append("no learning rate diverged" + (f": the divergence threshold lies above {top:.3g}, "
                                                       "the sweep does not bracket it" if top else ""))  # fmt: skip
-        return out, None
+        return out
     div = above[0]
     out.append(f"smallest learning rate above the best that diverged: {div.lr:.3g} ({div.reason or '?'})")
     if conv is not None and conv.lr < div.lr:
@@ -139,11 +138,11 @@ def stability_edge(view: SweepView) -> tuple[list[str], float | None]:
     elif conv is not None:
         out.append(f"lr {conv.lr:.3g} converged although the smaller {div.lr:.3g} diverged: the edge is noisy here "
                    "(seed-dependent); treat the divergence threshold as approximate")  # fmt: skip
-    ratio = best.lr / div.lr if best is not None else None
-    if ratio is not None:
+    if best is not None:
+        ratio = best.lr / div.lr
         out.append(f"the best learning rate is {ratio:.2g}x the divergence threshold (a factor {1 / ratio:.2g} "
                    "below the smallest diverging lr above it)")  # fmt: skip
-    return out, ratio
+    return out
 
 
 def curve_reading(view: SweepView) -> list[str]:
@@ -224,9 +223,8 @@ def search_strategy(view: SweepView) -> list[str]:
 
 
 def findings(view: SweepView) -> SweepFindings:
-    edge, ratio = stability_edge(view)
-    return SweepFindings(missing_parts(view), best_text(view), target_text(view), edge, curve_reading(view),
-                         search_strategy(view), ratio, stability_findings(view))  # fmt: skip
+    return SweepFindings(missing_parts(view), best_text(view), target_text(view), stability_edge(view),
+                         curve_reading(view), search_strategy(view), stability_findings(view))  # fmt: skip
 
 
 # ---- sample from the best checkpoint -------------------------------------------------------------------
@@ -276,12 +274,8 @@ def sample_section(view: SweepView, prompt: str, max_tokens: int, seed: int, dev
 @dataclass
 class AnalysisOutputs:
     view: SweepView
-    comparison_png: Path
-    lr_loss_png: Path
-    sharpness_png: Path
-    signals_png: Path
-    analysis_md: Path
-    experiment_log_md: Path
+    out_dir: Path
+    written: list[Path]  # the four figures, lr_sweep_analysis.md, EXPERIMENT_LOG.md
     findings: SweepFindings
 
 
@@ -321,7 +315,8 @@ def analyze(
     analysis_path, log_path = out / ANALYSIS_FILE, out / LOG_FILE
     atomic_write_text(analysis_path, analysis_markdown(view, found, figures, sample_lines))
     atomic_write_text(log_path, experiment_log_markdown(view))
-    return AnalysisOutputs(view, comparison, lr_loss, sharpness, signals, analysis_path, log_path, found)
+    written = [comparison, lr_loss, sharpness, signals, analysis_path, log_path]
+    return AnalysisOutputs(view, out, written, found)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line.replace("**", ""))
     for line in result.findings.missing:
         print(f"missing: {line}")
-    for path in (result.comparison_png, result.lr_loss_png, result.sharpness_png, result.signals_png,
-                 result.analysis_md, result.experiment_log_md):  # fmt: skip
+    for path in result.written:
         print(f"wrote {path}")
     log_sweep_analysis(result, wandb)
     return 0

@@ -21,9 +21,8 @@ class Optimum:
     loss: float  # the fitted (or best observed) loss there
     fit: str  # "quadratic": parabola in log10(lr) through the best point and its neighbours; "best point"
     fit_lrs: tuple[float, ...]  # the points the fit used
-    coeffs: (
-        tuple[float, float, float] | None
-    )  # loss = a u^2 + b u + c with u = log10(lr); None for "best point"
+    # loss = a u^2 + b u + c with u = log10(lr); None for "best point"
+    coeffs: tuple[float, float, float] | None
     on_edge: bool  # the optimum sits on the grid's edge: more points beyond it would move it
     noise: str  # where the bootstrap's noise level came from: NOISE_SEEDS, NOISE_SIGMA, NOISE_MIXED, NOISE_UNKNOWN
 

@@ -112,11 +112,10 @@ def run_observations(point: SweepPoint, target: float | None = None) -> list[str
         out.append(f"no loss spikes (no logged train loss above {SPIKE_FACTOR}x the smoothed loss before it)")
     if not len(log.eval_rows):
         out.append("no validation loss logged yet")
-    else:
-        gap = _gap(point)
-        if gap is not None and point.state == "finished":
-            side = "above" if gap >= 0 else "below"
-            out.append(f"final val loss is {abs(gap):.3f} nats {side} the final train loss")
+    elif point.state == "finished" and None not in (point.final_val_loss, point.final_train_loss):
+        gap = point.final_val_loss - point.final_train_loss
+        side = "above" if gap >= 0 else "below"
+        out.append(f"final val loss is {abs(gap):.3f} nats {side} the final train loss")
     hit = target_reached_at(point, target)
     if target is not None and len(log.eval_rows):
         out.append(
@@ -148,11 +147,6 @@ def run_observations(point: SweepPoint, target: float | None = None) -> list[str
 
 def _change(gain: float) -> str:
     return f"fell {100 * gain:.1f}%" if gain >= 0 else f"rose {100 * -gain:.1f}%"
-
-
-def _gap(point: SweepPoint) -> float | None:
-    v, t = point.final_val_loss, point.final_train_loss
-    return None if v is None or t is None else v - t
 
 
 def key_metrics(point: SweepPoint, n: int = 6) -> pd.DataFrame:

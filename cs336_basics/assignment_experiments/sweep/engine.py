@@ -22,10 +22,10 @@ from pathlib import Path
 from cs336_basics.assignment_experiments.sweep.executors import Launch
 from cs336_basics.assignment_experiments.sweep.record import (
     LOCK_FILE,
-    SweepLock,
     SweepRecord,
     point_name,
     read_sweep_json,
+    sweep_lock,
 )
 from cs336_basics.assignment_experiments.sweep.view import SweepView, load_sweep
 from cs336_basics.atomic import atomic_write_json
@@ -33,6 +33,7 @@ from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig, resume_
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import (
+    BUSY,
     CONFIG_FILE,
     DONE_STATES,
     RUN_LOCK_FILE,
@@ -42,8 +43,6 @@ from cs336_basics.experiment_log.reader import (
     removed_if_refused,
     run_dir_lock,
 )
-
-BUSY = "is being trained by"  # the trainer's run-lock message: another live process owns that run dir
 
 
 @dataclass
@@ -158,12 +157,15 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
     diverged."""
     out_dir = Path(out_dir)
     if fresh and out_dir.exists():
-        with SweepLock(out_dir), contextlib.ExitStack() as live:  # no sweep, no point trainer uses what moves
+        with (
+            sweep_lock(out_dir),
+            contextlib.ExitStack() as live,
+        ):  # no sweep, no point trainer uses what moves
             for run_dir in sorted(lock.parent for lock in out_dir.glob(f"*/{RUN_LOCK_FILE}")):
                 live.enter_context(run_dir_lock(run_dir))  # a point whose sweep is gone (SLURM) counts too
             print(f"moved the previous sweep {out_dir} to {move_aside(out_dir)}")
     created = make_dirs(out_dir)
-    with SweepLock(out_dir), removed_if_refused(created, LOCK_FILE):
+    with sweep_lock(out_dir), removed_if_refused(created, LOCK_FILE):
         values = sweep_values(spec, out_dir)
         unknown = sorted(set(restart) - {v for v, _, _ in values})
         if unknown:  # before the plan and the data: a typo costs nothing

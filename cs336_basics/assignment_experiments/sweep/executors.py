@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cs336_basics.assignment_experiments.sweep import launcher
-from cs336_basics.assignment_experiments.sweep.point import PointJob, run_point
+from cs336_basics.assignment_experiments.sweep.point import PointJob, failed, run_point
 from cs336_basics.errors import UserError
 
 
@@ -87,11 +87,7 @@ def _result(returncode: int, log: Path, start: int) -> dict:
             with contextlib.suppress(json.JSONDecodeError):
                 return json.loads(line)
     tail = " | ".join(lines[-3:])
-    return {
-        "state": "failed",
-        "reason": None,
-        "error": f"process exited with code {returncode}; see {log}: {tail}",
-    }
+    return failed(f"process exited with code {returncode}; see {log}: {tail}")
 
 
 @dataclass
@@ -123,8 +119,7 @@ class SubmititExecutor:
             try:
                 result = handle.result()
             except Exception as err:  # FailedJobError / UncompletedJobError: the job died
-                result = {"state": "failed", "reason": None,
-                          "error": f"job {handle.job_id}: " + " | ".join(str(err).strip().splitlines()[-3:])}  # fmt: skip
+                result = failed(f"job {handle.job_id}: " + " | ".join(str(err).strip().splitlines()[-3:]))
             on_done(job, result)
         with contextlib.suppress(OSError):  # submitit makes a folder named by the template itself, left empty
             (folder / "%j").rmdir()

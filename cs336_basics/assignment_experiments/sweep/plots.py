@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -238,14 +239,7 @@ def _draw_fit(ax, fit: Optimum) -> list:
 
 def _wrap(text: str, width: int = 34) -> str:
     """Break a long legend entry at spaces."""
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join([*lines, line])
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
 
 
 def _hline(ax, y: float, label: str, **style) -> Line2D:

@@ -42,8 +42,13 @@ def run_point(run_dir: str | Path, *, reference: bool = False, progress: bool = 
         if not isinstance(err, UserError | OSError):
             traceback.print_exc()
         text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-        return {"state": "failed", "reason": None, "error": " ".join(text.split())}
+        return failed(text)
     return {"state": summary.get("status", "finished"), "reason": summary.get("reason"), "error": None}
+
+
+def failed(error: str) -> dict:
+    """A point's result when it failed before or without a summary: ``error`` in one line."""
+    return {"state": "failed", "reason": None, "error": " ".join(error.split())}
 
 
 def point_wandb(run_dir: Path) -> dict | None:

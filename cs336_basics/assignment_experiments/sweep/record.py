@@ -10,6 +10,7 @@ a dead sweep is simply free.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -153,37 +154,26 @@ class SweepRecord:
         atomic_write_json(self.path, self.meta)
 
 
-class SweepLock:
-    """``with SweepLock(dir):`` holds ``dir/.sweep.lock``; a second holder gets a UserError naming the first."""
-
-    def __init__(self, sweep_dir: Path):
-        self.path = Path(sweep_dir) / LOCK_FILE
-        self._handle = None
-
-    def __enter__(self) -> SweepLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+@contextlib.contextmanager
+def sweep_lock(sweep_dir: Path):
+    """``with sweep_lock(dir):`` holds ``dir/.sweep.lock``; a second holder gets a UserError naming the first.
+    An flock: the kernel drops it when the holder dies (even by kill -9)."""
+    path = Path(sweep_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:  # closing drops the flock
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = read_holder(handle.read())
-            handle.close()
             raise UserError(
-                f"another sweep ({holder}) is using {self.path.parent}; wait for it to finish, "
+                f"another sweep ({read_holder(handle.read())}) is using {path.parent}; wait for it to finish, "
                 "or stop it (it resumes when re-run)"
             ) from None
         handle.seek(0)
         handle.truncate()
         json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time()}, handle)
         handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing drops the flock
-            self._handle = None
+        yield
 
 
 def read_holder(text: str) -> str:

@@ -9,7 +9,6 @@ Nothing here raises on a partial sweep.
 
 from __future__ import annotations
 
-import socket
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from cs336_basics.experiment_log.reader import (
     TRAIN_RATE,
     TRAIN_RATE_NOTE,
     finite_or_none,
-    pid_alive,
+    process_gone,
     read_json_dict,
 )
 from cs336_basics.formatting import count, duration, fmt, loss_text
@@ -64,9 +63,8 @@ class SweepPoint:
     @property
     def reason(self) -> str | None:
         if self.launch_error is not None and self.state == "failed":
-            return self.launch_error.get(
-                "error"
-            )  # the sweep's account of the latest attempt, with its advice
+            # the sweep's account of the latest attempt, with its advice
+            return self.launch_error.get("error")
         return self.log.reason if self.log is not None else None
 
     def _log(self, name: str):
@@ -177,12 +175,7 @@ class SweepView:
     def state(self) -> str:
         """The sweep's own state; ``running`` whose lock holder is gone on this host reads ``interrupted``."""
         state = self.meta.get("state") if self.meta else None
-        holder = read_json_dict(self.path / LOCK_FILE) or {}
-        if (
-            state == "running"
-            and holder.get("host") == socket.gethostname()
-            and not pid_alive(holder.get("pid"))
-        ):
+        if state == "running" and process_gone(read_json_dict(self.path / LOCK_FILE)):
             return "interrupted"
         return state or "unknown (no sweep.json)"
 
