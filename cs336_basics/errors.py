@@ -65,6 +65,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def command_parser(prog: str, description: str | None) -> ArgumentParser:
+    """A command's top-level parser: ``description`` (its module docstring) shown as written."""
+    return ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def cli_entry(main: F) -> F:
     """Decorate a command's ``main``: a ``UserError`` becomes ``error: <message>`` on stderr and exit 2,
     a filesystem error (``OSError``) one line too, a stop by Ctrl-C or SIGTERM exit 130 or 143 with a short note. Anything else is a bug

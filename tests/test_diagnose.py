@@ -255,3 +255,18 @@ def test_a_killed_run_counts_its_remaining_steps_from_its_checkpoint(sweep, caps
     _set_status(run, checkpoint_step=None)  # killed before its first checkpoint
     assert load_sweep(sweep).point(1e-3).reason.endswith("(no checkpoint yet: from step 0)")
     assert diag.diagnose(sweep, device=CPU).sweep["remaining_steps"] == max_steps
+
+
+def test_between_two_points_the_sweep_eta_comes_from_the_finished_points_rate(sweep):
+    """A finished point and one not started (no rate, no ETA of its own): the moment between two points of a
+    running sweep. lr-diagnose crashed here (max() of one number) when it began bounding the sweep ETA."""
+    run = sweep / "lr_3e_02"
+    for name in ("summary.json", "status.json", "metrics.csv"):
+        (run / name).unlink()
+    view = load_sweep(sweep)
+    d = diag.diagnose(sweep, device=CPU)
+    pending = next(p for p in d.points if p.lr == 3e-2)
+    assert pending.state == "pending" and pending.eta_s is None
+    rate = d.sweep["steps_per_sec"]
+    assert rate and d.sweep["eta_s"] == pytest.approx(d.sweep["remaining_steps"] / rate)
+    assert view.point(3e-2).state == "pending"

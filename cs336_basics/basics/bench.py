@@ -48,7 +48,7 @@ from cs336_basics.basics.kernels import KERNELS
 from cs336_basics.basics.progress import Interval
 from cs336_basics.basics.run_experiment import run_experiment
 from cs336_basics.basics.trainer import Trainer
-from cs336_basics.errors import ArgumentParser, UserError, cli_entry
+from cs336_basics.errors import UserError, cli_entry, command_parser
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 COMPILE = ("auto", "on", "off")
@@ -464,9 +464,7 @@ def _list(allowed=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="cs336-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = command_parser("cs336-bench", __doc__)
     flag = p.add_argument
     flag("--preset", choices=list(config.PRESETS), help="default: full on CUDA, low-resource elsewhere")
     flag("--precision", dest="precisions", type=_list(PRECISIONS), default=["auto"], help="default auto")

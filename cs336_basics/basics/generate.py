@@ -10,7 +10,6 @@ run trained with (see ``find_tokenizer``), and its vocab size must be the model'
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from torch import Tensor
 
 from cs336_basics.basics.functional import softmax
 from cs336_basics.basics.model import MODEL_FIELDS, TransformerLM
-from cs336_basics.errors import ArgumentParser, UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry, command_parser
 
 
 def next_token_distribution(logits: Tensor, temperature: float, top_p: float) -> Tensor:
@@ -248,10 +247,8 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="cs336-generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser() -> ArgumentParser:
+    p = command_parser("cs336-generate", __doc__)
     p.add_argument("--checkpoint", required=True, type=Path, help="a run's checkpoints/best.pt (or final.pt)")
     p.add_argument("--prompt", default="Once upon a time", help="text to continue (default: %(default)r)")
     p.add_argument("--max-tokens", type=int, default=256, help="most new tokens (default: %(default)s)")

@@ -29,7 +29,7 @@ from cs336_basics.basics.config import (
 )
 from cs336_basics.basics.device import Runtime, setup_runtime
 from cs336_basics.basics.trainer import Trainer, check_compatible
-from cs336_basics.errors import ArgumentParser, Stopped, UserError, cli_entry, describe_os_error
+from cs336_basics.errors import Stopped, UserError, cli_entry, command_parser, describe_os_error
 from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import (
     DONE_STATES,
@@ -148,9 +148,7 @@ def _print_banner(trainer: Trainer, resumed: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="cs336-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("cs336-train", __doc__)
     preset_help = "starting configuration (default: full on CUDA, low-resource elsewhere)"
     parser.add_argument("--preset", choices=list(PRESETS), help=preset_help)
     parser.add_argument("--config", type=Path, help="a config.json to start from (flags override it)")

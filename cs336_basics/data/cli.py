@@ -17,7 +17,14 @@ from cs336_basics.data.train_tokenizer import (
     DEFAULT_VOCAB_SIZE,
     train_tokenizer,
 )
-from cs336_basics.errors import EXIT_USER_ERROR, ArgumentParser, UserError, cli_entry, describe_os_error
+from cs336_basics.errors import (
+    EXIT_USER_ERROR,
+    ArgumentParser,
+    UserError,
+    cli_entry,
+    command_parser,
+    describe_os_error,
+)
 
 DESCRIPTION = """\
 Turn text into the token files that training reads (1-D uint16 .npy + JSON sidecar).
@@ -35,9 +42,7 @@ def _subcommand(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="cs336-data", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("cs336-data", DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do:")
 
     common = ArgumentParser(add_help=False)

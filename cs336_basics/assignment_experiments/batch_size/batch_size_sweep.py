@@ -13,7 +13,6 @@ batch that fits on the device (probed with a real training step) are swept. Writ
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from cs336_basics.basics.config import (
     create_experiment_config,
     default_preset,
 )
-from cs336_basics.errors import ArgumentParser, UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry, command_parser
 from cs336_basics.experiment_log.reader import TRAIN_RATE, TRAIN_RATE_NOTE
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 from cs336_basics.formatting import count, duration, fmt, loss_text, md_table
@@ -111,10 +110,8 @@ def report_markdown(view: SweepView, tokens: int, scaling: str, figures: list[st
 DEFAULT_OUT = Path("runs/batch_size")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="batch-size-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser() -> ArgumentParser:
+    p = command_parser("batch-size-sweep", __doc__)
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="full (default on CUDA), low-resource (default elsewhere), quick-test, demo")  # fmt: skip
     p.add_argument("--batch-sizes", nargs="*", default=None, metavar="BATCH",

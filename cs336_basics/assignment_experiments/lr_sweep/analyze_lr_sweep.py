@@ -45,7 +45,7 @@ from cs336_basics.assignment_experiments.sweep.view import (
     require_sweep,
 )
 from cs336_basics.atomic import atomic_write_text
-from cs336_basics.errors import ArgumentParser, UserError, cli_entry
+from cs336_basics.errors import UserError, cli_entry, command_parser
 from cs336_basics.experiment_log.reader import CHECKPOINT_DIR
 from cs336_basics.formatting import fmt
 
@@ -320,9 +320,7 @@ def analyze(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="lr-analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = command_parser("lr-analyze", __doc__)
     p.add_argument("sweep_dir", nargs="?", type=Path, default=DEFAULT_SWEEP_DIR, help="default: %(default)s")
     p.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep dir)")
     p.add_argument("--no-sample", action="store_true", help="skip the text sample from the best checkpoint")

@@ -10,7 +10,6 @@ expected vs measured tokens/s and, when far below, the likely causes. Safe while
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -38,7 +37,7 @@ from cs336_basics.assignment_experiments.lr_sweep.speed import (
     speed_verdict,
 )
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, load_sweep
-from cs336_basics.errors import ArgumentParser, UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry, command_parser
 from cs336_basics.experiment_log.reader import (
     DONE_STATES,
     RECENT_ROWS,
@@ -106,9 +105,8 @@ def point_status(p: SweepPoint, *, now: datetime, stale_after: float, host: str)
     metrics = log.metrics if log is not None else None
     tokens_ps, steps_ps = recent_rates(metrics) if metrics is not None and len(metrics) else (None, None)
     step, max_steps = p.step, p.max_steps
-    resume_step = step
-    if state == "interrupted" and log is not None and "checkpoint_step" in status:
-        resume_step = log.checkpoint_step or 0
+    resume = log.resume_step if state == "interrupted" and log is not None else None
+    resume_step = step if resume is None else resume
     pct = 100.0 * step / max_steps if step is not None and max_steps else None
     eta = None
     if state in DONE_STATES:
@@ -142,10 +140,9 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
     checkpoint) / the step rate (of the running points together; with none running, the median of the points'
     last rates, one point at a time), and never before the slowest unfinished point's own ETA."""
     default_max = (view.meta.get("config") or {}).get("max_steps")
+    unfinished = [s for s in points if s.state not in (*DONE_STATES, "failed")]
     remaining = 0
-    for s in points:
-        if s.state in (*DONE_STATES, "failed"):
-            continue
+    for s in unfinished:
         total = s.max_steps or default_max
         if total:
             remaining += max(int(total) - (s.resume_step or 0), 0)
@@ -153,7 +150,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
     known = [s.steps_per_sec for s in points if s.steps_per_sec]
     rate = sum(running) if running else (float(pd.Series(known).median()) if known else None)
     rate_from = "running points" if running else "the points' last rates, none running" if known else None
-    point_etas = [s.eta_s for s in points if s.eta_s is not None and s.state not in (*DONE_STATES, "failed")]
+    point_etas = [s.eta_s for s in unfinished if s.eta_s is not None]
     counts = {
         k: sum(s.state == k for s in points)
         for k in ("finished", "diverged", "running", "stalled", "failed", "pending", "interrupted")
@@ -169,7 +166,7 @@ def sweep_progress(view: SweepView, points: list[PointStatus]) -> dict:
         "remaining_steps": remaining,
         "steps_per_sec": rate,
         "rate_from": rate_from,
-        "eta_s": 0.0 if remaining == 0 else (max(remaining / rate, *point_etas) if rate else None),
+        "eta_s": 0.0 if remaining == 0 else (max([remaining / rate, *point_etas]) if rate else None),
         "target_val_loss": view.target_val_loss,
         "best_lr": view.best.value if view.best else None,
     }
@@ -201,17 +198,8 @@ class Diagnosis:
     gpu: GpuInfo | None = None  # the focus run's GPU (else this machine's cuda:0)
 
     def as_dict(self) -> dict:
-        """JSON-ready (NaN/inf -> None)."""
-        return _clean(
-            {
-                "generated_at": self.generated_at,
-                "host": self.host,
-                "sweep": self.sweep,
-                "points": [asdict(p) for p in self.points],
-                "device": self.device.as_dict(),
-                "speed": self.speed.as_dict() if self.speed is not None else None,
-            }
-        )
+        """JSON-ready (NaN/inf -> None); the focus run's GPU is in ``device`` already."""
+        return _clean({k: v for k, v in asdict(self).items() if k != "gpu"})
 
 
 def diagnose(
@@ -250,24 +238,23 @@ def format_diagnosis(d: Diagnosis) -> str:
     s = d.sweep
     eta = duration(s["eta_s"]) if s["eta_s"] is not None else "unknown"
     rate = f" at {s['steps_per_sec']:.2f} steps/s ({s['rate_from']})" if s["steps_per_sec"] else ""
+    counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n)
+    left = "no steps left"
+    if s["remaining_steps"]:
+        left = f"remaining {s['remaining_steps']:,} steps, ETA {eta}{rate}"
+    extend = " (bracketing may still add points)" if s["may_extend"] else ""
     lines = [
         f"sweep {s['path']}  (preset {s['preset'] or '?'}, sweep state {s['state'] or '?'})  {d.generated_at}",
-        f"points done {s['points_done']}/{s['points_total']} ("
-        + ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n)
-        + (
-            f"); remaining {s['remaining_steps']:,} steps, ETA {eta}{rate}"
-            if s["remaining_steps"]
-            else "); no steps left"
-        )
-        + (" (bracketing may still add points)" if s["may_extend"] else ""),
+        f"points done {s['points_done']}/{s['points_total']} ({counts}); {left}{extend}",
         "",
     ]
     if not d.points:
         lines.append("no learning rate has started yet (no sweep.json points and no lr_* run dirs)")
     else:
-        header = " ".join(
-            [f"{'lr':>9}", f"{'state':<11}", f"{'step':>13}", f"{'%':>5}", f"{'train':>7}", f"{'val':>7}"]
-            + [f"{'tok/s now':>9}", f"{'ETA':>9}", " note"]
+        header = (
+            f"{'lr':>9} {'state':<11} {'step':>13} {'%':>5} "
+            f"{'train':>7} {'val':>7} {'tok/s now':>9} "
+            f"{'ETA':>9}  note"
         )
         lines += [header, "-" * len(header)]
         for p in d.points:
@@ -315,10 +302,8 @@ def _watch_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="lr-diagnose", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser() -> ArgumentParser:
+    p = command_parser("lr-diagnose", __doc__)
     p.add_argument("sweep_dir", nargs="?", type=Path, default=DEFAULT_SWEEP_DIR, help="default: %(default)s")
     p.add_argument(
         "--watch",

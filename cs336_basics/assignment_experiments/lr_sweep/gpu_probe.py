@@ -10,7 +10,7 @@ import contextlib
 import os
 import socket
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pynvml
 
@@ -55,9 +55,6 @@ class DeviceInfo:
     def gpu(self, index: int = 0) -> GpuInfo | None:
         """The GPU with NVML index ``index``, if any."""
         return next((g for g in self.gpus if g.index == index), None)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def same_uuid(a: str | None, b: str | None) -> bool:

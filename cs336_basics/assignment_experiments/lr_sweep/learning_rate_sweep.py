@@ -14,7 +14,6 @@ checkpoint, pending (and previously failed) ones start. ``--wandb PROJECT`` make
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
@@ -37,7 +36,7 @@ from cs336_basics.basics.config import (
     create_experiment_config,
     default_preset,
 )
-from cs336_basics.errors import ArgumentParser, UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry, command_parser
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 from cs336_basics.formatting import size
 
@@ -101,10 +100,8 @@ def sweep_plan(points, done: set[str], out_dir: Path, extra: int, executor) -> P
     return make_plan(points, out_dir, done=done, extra_points=extra, slots=slots, unmeasured=unmeasured)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="lr-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser() -> ArgumentParser:
+    p = command_parser("lr-sweep", __doc__)
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="full (default on CUDA), low-resource (default elsewhere), quick-test, demo")  # fmt: skip
     p.add_argument("--low-resource", dest="preset", action="store_const", const="low-resource",

@@ -10,7 +10,6 @@ the lines ``lr-sweep --plan`` and every sweep print before they start.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import os
 import time
@@ -23,6 +22,7 @@ from cs336_basics.formatting import count, duration, size
 
 BUSY_LOAD = 0.5  # load average per core above which a CPU timing is said to be shared with other work
 RUN_FILES_BYTES = 1_000_000  # metrics.csv, logs, plots, json files of one point (generous)
+MEASURE_BUDGET_S = 10.0  # timed steps stop once they pass this (at least one is timed)
 # Fields that decide how fast one step runs (the learning rate does not): points equal in these are timed once.
 _SPEED_FIELDS = (*MODEL_FIELDS, "batch_size", "max_steps", "device", "dtype", "compile", "tf32", "kernels")
 
@@ -47,7 +47,6 @@ class Measurement:
     device_type: str = "cpu"
     dtype: str = "fp32"
     tf32: bool = False
-    compiled: bool = False
     expected_tokens_per_sec: float | None = None  # from the peak-FLOPs table (GPUs it knows)
     expected_note: str | None = None
     load_average: float = 0.0  # 1-minute load average of this machine when the timing started
@@ -69,7 +68,6 @@ class Measurement:
 @dataclass
 class PointPlan:
     name: str
-    lr: float
     done: bool
     steps: int
     tokens: int
@@ -114,12 +112,10 @@ class Plan:
 
 
 # ---- measuring -----------------------------------------------------------------------------------------
-def measure_throughput(
-    cfg: ExperimentConfig, *, measure_steps: int = 5, warmup_steps: int | None = None, budget_s: float = 10.0
-) -> Measurement:
-    """Time ``TrainStep`` on random batches of ``cfg``'s shape: ``warmup_steps`` untimed (default 2 when
-    compiling, else 1: compile, allocator), then up to ``measure_steps`` timed (fewer once they pass
-    ``budget_s``, at least one), then the eval forward (after an untimed one when compiling)."""
+def measure_throughput(cfg: ExperimentConfig, *, measure_steps: int = 5) -> Measurement:
+    """Time ``TrainStep`` on random batches of ``cfg``'s shape: 2 warm-up steps untimed when compiling, else 1
+    (compile, allocator), then up to ``measure_steps`` timed (fewer once they pass ``MEASURE_BUDGET_S``, at
+    least one), then the eval forward (after an untimed one when compiling)."""
     import torch
 
     from cs336_basics.basics.checkpoint import tensor_bytes
@@ -130,8 +126,7 @@ def measure_throughput(
     runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile, cfg.tf32, run_tokens=cfg.total_tokens)
     step = TrainStep(cfg, runtime)
     device = runtime.device
-    if warmup_steps is None:
-        warmup_steps = 2 if runtime.compile else 1
+    warmup_steps = 2 if runtime.compile else 1
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
     def batch():
@@ -149,7 +144,7 @@ def measure_throughput(
     while timed < measure_steps:
         loss, _, _ = step(warmup_steps + timed, *batches[timed % 2])
         timed += 1
-        if time.perf_counter() - start > budget_s:
+        if time.perf_counter() - start > MEASURE_BUDGET_S:
             break
     loss.item()
     synchronize(device)
@@ -184,7 +179,6 @@ def measure_throughput(
         device_type=device.type,
         dtype=runtime.dtype,
         tf32=runtime.tf32,
-        compiled=runtime.compile,
         load_average=load_average,
         cores=cores,
     )
@@ -214,8 +208,7 @@ def expected_rate(cfg: ExperimentConfig, m: Measurement) -> tuple[float | None, 
 
 # ---- the plan ------------------------------------------------------------------------------------------
 def _speed_key(cfg: ExperimentConfig) -> tuple:
-    fields = {f.name for f in dataclasses.fields(cfg)}  # "kernels" only where the config has that field
-    return tuple(getattr(cfg, f) for f in _SPEED_FIELDS if f in fields)
+    return tuple(getattr(cfg, f) for f in _SPEED_FIELDS)
 
 
 def _evals(cfg: ExperimentConfig) -> int:
@@ -239,8 +232,6 @@ def make_plan(
     extra_points: int,
     slots: int = 1,
     measure_steps: int = 5,
-    warmup_steps: int | None = None,
-    budget_s: float = 10.0,
     unmeasured: str | None = None,
 ) -> Plan:
     """The plan for ``points`` ((run name, config); the sweep's lr grid and those already added), ``done`` the
@@ -257,11 +248,7 @@ def make_plan(
         key = _speed_key(cfg)
         if name not in done and key not in by_key and unmeasured is None:
             by_key[key] = len(measurements)
-            measurements.append(
-                measure_throughput(
-                    cfg, measure_steps=measure_steps, warmup_steps=warmup_steps, budget_s=budget_s
-                )
-            )
+            measurements.append(measure_throughput(cfg, measure_steps=measure_steps))
     plans = [_point_plan(name, cfg, name in done, by_key.get(_speed_key(cfg), -1), measurements)
              for name, cfg in points]  # fmt: skip
     todo = [p.seconds for p in plans if not p.done]
@@ -275,9 +262,8 @@ def make_plan(
     ]
     if points:
         disk.extend(data_needs(points[0][1]))
-    extra_disk = 0
-    if extra_points and plans and plans[-1].measurement >= 0:
-        extra_disk = extra_points * _point_bytes(measurements[plans[-1].measurement])
+    last = plans[-1].measurement if plans else -1  # bracketing's points are sized like the last grid point
+    extra_disk = extra_points * _point_bytes(measurements[last]) if extra_points and last >= 0 else 0
     extra_need = [DiskNeed("bracketing points", out_dir, extra_disk, optional=True)] if extra_disk else []
     return Plan(
         out_dir=out_dir,
@@ -310,7 +296,6 @@ def _point_plan(name: str, cfg: ExperimentConfig, done: bool, idx: int, measurem
     measure_s = (train_s + eval_s) * cfg.sharpness_share / (1 - cfg.sharpness_share)
     return PointPlan(
         name=name,
-        lr=cfg.max_lr,
         done=done,
         steps=cfg.max_steps,
         tokens=cfg.total_tokens,

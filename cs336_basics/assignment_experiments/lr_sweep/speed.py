@@ -9,7 +9,7 @@ for a run live on this host, NVML's view of the run's GPU (matched by the UUID i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import (
     DeviceInfo,
@@ -42,6 +42,11 @@ class RunFacts:
     def device_type(self) -> str:
         return str(self.runtime.get("device") or "cpu").split(":")[0]
 
+    @property
+    def precision(self) -> str:
+        """The peak column its matmuls use: bf16 | fp16 | tf32 | fp32."""
+        return hardware.peak_precision(str(self.runtime.get("dtype")), bool(self.runtime.get("tf32")))
+
     @classmethod
     def from_log(cls, log, *, live: bool = False) -> RunFacts | None:
         """From an ``ExperimentLog``; None when its config.json lacks the model shape (not written yet)."""
@@ -68,22 +73,19 @@ def run_facts(
         runtime,
         uuid,
         median(metrics, "tokens_per_sec", RECENT_ROWS),
+        live=live,
     )
-    facts.live = live
-    wait_ms, step_ms = (
-        median(metrics, "data_wait_ms", RECENT_ROWS),
-        median(metrics, "ms_per_step", RECENT_ROWS),
-    )
-    wait_s, wall = finite_or_none(summary.get("data_wait_s")), finite_or_none(summary.get("wallclock_s"))
+    wait_ms = median(metrics, "data_wait_ms", RECENT_ROWS)
+    step_ms = median(metrics, "ms_per_step", RECENT_ROWS)
+    wait_s = finite_or_none(summary.get("data_wait_s"))
+    wall = finite_or_none(summary.get("wallclock_s"))
     if wait_ms is not None and step_ms:
         facts.data_wait_share = wait_ms / step_ms
         facts.data_wait_evidence = f"metrics.csv: data wait {wait_ms:.1f} of {step_ms:.1f} ms per step"
     elif wait_s is not None and wall:
-        train_s = (
-            wall
-            - (finite_or_none(summary.get("eval_s")) or 0)
-            - (finite_or_none(summary.get("checkpoint_s")) or 0)
-        )
+        eval_s = finite_or_none(summary.get("eval_s")) or 0
+        checkpoint_s = finite_or_none(summary.get("checkpoint_s")) or 0
+        train_s = wall - eval_s - checkpoint_s
         facts.data_wait_share = wait_s / train_s if train_s > 0 else None
         facts.data_wait_evidence = f"summary.json: data_wait_s {wait_s:.1f} of {train_s:.1f} s of training"
     return facts
@@ -110,21 +112,17 @@ class SpeedVerdict:
     causes: list[Cause] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def recorded_causes(run: RunFacts) -> list[Cause]:
     """Causes shown by what the run recorded: precision, compile, attention, compile failure, data wait."""
-    rt, causes = run.runtime, []
+    rt = run.runtime
+    causes = []
     failures = [str(n) for n in rt.get("notes") or [] if "compile" in str(n) and "fail" in str(n)]
     causes += [
         Cause("torch.compile failed, so the run fell back to eager", f"runtime note: {n}") for n in failures
     ]
-    name, precision = (
-        rt.get("device_name"),
-        hardware.peak_precision(str(rt.get("dtype")), bool(rt.get("tf32"))),
-    )
+    name = rt.get("device_name")
+    precision = run.precision
     if run.device_type == "cuda" and not rt.get("compile") and not failures:
         causes.append(Cause("torch.compile is off", "config.json runtime: compile false"))
     bf16, this = hardware.peak_flops(name, "bf16"), hardware.peak_flops(name, precision)
@@ -155,7 +153,8 @@ def recorded_causes(run: RunFacts) -> list[Cause]:
 
 def gpu_causes(gpu: GpuInfo, processes: list[dict]) -> list[Cause]:
     """Causes shown by NVML on the run's GPU (``processes``: all of this machine's, matched here by UUID)."""
-    causes, on_gpu = [], processes_on_gpu(processes, gpu.uuid)
+    causes = []
+    on_gpu = processes_on_gpu(processes, gpu.uuid)
     if len(on_gpu) > 1:  # the live run is one of them
         pids = ", ".join(str(p["pid"]) for p in on_gpu)
         causes.append(
@@ -190,9 +189,9 @@ def gpu_for_run(run: RunFacts, device: DeviceInfo | None) -> GpuInfo | None:
 
 def speed_verdict(run: RunFacts, device: DeviceInfo | None = None) -> SpeedVerdict:
     """Expected vs measured tokens/s for ``run`` and every cause that has evidence."""
-    rt, gpu = run.runtime, gpu_for_run(run, device)
-    name = rt.get("device_name") or (gpu.name if gpu else None)
-    precision = hardware.peak_precision(str(rt.get("dtype")), bool(rt.get("tf32")))
+    gpu = gpu_for_run(run, device)
+    name = run.runtime.get("device_name") or (gpu.name if gpu else None)
+    precision = run.precision
     v = SpeedVerdict(
         run.name, name, precision, hardware.flops_per_token(**run.shape), run.measured_tokens_per_sec
     )
