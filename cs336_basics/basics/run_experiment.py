@@ -15,9 +15,8 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cs336_basics.basics.batching import load_run_data
-from cs336_basics.basics.checkpoint import clean_stale_temp_files
 from cs336_basics.basics.config import (
     DERIVED_FIELDS,
     PRESETS,
@@ -27,8 +26,6 @@ from cs336_basics.basics.config import (
     create_experiment_config,
     default_preset,
 )
-from cs336_basics.basics.device import Runtime, setup_runtime
-from cs336_basics.basics.trainer import Trainer, check_compatible
 from cs336_basics.errors import Stopped, UserError, cli_entry, command_parser, describe_os_error
 from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import (
@@ -41,6 +38,10 @@ from cs336_basics.experiment_log.reader import (
 )
 from cs336_basics.experiment_log.tracker import print_summary
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
+
+if TYPE_CHECKING:
+    from cs336_basics.basics.device import Runtime
+    from cs336_basics.basics.trainer import Trainer
 
 
 def run_experiment(
@@ -63,6 +64,12 @@ def run_experiment(
     ``reference_loss(step)``: the best smoothed train loss of smaller learning rates at ``step`` (sweeps).
     ``wandb``: ``WandbSink.open`` arguments (project, entity, mode, group, tags) to mirror the run to W&B.
     """
+    # torch comes in here, not at import: --help and a usage mistake answer without it
+    from cs336_basics.basics.batching import load_run_data
+    from cs336_basics.basics.checkpoint import clean_stale_temp_files
+    from cs336_basics.basics.device import setup_runtime
+    from cs336_basics.basics.trainer import Trainer, check_compatible
+
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume must be auto, never or must, not {resume!r}")
     cfg, out_dir = config.resolved(), Path(out_dir)
