@@ -286,3 +286,31 @@ def test_run_config_json_rederives_schedule(tmp_path, tokens):
 def test_config_values_are_checked(overrides, message):
     with pytest.raises(UserError, match=message):
         tiny_config(**overrides).resolved()
+
+
+def test_a_cpu_run_resumed_on_another_thread_count_says_its_numbers_will_differ(tmp_path, tokens, capsys):
+    """--concurrent splits the cores, so a point may resume on fewer threads than it started on: the banner
+    and config.json's runtime notes say so (a reduction split over other threads rounds differently)."""
+    train, val = tokens
+    out = tmp_path / "run"
+
+    def crash(step):
+        if step >= 25:
+            raise RuntimeError("simulated crash")
+
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_experiment(tiny_config(), train, val, out, progress=False, reference_loss=crash)
+    other = 1 if threads > 1 else 2
+    torch.set_num_threads(other)
+    try:
+        run_experiment(tiny_config(), train, val, out, progress=True)
+    finally:
+        torch.set_num_threads(threads)
+    note = f"resumed on {other} CPU thread(s), {threads} before"
+    assert note in capsys.readouterr().out
+    runtime = json.loads((out / "config.json").read_text())["runtime"]
+    assert runtime["threads"] == other and any(n.startswith(note) for n in runtime["notes"])
+    run_experiment(tiny_config(), train, val, tmp_path / "same", progress=False)  # not resumed: no such note
+    notes = json.loads((tmp_path / "same" / "config.json").read_text())["runtime"]["notes"]
+    assert not [n for n in notes if n.startswith("resumed on")]

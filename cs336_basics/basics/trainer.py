@@ -33,6 +33,7 @@ from cs336_basics.basics.provenance import run_info
 from cs336_basics.basics.step import TrainStep
 from cs336_basics.errors import Stopped, UserError
 from cs336_basics.experiment_log import ExperimentTracker
+from cs336_basics.experiment_log.reader import CONFIG_FILE, read_json_dict
 
 
 @dataclass
@@ -134,11 +135,23 @@ class Trainer:
             raise UserError(f"{self.latest} is not a training checkpoint of this project (no config, weights "
                             f"and train state inside); {advice}")  # fmt: skip
         check_compatible(ckpt["config"], self.cfg, self.latest)
+        self._note_other_threads()
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = TrainState(**ckpt["train_state"])
         self.writer.written_step["latest"] = self.state.step
         return True
+
+    def _note_other_threads(self) -> None:
+        """A CPU run resumed on another thread count than it ran on says so: its numbers from here on differ
+        slightly from an uninterrupted run's (``--concurrent`` splits the cores, so this happens)."""
+        before = ((read_json_dict(self.out_dir / CONFIG_FILE) or {}).get("runtime") or {}).get("threads")
+        now = self.runtime.threads
+        if self.runtime.device.type == "cpu" and before not in (None, now):
+            self.runtime.notes.append(f"resumed on {now} CPU thread(s), {before} before: sums split over other "
+                                      "threads round differently, so the numbers differ slightly from an "
+                                      "uninterrupted run's")  # fmt: skip
+            self.run_info["runtime"] = self.runtime.as_dict()
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float | None]:
