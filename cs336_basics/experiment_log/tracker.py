@@ -145,15 +145,8 @@ class ExperimentTracker:
                 {"step": row["step"], "sharpness": row["sharpness"], "sharpness_ratio": row["ratio"]}
             )
 
-    def set_status(
-        self,
-        state: str,
-        *,
-        step: int,
-        checkpoint_step: int | None = None,
-        reason: str | None = None,
-        background: bool = True,
-    ) -> None:
+    def set_status(self, state: str, *, step: int, checkpoint_step: int | None = None, reason: str | None = None,
+                   background: bool = True) -> None:  # fmt: skip
         """Write status.json (on the background thread unless ``background=False``); ``checkpoint_step`` is
         the step of the latest.pt on disk (None: none yet), where a re-run of a killed run resumes."""
         if state not in STATES:
