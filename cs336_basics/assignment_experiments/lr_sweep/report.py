@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 
 from cs336_basics.assignment_experiments.lr_sweep.public_results import where_you_stand
-from cs336_basics.assignment_experiments.lr_sweep.stability import EDGE_FRACTION, EdgeRow, moved_rule_text
+from cs336_basics.assignment_experiments.lr_sweep.stability import (
+    EDGE_FRACTION,
+    EdgeRow,
+    moved_rule_text,
+    steps_text,
+)
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView
 from cs336_basics.experiment_log.reader import TRAIN_RATE, TRAIN_RATE_NOTE, smoothed
 from cs336_basics.formatting import count, duration, fmt, loss_text, md_table
@@ -287,7 +292,7 @@ def edge_table_markdown(rows: list[EdgeRow]) -> str:
     the edge fraction of the measured steps."""
     body = [
         [f"{r.lr:.3g}", r.state, str(r.seeds), str(r.measured), loss_text(r.peak, r.peak_std, ".2f"),
-         " / ".join(str(s) for s in r.peak_steps) or "-",
+         steps_text(r.peak_steps),
          f"{r.share:.0%} ({r.above} of {r.measured})" if r.share is not None else "-"]
         for r in rows
     ]  # fmt: skip

@@ -106,7 +106,7 @@ def at_edge_text(view: SweepView, rows: list[EdgeRow]) -> str:
         f"**{verdict}**: the best learning rate {best.lr:.3g} {claim} "
         f"at the edge of stability. Its preconditioned sharpness was above {EDGE_FRACTION:g} x {threshold} at "
         f"{row.above} of its {row.measured} measured steps{seeds} ({row.share:.0%}) and peaked at {peak} x the "
-        f"threshold (step {_steps(row.peak_steps)}). Rule: an lr trains at the edge when its ratio is above "
+        f"threshold (step {steps_text(row.peak_steps)}). Rule: an lr trains at the edge when its ratio is above "
         f"{EDGE_FRACTION:g} at {EDGE_MIN_SHARE:.0%} or more of its measured steps."
     )
     if far:
@@ -119,7 +119,8 @@ def at_edge_text(view: SweepView, rows: list[EdgeRow]) -> str:
     return text
 
 
-def _steps(steps: tuple[int, ...]) -> str:
+def steps_text(steps: tuple[int, ...]) -> str:
+    """The step of the peak per seed, as the answer and the table show it: ``120 / 140``."""
     return " / ".join(str(s) for s in steps) or "-"
 
 
