@@ -162,7 +162,7 @@ def test_fitted_optimum_on_an_exact_parabola(tmp_path, sem):
             f"Fitted optimum: lr **0.00501** (68% interval unknown, {through}, noise unknown"
         )
     else:
-        assert first.startswith(f"Fitted optimum: lr **0.00501** (68% interval [0.00501, 0.00501], {through}, "
+        assert first.startswith(f"Fitted optimum: lr **0.00501** (the same lr under every noise draw, {through}, "
                                 "noise from the spread of the final evaluation's per-batch validation losses")  # fmt: skip
     assert not any(r.startswith("Warning") for r in rest)
 
@@ -352,3 +352,34 @@ def test_the_two_senses_of_the_edge_of_stability_never_read_as_one_claim(tmp_pat
     assert edge.index("the divergence threshold lies above") < edge.index(
         "Whether the best lr trains at the edge"
     )
+
+
+def test_a_running_or_unbracketed_sweep_never_claims_more_than_it_knows(tmp_path, capsys):
+    """Nothing finished yet: no "threshold lies above" claim (it took the largest lr *tried*, running or not).
+    With --no-extend, an unbracketed sweep says why and what bracketing would add, not that it is "trying"."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep, 1e-3, final_val=2.0, ratios={10: 0.2})
+    write_run(sweep, 1e-2, final_val=1.5, ratios={10: 0.5})
+    write_sweep_json(sweep, "demo")
+    meta = json.loads((sweep / "sweep.json").read_text())
+    (sweep / "sweep.json").write_text(json.dumps({**meta, "extend": False}))
+    assert analyze_main([str(sweep), "--no-sample"]) == 0
+    md = (sweep / "lr_sweep_analysis.md").read_text()
+    assert (
+        "not bracketed: best lr 0.01 is the largest tried; without --no-extend the sweep would add 0.03" in md
+    )
+    assert "trying above" not in md
+    assert md.count("nats above the best") == 1  # the per-point line; the "too low" line names, not repeats
+    assert "too low: lr 0.001 learn(s) too slowly for this step budget (over 0.02 nats worse)" in md
+    capsys.readouterr()
+    status = json.loads((sweep / "lr_1e_02" / "status.json").read_text())
+    (sweep / "lr_1e_02" / "summary.json").unlink()  # 1e-2 still running, 1e-3 not started: nothing converged
+    (sweep / "lr_1e_02" / "status.json").write_text(
+        json.dumps({**status, "state": "running", "host": "elsewhere"})
+    )
+    for name in ("summary.json", "status.json", "metrics.csv"):
+        (sweep / "lr_1e_03" / name).unlink()
+    assert analyze_main([str(sweep), "--no-sample"]) == 0
+    out = capsys.readouterr().out
+    assert "no learning rate has converged yet" in out and "no learning rate diverged yet" in out
+    assert "lies above" not in out

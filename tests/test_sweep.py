@@ -244,14 +244,18 @@ def test_slurm_executor_without_slurm_is_one_line_before_anything_is_written(
     assert not out.exists()
 
 
-def test_concurrent_points_in_worker_processes(tmp_path, tiny_args, monkeypatch):
+def test_concurrent_points_in_worker_processes(tmp_path, tiny_args, monkeypatch, capsys):
     """Two points at once share this machine's cores: each child trains on its half of them (torch's
     default, every core in each child, oversubscribed the CPU: a demo point ran 3.3x slower)."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     out = tmp_path / "sweep"
     assert sweep_main(tiny_args(out, 3e-3, 1e-2, steps=10, extra=("--no-extend", "--concurrent", "2"))) == 0
     assert [p.state for p in load_sweep(out).points] == ["finished", "finished"]
-    assert (out / "logs" / "lr_1e_02.log").exists()
+    log = out / "logs" / "lr_1e_02.log"
+    assert log.exists()
+    printed = capsys.readouterr().out  # the console names where each point's output goes, and how it ended
+    assert f"lr_1e_02: training in a worker process, its output in {log}" in printed
+    assert f"lr_1e_02: finished (output in {log})" in printed
     share = max(1, len(os.sched_getaffinity(0)) // 2)
     for point in load_sweep(out).points:
         assert point.log.config["runtime"]["threads"] == share, point.name

@@ -113,6 +113,9 @@ def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens, signum,
     status = json.loads((tmp_path / "resumed" / "status.json").read_text())
     assert status["state"] == "interrupted" and ("SIGTERM" in status["reason"]) == (signum == signal.SIGTERM)
     assert status["checkpoint_step"] == stopped_at  # where the re-run resumes, as lr-diagnose reports it
+    assert status["reason"].endswith(
+        f"re-run the same command to resume from step {stopped_at} (its last checkpoint)"
+    )
     run_experiment(tiny_config(), train, val, tmp_path / "resumed", progress=False)
     assert _metrics(tmp_path / "resumed").equals(_metrics(tmp_path / "straight"))
 

@@ -105,7 +105,9 @@ def run_experiment(
             summary = trainer.run()
         except KeyboardInterrupt as err:  # Stopped (at a step boundary, checkpoint saved) or a second Ctrl-C
             stopped = Stopped.of(err)
-            _record_end(trainer, "interrupted", f"stopped {stopped.by}; re-run the same command to resume")
+            step = trainer.writer.written_step.get("latest", 0)  # a second Ctrl-C stops without a new one
+            resume = f"re-run the same command to resume from step {step} (its last checkpoint)"
+            _record_end(trainer, "interrupted", f"stopped {stopped.by}; {resume}")
             raise stopped from None
         except BaseException as err:
             if isinstance(err, OSError):  # a full disk: the checkpoint that filled it says what and where

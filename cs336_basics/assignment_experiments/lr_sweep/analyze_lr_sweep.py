@@ -124,10 +124,9 @@ def stability_edge(view: SweepView) -> list[str]:
                    "not the divergence threshold" + ("" if above else "; nothing above the best diverged, so the "
                    "divergence threshold above it is not bracketed"))  # fmt: skip
     if not above:
-        top = max((g.lr for g in view.groups), default=None)
-        if not below:
-            out.append("no learning rate diverged" + (f": the divergence threshold lies above {top:.3g}, "
-                                                      "the sweep does not bracket it" if top else ""))  # fmt: skip
+        if not below:  # the threshold lies above the largest lr that converged (unfinished ones say nothing)
+            out.append("no learning rate diverged" + (f": the divergence threshold lies above {conv.lr:.3g}, "
+                                                      "the sweep does not bracket it" if conv else " yet"))  # fmt: skip
         return out
     div = above[0]
     out.append(f"smallest learning rate above the best that diverged: {div.lr:.3g} ({div.reason or '?'})")
@@ -140,8 +139,8 @@ def stability_edge(view: SweepView) -> list[str]:
                    "(seed-dependent); treat the divergence threshold as approximate")  # fmt: skip
     if best is not None:
         ratio = best.lr / div.lr
-        out.append(f"the best learning rate is {ratio:.2g}x the divergence threshold (a factor {1 / ratio:.2g} "
-                   "below the smallest diverging lr above it)")  # fmt: skip
+        out.append(f"the best learning rate is {ratio:.2g}x the smallest diverging lr above it, {div.lr:.3g} "
+                   f"(a factor {1 / ratio:.2g} below it)")  # fmt: skip
     return out
 
 
@@ -155,13 +154,15 @@ def curve_reading(view: SweepView) -> list[str]:
     gap = {g.lr: g.final_val_loss - best.final_val_loss for g in finished}
     low = [g for g in finished if g.lr < best.lr and gap[g.lr] > CLEARLY_WORSE]
     high = [g for g in finished if g.lr > best.lr and gap[g.lr] > CLEARLY_WORSE]
+    # The per-point lines above give each gap: these name the lrs that are clearly worse, and why.
     if low:
-        out.append(f"too low: lr {low[0].lr:.3g} ended {gap[low[0].lr]:.2f} nats above the best: it learns too "
-                   "slowly for this step budget")  # fmt: skip
-    if high:
+        lrs = ", ".join(f"{g.lr:.3g}" for g in low)
         out.append(
-            f"too high (but stable): lr {high[-1].lr:.3g} ended {gap[high[-1].lr]:.2f} nats above the best"
+            f"too low: lr {lrs} learn(s) too slowly for this step budget (over {CLEARLY_WORSE} nats worse)"
         )
+    if high:
+        lrs = ", ".join(f"{g.lr:.3g}" for g in high)
+        out.append(f"too high (but stable): lr {lrs} converged over {CLEARLY_WORSE} nats worse than the best")
     diverged = [g for g in view.groups if g.state == "diverged" and g.lr > best.lr]
     if diverged:
         out.append(f"too high: from lr {diverged[0].lr:.3g} on, training diverged")
@@ -215,8 +216,14 @@ def search_strategy(view: SweepView) -> list[str]:
         if g.is_extension:
             out.append(f"added lr {g.lr:.3g}: {g.points[0].why or 'by bracketing'} -> {g.state}")
     still = next_point(view)
-    out.append(f"not bracketed yet: {still[1]}" if still else "bracketed: the best lr has a neighbour on each side "
-               "and a point above it diverged")  # fmt: skip
+    if still is None:
+        out.append("bracketed: the best lr has a neighbour on each side and a point above it diverged")
+    elif meta.get("extend", True):
+        out.append(f"not bracketed yet: {still[1]}")
+    else:  # --no-extend: nothing will be tried; say why and what would be
+        out.append(
+            f"not bracketed: {still[1].split('; ')[0]}; without --no-extend the sweep would add {still[0]:g}"
+        )
     if meta.get("executor"):
         out.append(f"executor: {meta['executor']}")
     return out

@@ -265,15 +265,19 @@ def optimum_text(view: SweepView, fit: Optimum | None) -> list[str]:
     """The fitted optimum with its interval and fit, an edge warning, and the seed-noise comparison."""
     if fit is None:
         return ["No learning rate has converged yet: no fitted optimum."]
-    if math.isfinite(fit.low) and math.isfinite(fit.high):
+    if math.isfinite(fit.low) and fit.low == fit.high:  # every noise draw picks the same lr
+        interval = "the same lr under every noise draw"
+        noise = f"noise from {NOISE_TEXT[fit.noise]}"
+    elif math.isfinite(fit.low) and math.isfinite(fit.high):
         interval = f"68% interval [{fit.low:.3g}, {fit.high:.3g}]"
         noise = f"noise from {NOISE_TEXT[fit.noise]}"
     else:
         interval = "68% interval unknown"
         noise = ("noise unknown: one seed per lr and no `val_loss_sem` in summary.json (runs from an older "
                  "trainer; `--seeds 2` measures the seed-to-seed noise)")  # fmt: skip
-    out = [f"Fitted optimum: lr **{fit.lr:.3g}** ({interval}, {fit.fit_text}, {noise}); "
-           f"fitted loss there {fit.loss:.4f}."]  # fmt: skip
+    fitted = fit.fit == "quadratic"
+    out = [f"{'Fitted optimum' if fitted else 'Optimum'}: lr **{fit.lr:.3g}** ({interval}, {fit.fit_text}, {noise}); "
+           f"{'fitted ' if fitted else ''}loss there {fit.loss:.4f}."]  # fmt: skip
     best = view.best
     gap = best.final_val_loss - fit.loss if best is not None and fit.fit == "quadratic" else 0.0
     if gap > INTERPOLATION_GAP:

@@ -64,10 +64,13 @@ class WorkerExecutor:
                         proc = launcher.spawn(job.run_dir, slot, log, job.reference, threads)
                         running[proc] = (job, slot, log, start)
                         on_start(job)
+                        print(f"{job.name}: training in a worker process, its output in {log}", flush=True)
                     for proc in [p for p in running if p.poll() is not None]:
                         job, slot, log, start = running.pop(proc)
                         free.append(slot)
-                        on_done(job, _result(proc.returncode, log, start))
+                        result = _result(proc.returncode, log, start)
+                        print(f"{job.name}: {result['state']} (output in {log})", flush=True)
+                        on_done(job, result)
                     time.sleep(self.poll_s)
             except KeyboardInterrupt:
                 launcher.stop(list(running))
