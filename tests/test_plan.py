@@ -4,6 +4,7 @@ printed by every sweep before any work, and a too-small disk stops the sweep the
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -253,3 +254,19 @@ def test_prepared_data_is_not_counted_again(tmp_path):
     prepare_dataset("demo", cfg.data_dir, vocab_size=300, progress=False)
     assert data_needs(cfg) == []
     assert data_needs(tiny(tmp_path, vocab_size=400)) != []  # another vocabulary is another set of files
+
+
+def test_a_point_that_resumes_is_timed_from_its_checkpoint(tmp_path):
+    """A point killed after its step-20 checkpoint (of 40) has 20 steps and 2 evaluations left: the plan times
+    those, says where it resumes, and still times a bracketing point from step 0."""
+    pts = points(tmp_path, (1e-3, 3e-3))
+    run = tmp_path / "sweep" / "lr_0.003"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"state": "interrupted", "step": 25, "checkpoint_step": 20}))
+    plan = make_plan(pts, tmp_path / "sweep", done=set(), extra_points=1, measure_steps=2)
+    fresh, resumed = plan.points
+    m = plan.measurements[0]
+    assert (fresh.start, resumed.start) == (0, 20) and (fresh.evals, resumed.evals) == (4, 2)
+    assert resumed.train_s == pytest.approx(20 * m.step_s) and fresh.train_s == pytest.approx(40 * m.step_s)
+    assert plan.extra_point_s == pytest.approx(fresh.run_s)
+    assert "lr_0.003       1,280 tokens (40 steps, resumes at step 20)" in format_plan(plan)

@@ -70,6 +70,7 @@ class PointPlan:
     name: str
     done: bool
     steps: int
+    start: int  # the step it resumes at (0: from scratch); the times count the steps after it
     tokens: int
     evals: int  # evaluations of eval_batches forward passes each
     eval_batches: int
@@ -211,9 +212,17 @@ def _speed_key(cfg: ExperimentConfig) -> tuple:
     return tuple(getattr(cfg, f) for f in _SPEED_FIELDS)
 
 
-def _evals(cfg: ExperimentConfig) -> int:
-    """Evaluations in a run: every eval_interval steps, and at the last step (see the trainer's loop)."""
-    return cfg.max_steps // cfg.eval_interval + (1 if cfg.max_steps % cfg.eval_interval else 0)
+def _evals(cfg: ExperimentConfig, start: int = 0) -> int:
+    """Evaluations after step ``start``: every eval_interval steps, and at the last step (the trainer's loop)."""
+    last = 1 if cfg.max_steps % cfg.eval_interval and start < cfg.max_steps else 0
+    return cfg.max_steps // cfg.eval_interval - start // cfg.eval_interval + last
+
+
+def _resume_step(run_dir: Path) -> int:
+    """The step a point's next run starts at: its checkpoint's, as status.json records it (0: a new point)."""
+    from cs336_basics.experiment_log import load_experiment_log
+
+    return (load_experiment_log(run_dir).resume_step or 0) if run_dir.is_dir() else 0
 
 
 def schedule(durations: list[float], slots: int) -> float:
@@ -249,11 +258,13 @@ def make_plan(
         if name not in done and key not in by_key and unmeasured is None:
             by_key[key] = len(measurements)
             measurements.append(measure_throughput(cfg, measure_steps=measure_steps))
-    plans = [_point_plan(name, cfg, name in done, by_key.get(_speed_key(cfg), -1), measurements)
-             for name, cfg in points]  # fmt: skip
+    plans = [_point_plan(name, cfg, name in done, by_key.get(_speed_key(cfg), -1), measurements,
+                         0 if name in done else _resume_step(out_dir / name)) for name, cfg in points]  # fmt: skip
     todo = [p.seconds for p in plans if not p.done]
     # A point bracketing adds is the sweep's config at another learning rate: time it like the last grid point.
-    extra_point_s = plans[-1].run_s if plans else 0.0
+    extra_point_s = 0.0
+    if plans:  # from step 0, whatever the last grid point's own progress
+        extra_point_s = _point_plan("", points[-1][1], False, plans[-1].measurement, measurements, 0).run_s
 
     disk = [
         DiskNeed(f"{p.name} checkpoints", out_dir / p.name, _point_bytes(measurements[p.measurement]))
@@ -286,11 +297,14 @@ def _point_bytes(m: Measurement) -> int:
     return m.checkpoint_bytes + RUN_FILES_BYTES
 
 
-def _point_plan(name: str, cfg: ExperimentConfig, done: bool, idx: int, measurements) -> PointPlan:
-    """One point's time from its config and its measurement (``idx``; -1: not timed, all times 0)."""
+def _point_plan(
+    name: str, cfg: ExperimentConfig, done: bool, idx: int, measurements, start: int
+) -> PointPlan:
+    """One point's time from step ``start`` on (where it resumes), from its config and its measurement
+    (``idx``; -1: not timed, all times 0)."""
     m = measurements[idx] if idx >= 0 else None
-    evals = _evals(cfg)
-    train_s = cfg.max_steps * m.step_s if m else 0.0
+    evals = _evals(cfg, start)
+    train_s = max(cfg.max_steps - start, 0) * m.step_s if m else 0.0
     eval_s = evals * cfg.eval_batches * m.forward_s if m else 0.0
     # The trainer spaces its sharpness measurements to keep them near sharpness_share of the wallclock.
     measure_s = (train_s + eval_s) * cfg.sharpness_share / (1 - cfg.sharpness_share)
@@ -298,6 +312,7 @@ def _point_plan(name: str, cfg: ExperimentConfig, done: bool, idx: int, measurem
         name=name,
         done=done,
         steps=cfg.max_steps,
+        start=start,
         tokens=cfg.total_tokens,
         evals=evals,
         eval_batches=cfg.eval_batches,
@@ -345,7 +360,8 @@ def format_plan(plan: Plan) -> str:
         if p.done:
             lines.append(f"  {p.name:<14} done")
             continue
-        line = f"  {p.name:<14} {count(p.tokens)} tokens ({p.steps} steps)"
+        resumes = f", resumes at step {p.start}" if p.start else ""
+        line = f"  {p.name:<14} {count(p.tokens)} tokens ({p.steps} steps{resumes})"
         if p.measurement >= 0:
             line += (
                 f": {duration(p.seconds)} = train {duration(p.train_s)} + eval {duration(p.eval_s)} "
