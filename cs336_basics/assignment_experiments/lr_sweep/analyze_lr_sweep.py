@@ -219,11 +219,9 @@ def search_strategy(view: SweepView) -> list[str]:
     if still is None:
         out.append("bracketed: the best lr has a neighbour on each side and a point above it diverged")
     elif meta.get("extend", True):
-        out.append(f"not bracketed yet: {still[1]}")
-    else:  # --no-extend: nothing will be tried; say why and what would be
-        out.append(
-            f"not bracketed: {still[1].split('; ')[0]}; without --no-extend the sweep would add {still[0]:g}"
-        )
+        out.append(f"not bracketed yet: {still[1]}; the sweep adds {still[0]:g} next")
+    else:  # --no-extend: nothing will be tried
+        out.append(f"not bracketed: {still[1]}; without --no-extend the sweep would add {still[0]:g}")
     if meta.get("executor"):
         out.append(f"executor: {meta['executor']}")
     return out

@@ -2,7 +2,7 @@
 
 On the full budget, published runs of the CS336 model find the best final validation loss near 1e-2 and the
 first unstable learning rate near 3e-2, so the default grid (1e-4 ... 1e-2) alone has its optimum on its top
-edge and nothing diverged: the edge of stability can't be read from it. After the grid, this module proposes
+edge and nothing diverged: the divergence threshold can't be read from it. After the grid, this module proposes
 one more point at a time on the 1-3-10 log ladder (..., 1e-2, 3e-2, 1e-1, ...) beyond the edge that needs it.
 """
 
@@ -50,10 +50,11 @@ def _finite(x) -> bool:
 
 
 def next_extension(outcomes: list[PointOutcome]) -> tuple[float, str] | None:
-    """The next learning rate to try and why, or None when the sweep is bracketed (or can't say yet).
+    """The next learning rate to try and why (the reason only: callers say what they do with the value), or
+    None when the sweep is bracketed (or can't say yet).
 
     Bracketed = the best converged point has a converged-or-diverged neighbour on both sides, and a point
-    *above* it diverged: the edge of stability is bracketed from above (a divergence far below the best, a
+    *above* it diverged: the divergence threshold is bracketed from above (a divergence far below the best, a
     crash-like point, says nothing about it). Failed points (crashes) carry no information and are ignored.
     """
     done = [o for o in outcomes if o.state in ("finished", "diverged")]
@@ -63,17 +64,18 @@ def next_extension(outcomes: list[PointOutcome]) -> tuple[float, str] | None:
     lrs = sorted(o.lr for o in done)
     if not converged:
         lowest = lrs[0]
-        return ladder_below(lowest), f"every point diverged; trying below {lowest:g}"
+        return ladder_below(lowest), f"every point diverged, the lowest at {lowest:g}"
     best = min(converged, key=lambda o: o.final_val_loss)
     diverged = [o for o in done if o.state == "diverged" and o.lr > best.lr]
     if best.lr == lrs[-1]:
-        return ladder_above(best.lr), f"best lr {best.lr:g} is the largest tried; trying above it"
+        return ladder_above(best.lr), f"best lr {best.lr:g} is the largest tried"
     if not diverged:
         top = lrs[-1]
-        why = f"no point above the best diverged; trying above {top:g} to find the edge of stability"
-        return ladder_above(top), why
+        return ladder_above(
+            top
+        ), f"no point above the best diverged: the divergence threshold lies above {top:g}"
     if best.lr == lrs[0]:
-        return ladder_below(best.lr), f"best lr {best.lr:g} is the smallest tried; trying below it"
+        return ladder_below(best.lr), f"best lr {best.lr:g} is the smallest tried"
     return None
 
 
