@@ -32,6 +32,11 @@ def count(n: float | None) -> str:
     return f"{n:,.0f}"
 
 
+def plural(n: int, noun: str) -> str:
+    """1 thread / 2 threads."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def size(n: float) -> str:
     """Bytes as 512 B / 27.6 MB / 1.2 GB (decimal units, as ``df -H``)."""
     for unit in ("B", "KB", "MB", "GB"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from cs336_basics.formatting import count, duration, fmt, loss_text, md_table, size
+from cs336_basics.formatting import count, duration, fmt, loss_text, md_table, plural, size
 
 
 def test_duration_count_size():
@@ -13,6 +13,7 @@ def test_duration_count_size():
     assert [count(12345), count(3.3e6), count(1.2e9), count(None)] == ["12,345", "3.30M", "1.20B", "–"]
     assert [size(512), size(27.6e6), size(1.2e9), size(1.2e12), size(5e15)] == [
         "512 B", "27.6 MB", "1.2 GB", "1.2 TB", "5000.0 TB"]  # fmt: skip
+    assert [plural(1, "thread"), plural(2, "thread"), plural(0, "point")] == ["1 thread", "2 threads", "0 points"]
 
 
 def test_fmt_loss_text_and_md_table():

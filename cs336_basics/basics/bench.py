@@ -49,6 +49,7 @@ from cs336_basics.basics.progress import Interval
 from cs336_basics.basics.run_experiment import run_experiment
 from cs336_basics.basics.trainer import Trainer
 from cs336_basics.errors import UserError, cli_entry, command_parser
+from cs336_basics.formatting import plural
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 COMPILE = ("auto", "on", "off")
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cs336-bench: preset {base.preset} | {base.num_layers} layers d_model {base.d_model} "
         f"d_ff {base.d_ff} vocab {base.vocab_size} context {base.context_length} | {warmup} warm-up "
-        f"+ {args.rounds} x {steps} steps | {device} ({machine}), {torch.get_num_threads()} threads, "
+        f"+ {args.rounds} x {steps} steps | {device} ({machine}), {plural(torch.get_num_threads(), 'thread')}, "
         f"torch {torch.__version__} | load {load[0]:.1f}"
     )
     result = benchmark(base, variants, steps=steps, warmup=warmup, rounds=args.rounds, memory=args.memory)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from cs336_basics.errors import UserError
+from cs336_basics.formatting import plural
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # CPU runs shorter than this many tokens skip torch.compile: its warm-up (tens of seconds) would not pay off.
@@ -61,7 +62,7 @@ class Runtime:
         return {**asdict(self), **info, "torch": torch.__version__}
 
     def banner(self) -> str:
-        threads = f", {self.threads} threads" if self.device.type == "cpu" else ""
+        threads = f", {plural(self.threads, 'thread')}" if self.device.type == "cpu" else ""
         compiled = self.compile_backend if self.compile else "off"
         where = f"{self.device} ({self.device_name()}{threads})"
         return f"device {where} | precision {self.dtype} | compile={compiled} | tf32={self.tf32}"
