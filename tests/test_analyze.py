@@ -126,8 +126,10 @@ def test_full_sweep_reports_and_figures(sweep_copy, capsys):
     assert f"The best learning rate is **{best:.3g}**" in md
     assert "smallest learning rate above the best that diverged: 0.1 (exploded" in md
     assert "largest learning rate that converged: 0.03" in md
+    factor = DIVERGED_LR / best
     assert (
-        f"the best learning rate is {best / DIVERGED_LR:.2g}x the smallest diverging lr above it, 0.1" in md
+        f"the best learning rate {best:.3g} is a factor {factor:.2g} below the smallest diverging lr above it, 0.1"
+        in md
     )
     # The measured half, on real runs: the demo preset measures sharpness and signals.
     assert re.search(

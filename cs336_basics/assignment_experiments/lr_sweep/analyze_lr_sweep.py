@@ -138,9 +138,8 @@ def stability_edge(view: SweepView) -> list[str]:
         out.append(f"lr {conv.lr:.3g} converged although the smaller {div.lr:.3g} diverged: the edge is noisy here "
                    "(seed-dependent); treat the divergence threshold as approximate")  # fmt: skip
     if best is not None:
-        ratio = best.lr / div.lr
-        out.append(f"the best learning rate is {ratio:.2g}x the smallest diverging lr above it, {div.lr:.3g} "
-                   f"(a factor {1 / ratio:.2g} below it)")  # fmt: skip
+        out.append(f"the best learning rate {best.lr:.3g} is a factor {div.lr / best.lr:.2g} below the smallest "
+                   f"diverging lr above it, {div.lr:.3g}")  # fmt: skip
     return out
 
 
