@@ -153,7 +153,14 @@ def test_full_sweep_reports_and_figures(sweep_copy, capsys):
     assert "No run directory (the point failed: RuntimeError: CUDA out of memory)" in log
     assert "diverged at step 15: exploded" in log
     assert "1 loss spike(s)" in log  # the hand-made 9.5 at step 15
-    assert "evaluation took" in log and "checkpointing" in log
+    summary = json.loads((sweep_copy / "lr_1e_03" / "summary.json").read_text())
+    shares = [100 * summary[k] / summary["wallclock_s"] for k in ("eval_s", "checkpoint_s", "measure_s")]
+    assert (
+        "evaluation took {:.1f}%, checkpointing {:.1f}% and the stability measurements {:.1f}%".format(
+            *shares
+        )
+        in log
+    )
 
 
 def test_partial_sweep_says_what_is_missing(sweep_copy, tmp_path):

@@ -343,20 +343,22 @@ class ExperimentLog:
         return m["step"].to_numpy(dtype=float), np.asarray(values, dtype=float)
 
     def overhead_share(self) -> dict | None:
-        """Share of wallclock spent outside training steps: from summary.json (eval, checkpoint), else estimated
-        from metrics (wallclock minus steps x ms_per_step). ``{"eval", "checkpoint", "total", "wallclock_s",
-        "estimated"}``."""
+        """Share of wallclock spent outside training steps: from summary.json (eval, checkpoint and the stability
+        measurements, 0 in runs from before they were timed), else estimated from metrics (wallclock minus steps x
+        ms_per_step). ``{"eval", "checkpoint", "measure", "total", "wallclock_s", "estimated"}``; total covers
+        evaluation and checkpoints, the part their intervals control."""
         wall, ev, ck = (self._from_summary(k) for k in ("wallclock_s", "eval_s", "checkpoint_s"))
         if wall and ev is not None and ck is not None:
-            return {"eval": ev / wall, "checkpoint": ck / wall, "total": (ev + ck) / wall, "wallclock_s": wall,
-                    "estimated": False}  # fmt: skip
+            measure = (self._from_summary("measure_s") or 0.0) / wall
+            return {"eval": ev / wall, "checkpoint": ck / wall, "measure": measure, "total": (ev + ck) / wall,
+                    "wallclock_s": wall, "estimated": False}  # fmt: skip
         m = self.metrics[self.metrics["ms_per_step"].notna() & self.metrics["wallclock_s"].notna()]
         if len(m) < 2 or not m["wallclock_s"].iloc[-1] > 0:
             return None
         wall = float(m["wallclock_s"].iloc[-1])
         step_s = float((m["step"].diff().fillna(m["step"].iloc[0]) * m["ms_per_step"]).sum()) / 1e3
-        return {"eval": None, "checkpoint": None, "total": max(wall - step_s, 0.0) / wall, "wallclock_s": wall,
-                "estimated": True}  # fmt: skip
+        return {"eval": None, "checkpoint": None, "measure": None, "total": max(wall - step_s, 0.0) / wall,
+                "wallclock_s": wall, "estimated": True}  # fmt: skip
 
 
 def load_experiment_log(path: str | os.PathLike) -> ExperimentLog:

@@ -140,10 +140,13 @@ def run_observations(point: SweepPoint, target: float | None = None) -> list[str
                 "wallclock (estimated from metrics)"
             )
         else:
-            text = (
-                f"evaluation took {100 * oh['eval']:.1f}% and checkpointing {100 * oh['checkpoint']:.1f}% "
-                f"of the {duration(oh['wallclock_s'])} wallclock"
-            )
+            shares = [
+                f"evaluation took {100 * oh['eval']:.1f}%",
+                f"checkpointing {100 * oh['checkpoint']:.1f}%",
+            ]
+            if oh["measure"]:  # capped by --sharpness-share (sharpness) and --no-signals
+                shares.append(f"the stability measurements {100 * oh['measure']:.1f}%")
+            text = f"{', '.join(shares[:-1])} and {shares[-1]} of the {duration(oh['wallclock_s'])} wallclock"
         if oh["total"] > OVERHEAD_WARN:
             text += " — a large share: raise --eval-interval / --checkpoint-interval or lower --eval-batches"
         out.append(text)
