@@ -109,6 +109,12 @@ def _expected_best(sweep: Path) -> float:
 
 
 def test_full_sweep_reports_and_figures(sweep_copy, capsys):
+    config_file = sweep_copy / "lr_1e_03" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["runtime"]["notes"].append(
+        "resumed on 1 CPU thread(s), 2 before: ..."
+    )  # as Trainer.resume notes it
+    config_file.write_text(json.dumps(config))
     assert analyze_main([str(sweep_copy), "--device", "cpu", "--max-tokens", "24"]) == 0
     out = capsys.readouterr().out
     for name in (
@@ -153,6 +159,9 @@ def test_full_sweep_reports_and_figures(sweep_copy, capsys):
     assert "No run directory (the point failed: RuntimeError: CUDA out of memory)" in log
     assert "diverged at step 15: exploded" in log
     assert "1 loss spike(s)" in log  # the hand-made 9.5 at step 15
+    runtime = config["runtime"]
+    assert all(f"- runtime: {note}\n" in log for note in runtime["notes"])  # how it ran
+    assert f"device cpu ({runtime['device_name']}, {runtime['threads']} thread" in log
     summary = json.loads((sweep_copy / "lr_1e_03" / "summary.json").read_text())
     shares = [100 * summary[k] / summary["wallclock_s"] for k in ("eval_s", "checkpoint_s", "measure_s")]
     assert (

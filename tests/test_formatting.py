@@ -13,7 +13,11 @@ def test_duration_count_size():
     assert [count(12345), count(3.3e6), count(1.2e9), count(None)] == ["12,345", "3.30M", "1.20B", "–"]
     assert [size(512), size(27.6e6), size(1.2e9), size(1.2e12), size(5e15)] == [
         "512 B", "27.6 MB", "1.2 GB", "1.2 TB", "5000.0 TB"]  # fmt: skip
-    assert [plural(1, "thread"), plural(2, "thread"), plural(0, "point")] == ["1 thread", "2 threads", "0 points"]
+    assert [plural(1, "thread"), plural(2, "thread"), plural(0, "point")] == [
+        "1 thread",
+        "2 threads",
+        "0 points",
+    ]
 
 
 def test_fmt_loss_text_and_md_table():

@@ -21,7 +21,7 @@ from cs336_basics.assignment_experiments.lr_sweep.stability import (
 )
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView
 from cs336_basics.experiment_log.reader import TRAIN_RATE, TRAIN_RATE_NOTE, smoothed
-from cs336_basics.formatting import count, duration, fmt, loss_text, md_table
+from cs336_basics.formatting import count, duration, fmt, loss_text, md_table, plural
 
 PLATEAU_GAIN = 0.01  # < 1% smoothed-loss improvement per 10% of training counts as a plateau
 SPIKE_FACTOR = 1.3  # a logged loss above 1.3x the smoothed loss before it is a spike
@@ -150,6 +150,8 @@ def run_observations(point: SweepPoint, target: float | None = None) -> list[str
         if oh["total"] > OVERHEAD_WARN:
             text += " — a large share: raise --eval-interval / --checkpoint-interval or lower --eval-batches"
         out.append(text)
+    # How the run ran: the auto choices, a compile fallback, a resume on another CPU thread count.
+    out += [f"runtime: {note}" for note in (log.config.get("runtime") or {}).get("notes") or []]
     return out
 
 
@@ -201,6 +203,9 @@ def config_line(config: dict) -> str:
     if not c:
         return "_config.json not written yet_"
     rt = c.get("runtime") or {}
+    threads = (
+        f", {plural(rt['threads'], 'thread')}" if rt.get("device") == "cpu" and rt.get("threads") else ""
+    )
     params = c.get("non_embedding_parameters")
     tokens_step = (c.get("batch_size") or 0) * (c.get("context_length") or 0)
     parts = [
@@ -214,7 +219,7 @@ def config_line(config: dict) -> str:
         f"warmup {c.get('warmup_steps')} steps",
         f"AdamW betas ({c.get('beta1')}, {c.get('beta2')}), weight decay {c.get('weight_decay')}, "
         f"grad clip {c.get('grad_clip')}",
-        f"device {rt.get('device', c.get('device'))} ({rt.get('device_name', '?')}), "
+        f"device {rt.get('device', c.get('device'))} ({rt.get('device_name', '?')}{threads}), "
         f"{rt.get('dtype', c.get('dtype'))}, "
         f"compile {'on' if rt.get('compile') else 'off'}" + (", tf32" if rt.get("tf32") else ""),
         f"seed {c.get('seed')}",
