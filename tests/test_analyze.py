@@ -103,9 +103,11 @@ def sweep_copy(tmp_path_factory, tmp_path) -> Path:
 
 
 def _expected_best(sweep: Path) -> float:
-    view = load_sweep(sweep)
-    done = [p for p in view.points if p.state == "finished"]
-    return min(done, key=lambda p: p.final_val_loss).value
+    """The max_lr of the finished run with the lowest final val loss, read from the raw files."""
+    runs = [json.loads((d / "summary.json").read_text()) | {"dir": d} for d in sweep.glob("lr_*")
+            if (d / "summary.json").exists()]  # fmt: skip
+    best = min((r for r in runs if r["status"] == "finished"), key=lambda r: r["final_val_loss"])
+    return json.loads((best["dir"] / "config.json").read_text())["max_lr"]
 
 
 def test_full_sweep_reports_and_figures(sweep_copy, capsys):

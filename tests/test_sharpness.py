@@ -116,14 +116,20 @@ def test_mlp_against_exact_hessian():
     assert top_p == pytest.approx(exact_p, rel=1e-3)
 
 
-def tiny_lm_after_steps(steps=3):
+BETA2, EPS = 0.95, 1e-8
+
+
+def tiny_lm_after_steps(steps=3, grads=None):
+    """The tiny LM after ``steps`` AdamW steps; each step's flat gradient appended to ``grads``."""
     torch.manual_seed(0)
     model = TransformerLM(32, 8, 16, 1, 2, 16, 10_000.0, dtype=torch.float64)
-    opt = AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    opt = AdamW(model.parameters(), lr=1e-2, betas=(0.9, BETA2), eps=EPS, weight_decay=0.1)
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps):
         x = torch.randint(0, 32, (4, 8), generator=gen)
         cross_entropy(model(x), torch.roll(x, -1, 1)).backward()
+        if grads is not None:
+            grads.append(torch.cat([q.grad.reshape(-1) for q in model.parameters()]))
         opt.step()
         opt.zero_grad(set_to_none=True)
     x = torch.randint(0, 32, (4, 8), generator=gen)
@@ -131,10 +137,16 @@ def tiny_lm_after_steps(steps=3):
 
 
 def test_tiny_lm_preconditioned_against_dense_hessian():
-    model, opt, x, y = tiny_lm_after_steps()
+    grads = []
+    model, opt, x, y = tiny_lm_after_steps(grads=grads)
     with sdpa_kernel(SDPBackend.MATH):  # the fused CPU kernel has no double backward
         h = dense_hessian(model, lambda call: cross_entropy(call(x), y))
-    p = torch.cat([d.reshape(-1) for d in adam_preconditioner(opt)])
+    # Adam's preconditioner by hand, from the gradients: v_t = sum_k (1 - b2) b2^(t-k) g_k^2, bias-corrected.
+    t = len(grads)
+    v = sum((1 - BETA2) * BETA2 ** (t - k) * g**2 for k, g in enumerate(grads, 1))
+    p = torch.where(v > 0, (v / (1 - BETA2**t)).sqrt() + EPS, math.inf)
+    got_p = torch.cat([d.reshape(-1) for d in adam_preconditioner(opt)])
+    torch.testing.assert_close(got_p, p, rtol=1e-12, atol=0)
     # Embedding rows no training batch held have v = 0: adam_preconditioner leaves them out (P = inf), and so does
     # this dense reference (h / inf = 0). The probe batch holds such tokens: their Hessian rows are not 0.
     exact = torch.linalg.eigvalsh(h / p.sqrt()[:, None] / p.sqrt()[None, :])[-1].item()
