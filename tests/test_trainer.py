@@ -163,9 +163,19 @@ def test_checkpoint_survives_kill_during_write(tmp_path):
     deadline = time.time() + 300  # importing torch takes long on a loaded 2-core machine
     while not path.exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.7)
+
+    # Kill it while a rewrite is under way: its temp file (.ckpt.pt.*.tmp) is there and has data in it.
+    def writing() -> bool:
+        try:
+            return any(t.stat().st_size > 0 for t in tmp_path.glob(".ckpt.pt.*.tmp"))
+        except FileNotFoundError:  # renamed into place between the glob and the stat
+            return False
+
+    while not writing() and time.time() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert list(tmp_path.glob(".ckpt.pt.*.tmp")), "the kill did not land during a write"
     ckpt = read_checkpoint(path)
     assert ckpt["model"]["weight"].shape == (4096, 2048)
     assert isinstance(ckpt["iteration"], int)
