@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import typing
@@ -161,6 +162,18 @@ def test_out_of_range_values_are_refused(overrides, flag):
     with pytest.raises(UserError, match=f"^{flag} must be") as err:
         create_experiment_config("demo", **overrides).resolved()
     assert "\n" not in str(err.value) and "got" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("d_model", "num_heads", "says"),
+    [(130, 4, "--d-model 130 must be divisible by --num-heads 4"), (132, 4, "head size d_model/num_heads = 33")],
+)
+def test_model_shapes_attention_cannot_split_are_refused(d_model, num_heads, says):
+    """130 / 4 heads is not whole; 132 / 4 = 33 is, but RoPE rotates pairs, so a head needs an even size."""
+    with pytest.raises(UserError, match=f"^{re.escape(says)}") as err:
+        create_experiment_config("demo", d_model=d_model, num_heads=num_heads).resolved()
+    assert "\n" not in str(err.value)
+    create_experiment_config("demo", d_model=136, num_heads=4).resolved()  # 34 per head: accepted
 
 
 def test_a_refusal_suggests_the_users_preset_value_and_names_both_lr_flags():

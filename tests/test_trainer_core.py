@@ -146,6 +146,32 @@ def test_provenance_and_plain_lines_off_a_terminal(tmp_path, token_files):
     assert {"mfu", "data_wait_ms"} <= set(header)
 
 
+def test_resume_without_a_checkpoint_is_refused_before_any_work(tmp_path):
+    result = _train_cli("--preset", "demo", "--out", "run", "--resume", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: --resume given but there is no checkpoint at {Path('run/checkpoints/latest.pt')}; "
+        "leave out --resume to start"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run dir, no demo data prepared
+
+
+def test_a_config_file_with_flags_over_it(tmp_path, token_files):
+    """--config gives the fields it lists (the rest from its preset); a flag given beside it wins."""
+    flags = dict(zip(TINY_FLAGS[::2], TINY_FLAGS[1::2]))
+    file_values = {k[2:].replace("-", "_"): v for k, v in flags.items()}
+    file_values = {
+        k: v if k in ("preset", "device", "dtype", "compile") else int(v) for k, v in file_values.items()
+    }
+    (tmp_path / "c.json").write_text(json.dumps({**file_values, "max_steps": 40, "seed": 7}))
+    result = _train_cli("--config", str(tmp_path / "c.json"), "--max-steps", "10", "--train-data", token_files[0],
+                        "--val-data", token_files[1], "--out", str(tmp_path / "run"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert written["max_steps"] == 10 and written["seed"] == 7 and written["d_model"] == 32
+    assert written["max_lr"] == 1e-2  # not in the file: the demo preset's
+
+
 @pytest.mark.parametrize("kind", ["file", "under_file", "too_long", "unwritable"])
 def test_bad_out_is_one_line(tmp_path, token_files, kind):
     (tmp_path / "f").write_text("x")

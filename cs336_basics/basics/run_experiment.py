@@ -30,6 +30,7 @@ from cs336_basics.errors import Stopped, UserError, cli_entry, command_parser, d
 from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import (
     DONE_STATES,
+    LATEST_CHECKPOINT,
     RUN_LOCK_FILE,
     make_dirs,
     move_aside,
@@ -83,6 +84,11 @@ def run_experiment(
                 check_compatible(log.config, cfg, out_dir / "config.json")
                 print(f"{out_dir}: already {log.summary['status']}, not retrained (use --fresh to retrain)")
                 return log.summary
+        latest = out_dir / LATEST_CHECKPOINT
+        if resume == "must" and not latest.exists():  # before any data is prepared; the new dir goes again
+            raise UserError(
+                f"--resume given but there is no checkpoint at {latest}; leave out --resume to start"
+            )
         clean_stale_temp_files(out_dir)
         # The device first: a missing GPU is refused before any data is downloaded or tokenized.
         runtime = runtime or setup_runtime(cfg.device, cfg.dtype, cfg.compile, cfg.tf32, cfg.total_tokens)
@@ -98,8 +104,6 @@ def run_experiment(
         # From here on the run dir says how the run ended (a checkpoint that cannot continue: "failed").
         try:
             resumed = resume != "never" and trainer.resume()
-            if resume == "must" and not resumed:
-                raise UserError(f"--resume given but there is no checkpoint at {trainer.latest}")
             _print_banner(trainer, resumed)
             trainer.tracker.start(resume_step=trainer.state.step if resumed else None)
             summary = trainer.run()

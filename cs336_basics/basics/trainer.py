@@ -33,7 +33,7 @@ from cs336_basics.basics.provenance import run_info
 from cs336_basics.basics.step import TrainStep
 from cs336_basics.errors import Stopped, UserError
 from cs336_basics.experiment_log import ExperimentTracker
-from cs336_basics.experiment_log.reader import CONFIG_FILE, read_json_dict
+from cs336_basics.experiment_log.reader import CHECKPOINT_DIR, CONFIG_FILE, LATEST_CHECKPOINT, read_json_dict
 
 
 @dataclass
@@ -105,7 +105,7 @@ class Trainer:
         self.model, self.optimizer = self.step_fn.model, self.step_fn.optimizer
         self.state = TrainState()
         self._evaluated_at: int | None = None  # the step of the last evaluation: its row carries val_loss
-        self.latest = out_dir / "checkpoints" / "latest.pt"
+        self.latest = out_dir / LATEST_CHECKPOINT
         self.reference_loss = reference_loss
         self.rule = DivergenceRule.from_config(cfg)
         self.val_set = eval_batches(val, cfg.batch_size, cfg.context_length, cfg.eval_batches, runtime.device)
@@ -176,7 +176,7 @@ class Trainer:
             config=self.cfg.to_dict(), tokenizer_path=self.tokenizer_path, train_state=asdict(self.state)
         )
         obj = checkpoint_dict(self.model, optimizer, self.state.step, **extra, kind=kind)
-        self.writer.submit(obj, self.out_dir / "checkpoints" / f"{kind}.pt", background=background)
+        self.writer.submit(obj, self.out_dir / CHECKPOINT_DIR / f"{kind}.pt", background=background)
 
     def log(
         self, step: int, train_loss: float, grad_norm: float, lr: float, interval: Interval, signals=None

@@ -67,6 +67,7 @@ STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "loss_curves.png"
 CHECKPOINT_DIR = "checkpoints"
+LATEST_CHECKPOINT = f"{CHECKPOINT_DIR}/latest.pt"  # the one a re-run resumes from
 RUN_LOCK_FILE = ".run.lock"  # run_dir_lock's flock: held while a trainer owns the dir
 
 COMPARE_COLUMNS: tuple[str, ...] = (
