@@ -270,3 +270,35 @@ def test_rows_adam_never_moved_are_left_out_of_the_preconditioned_sharpness():
             1e-9,
         )
     assert as_eps > 1e4 * got  # P = eps on the unmoved rows would blow the measurement up by ~1e8
+
+
+def test_a_runs_sharpness_row_is_its_own_state_measured_on_the_probe_batch(tmp_path):
+    """The in-run wiring: sharpness.csv's last row equals lambda_max(P^-1 H) of final.pt's weights and AdamW
+    state, on the first windows of the first validation batch, against (2 + 2 b1) / ((1 - b1) lr) = 38 / lr
+    with the lr of that step's update (metrics.csv)."""
+    import pandas as pd
+
+    from cs336_basics.basics.batching import eval_batches
+    from cs336_basics.basics.run_experiment import run_experiment
+    from tests.conftest import pattern_tokens, tiny_config
+
+    cfg = tiny_config(max_steps=10, log_interval=5, eval_interval=5, checkpoint_interval=5, sharpness_share=0.99,
+                      signals=False, divergence_check_after=1.0)  # fmt: skip
+    val = pattern_tokens(4_000, seed=1)
+    run_experiment(cfg, pattern_tokens(20_000), val, out_dir=tmp_path / "run", progress=False)
+    row = pd.read_csv(tmp_path / "run" / "sharpness.csv").iloc[-1]
+    lr = pd.read_csv(tmp_path / "run" / "metrics.csv").set_index("step").loc[10, "lr"]
+    assert row["step"] == 10 and row["lr"] == pytest.approx(lr, rel=1e-12)
+    assert row["threshold"] == pytest.approx(38 / lr, rel=1e-12)
+
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "final.pt", weights_only=False)
+    model = TransformerLM(64, 16, 32, 1, 2, 64, 10_000.0)
+    model.load_state_dict(ckpt["model"])
+    opt = AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    opt.load_state_dict(ckpt["optimizer"])
+    x, y = eval_batches(val, cfg.batch_size, cfg.context_length, cfg.eval_batches, torch.device("cpu"))[0]
+    expected = preconditioned_sharpness(
+        measurement_model(model), opt, x[:8], y[:8], iters=cfg.sharpness_iters
+    )
+    assert row["sharpness"] == pytest.approx(expected, rel=1e-4)
+    assert row["ratio"] == pytest.approx(expected * lr / 38, rel=1e-4)
