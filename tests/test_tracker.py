@@ -9,7 +9,7 @@ import threading
 import pandas as pd
 import pytest
 
-from cs336_basics.experiment_log import ExperimentTracker, load_experiment_log
+from cs336_basics.experiment_log import ExperimentTracker, load_experiment_log, tracker
 from cs336_basics.experiment_log.reader import METRIC_COLUMNS
 
 
@@ -101,13 +101,16 @@ def test_reading_while_writing_never_raises(tmp_path):
     t = ExperimentTracker({"max_lr": 1e-3}, tmp_path / "r")
     t.start()
     errors, done = [], threading.Event()
+    reads = 0
 
     def read():
+        nonlocal reads
         while not done.is_set():
             try:
                 load_experiment_log(tmp_path / "r")
             except Exception as err:  # pragma: no cover - the failure being tested for
                 errors.append(err)
+            reads += 1
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -118,3 +121,27 @@ def test_reading_while_writing_never_raises(tmp_path):
     done.set()
     reader.join()
     assert not errors
+    assert reads > 2  # the reader really ran alongside the writes
+
+
+def test_status_is_written_on_the_background_thread_unless_asked_not_to(tmp_path, monkeypatch):
+    """The real ``atomic_write_json``, wrapped only to record which thread each status.json write ran on."""
+    real_write = tracker.atomic_write_json
+    writers: list[tuple[threading.Thread, int]] = []
+
+    def recording_write(path, obj):
+        if path.name == "status.json":
+            writers.append((threading.current_thread(), obj["step"]))
+        real_write(path, obj)
+
+    monkeypatch.setattr(tracker, "atomic_write_json", recording_write)
+    t = ExperimentTracker({}, tmp_path / "r")
+    t.start()  # writes status step 0 on the calling thread, so it is on disk before training begins
+    t.set_status("running", step=5)  # the default: background
+    t.set_status("running", step=6, background=False)
+    t.finish(_summary(7))  # the final status: on the calling thread
+    caller = threading.current_thread()
+    assert [step for _, step in writers] == [0, 5, 6, 7]
+    assert [thread is caller for thread, _ in writers] == [True, False, True, True]
+    assert writers[1][0].name.startswith("status-writer")
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["step"] == 7  # the real file was written
