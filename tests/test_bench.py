@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from cs336_basics.basics import bench
+from cs336_basics.basics import bench, hardware
 from cs336_basics.basics.kernels import fast_cross_entropy
 from cs336_basics.basics.model import TransformerLM
 from tests.conftest import tiny_config
@@ -98,13 +98,13 @@ def test_mfu_against_hand_computation():
     n = 2 * (4 * 16 * 16 + 3 * 16 * 48 + 2 * 16) + 16 + 16 * 100  # non-embedding parameters, LM head included
     flops = 6 * n + 12 * 2 * 16 * 8  # per token: 6N plus the attention scores and values
     h100 = types.SimpleNamespace(device_name=lambda: "NVIDIA H100 80GB HBM3", dtype="bf16", tf32=True)
-    row = bench.throughput_row(cfg, h100, steps=10, seconds=2.0)
+    row = hardware.throughput_row(cfg, h100, steps=10, seconds=2.0)
     tokens_per_sec = 10 * cfg.batch_size * 8 / 2.0
     assert row["tokens_per_sec"] == pytest.approx(tokens_per_sec)
     assert row["ms_per_step"] == pytest.approx(200.0)
     assert row["mfu"] == pytest.approx(tokens_per_sec * flops / 989.4e12)  # H100 SXM dense bf16
     cpu = types.SimpleNamespace(device_name=lambda: "Intel(R) Xeon(R) Processor", dtype="fp32", tf32=False)
-    assert bench.throughput_row(cfg, cpu, steps=10, seconds=2.0)["mfu"] is None
+    assert hardware.throughput_row(cfg, cpu, steps=10, seconds=2.0)["mfu"] is None
 
 
 def test_plain_loss_is_the_package_model():

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch import Tensor
-
-from cs336_basics.errors import UserError
 
 
 def get_batch(
@@ -22,7 +18,6 @@ def get_batch(
     Starts are uniform in [0, len - context_length) from NumPy's global RNG (the CS336 interface).
     An invalid ``device`` raises.
     """
-    device = torch.device(device)
     starts = np.random.randint(0, len(dataset) - context_length, size=batch_size)
     block = _block(dataset, starts, context_length).to(device)
     return block[:, :-1], block[:, 1:]
@@ -57,10 +52,6 @@ class BatchLoader:
     def __init__(
         self, dataset: npt.NDArray, batch_size: int, context_length: int, seed: int, device: torch.device
     ):
-        if len(dataset) <= context_length + 1:
-            raise ValueError(
-                f"dataset of {len(dataset)} tokens is shorter than one window of {context_length + 1}"
-            )
         self.dataset, self.batch_size, self.context_length = dataset, batch_size, context_length
         self.seed, self.device = seed, device
         self.num_windows = len(dataset) - context_length
@@ -94,61 +85,3 @@ def eval_batches(
     starts = eval_starts(len(dataset), context_length, batch_size * num_batches)
     block = _block(dataset, starts, context_length).to(device)
     return [(batch[:, :-1], batch[:, 1:]) for batch in block.split(batch_size)]
-
-
-def with_data_files(cfg):
-    """``cfg`` with absolute train/val token files and tokenizer, preparing the dataset (download, BPE,
-    tokenize) for any that are missing: a sweep does it once for all its points."""
-    from cs336_basics.data.token_file import require_token_file
-
-    for given in (cfg.train_data, cfg.val_data):  # a missing file given by name: said before any preparing
-        if given is not None:
-            require_token_file(given)
-    if cfg.train_data is not None and cfg.val_data is not None:
-        return cfg
-    from cs336_basics.data import prepare_dataset
-
-    prepared = prepare_dataset(cfg.dataset, cfg.data_dir, vocab_size=cfg.vocab_size)
-    return dataclasses.replace(
-        cfg,
-        train_data=cfg.train_data or str(Path(prepared.train_tokens).resolve()),
-        val_data=cfg.val_data or str(Path(prepared.valid_tokens).resolve()),
-        tokenizer_path=cfg.tokenizer_path or str(Path(prepared.tokenizer_path).resolve()),
-    )
-
-
-def load_run_data(cfg, train_data=None, val_data=None) -> tuple[npt.NDArray, npt.NDArray, str | None]:
-    """Training and validation token arrays (memmaps) and the tokenizer path, preparing the dataset if needed.
-    ``train_data``/``val_data`` (arrays or paths) replace the config's files."""
-    from cs336_basics.data import load_token_file
-
-    if train_data is None or val_data is None:
-        cfg = with_data_files(cfg)
-    tokenizer_path = cfg.tokenizer_path
-    train_data = train_data if train_data is not None else cfg.train_data
-    val_data = val_data if val_data is not None else cfg.val_data
-    arrays = []
-    for name, data in (("training", train_data), ("validation", val_data)):
-        if isinstance(data, (str, Path)):
-            path = Path(data)
-            if tokenizer_path is None and (path.parent / "tokenizer.json").exists():
-                tokenizer_path = str((path.parent / "tokenizer.json").resolve())
-            arr = load_token_file(path, vocab_size=cfg.vocab_size)
-        else:
-            arr = data if isinstance(data, np.ndarray) else np.asarray(data)
-            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-                raise UserError(
-                    f"{name} data must be a 1-D integer token array, got shape {arr.shape} {arr.dtype}"
-                )
-            if len(arr) and int(arr.max()) >= cfg.vocab_size:
-                raise UserError(
-                    f"{name} data has token id {int(arr.max())} >= vocab size {cfg.vocab_size}; "
-                    f"pass --vocab-size {int(arr.max()) + 1} or re-tokenize"
-                )
-        if len(arr) <= cfg.context_length + 1:
-            raise UserError(
-                f"{name} data has {len(arr)} tokens, fewer than one window of context_length + 1 = "
-                f"{cfg.context_length + 1}; use a smaller --context-length or more data"
-            )
-        arrays.append(arr)
-    return arrays[0], arrays[1], tokenizer_path

@@ -151,19 +151,10 @@ class PlainLoop:
     def finish(self, step: int) -> dict:
         self.loss.item()  # the one read-back, as a loop's log line would do
         seconds = time.perf_counter() - self.t0
-        return throughput_row(self.cfg, self.runtime, self.steps, seconds)
+        return hardware.throughput_row(self.cfg, self.runtime, self.steps, seconds)
 
     def close(self) -> None:
         """Nothing to release: no threads, no run directory."""
-
-
-def throughput_row(cfg, runtime: Runtime, steps: int, seconds: float) -> dict:
-    """The trainer's metrics arithmetic (tokens/s, ms/step, MFU against the dense peak) for the plain loop."""
-    tokens_per_sec = steps * cfg.tokens_per_step / seconds
-    flops = hardware.flops_per_token(**{k: getattr(cfg, k) for k in hardware.FLOPS_SHAPE})
-    peak = hardware.peak_flops(runtime.device_name(), hardware.peak_precision(runtime.dtype, runtime.tf32))
-    mfu = hardware.model_flops_utilization(tokens_per_sec, flops, peak) if peak else None
-    return {"tokens_per_sec": tokens_per_sec, "ms_per_step": 1e3 * seconds / steps, "mfu": mfu}
 
 
 # ---- the package -----------------------------------------------------------------------------------------

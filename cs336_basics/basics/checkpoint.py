@@ -7,7 +7,7 @@ import errno
 import os
 import threading
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, BinaryIO
 
 import torch
 from torch.utils._pytree import tree_leaves, tree_map_only
@@ -25,10 +25,9 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     iteration: int,
     out: str | os.PathLike | BinaryIO | IO[bytes],
-    **extra: Any,
 ) -> None:
-    """Save model, optimizer and iteration (plus ``extra`` entries) to a path (atomically) or a binary file."""
-    write_checkpoint(checkpoint_dict(model, optimizer, iteration, **extra), out)
+    """Save model, optimizer and iteration to a path (atomically) or a binary file."""
+    write_checkpoint(checkpoint_dict(model, optimizer, iteration), out)
 
 
 def checkpoint_dict(
@@ -117,9 +116,7 @@ class CheckpointWriter:
         self.wait()
         pinned = torch.cuda.is_available()
         snapshot = tree_map_only(torch.Tensor, lambda t: _host_copy(t, pinned), obj)
-        ready = torch.cuda.Event() if pinned else None
-        if ready is not None:
-            ready.record()
+        ready = torch.cuda.current_stream().record_event() if pinned else None  # marks the end of the copies
         args = (snapshot, path, ready)
         self._thread = threading.Thread(target=self._write, args=args, name="checkpoint-writer")
         self._thread.start()

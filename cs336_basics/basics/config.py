@@ -16,7 +16,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,13 +196,6 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def run_info(self, **info: Any) -> dict[str, Any]:
-        """A run's config.json: the config fields plus facts about the run, each named in RUN_INFO_KEYS."""
-        stray = sorted(set(info) - set(RUN_INFO_KEYS))
-        if stray:  # a programming error: add the key to RUN_INFO_KEYS so load() keeps reading config.json
-            raise ValueError(f"config.json keys {stray} are neither config fields nor in RUN_INFO_KEYS")
-        return {**self.to_dict(), **info}
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ExperimentConfig:
         """Exactly the given fields (the rest at the dataclass defaults); an unknown key is an error."""
@@ -238,7 +231,7 @@ _HINTS = typing.get_type_hints(ExperimentConfig)
 MODEL_FIELDS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta")
 # Fields that default to None and are derived by resolved(); config.json lists which ones were derived.
 DERIVED_FIELDS = ("min_lr", "warmup_steps", "cosine_cycle_steps")
-# What the trainer writes into a run's config.json besides the config fields (see ExperimentConfig.run_info).
+# What the trainer writes into a run's config.json besides the config fields (provenance.run_info; a test checks).
 RUN_INFO_KEYS = ("runtime", "provenance", "parameters", "non_embedding_parameters", "train_tokens")
 RUN_INFO_KEYS += ("val_tokens", "derived_fields")
 CHOICES = {"dtype": ("auto", "bf16", "fp32"), "compile": ("auto", "on", "off")}
@@ -286,18 +279,16 @@ RESUMABLE_FIELDS = {
 
 
 def resume_differences(
-    saved: dict[str, Any], cfg: ExperimentConfig, ignore: Iterable[str] = (), saved_as: str = "checkpoint"
+    saved: dict[str, Any], cfg: ExperimentConfig, saved_as: str = "checkpoint"
 ) -> list[str]:
     """``"field: checkpoint X vs now Y"`` for every field that differs and may not change on resume.
 
     ``saved`` is the config dict stored with a run (checkpoint or config.json, named by ``saved_as``); a field it
-    lacks (written before the field existed) counts as that field's default. ``ignore``: more fields to let
-    change (a sweep's base config ignores ``max_lr``, which each point sets). Derived fields (min_lr from
+    lacks (written before the field existed) counts as that field's default. Derived fields (min_lr from
     max_lr, ...) are only named, last, when other fields differ too: they follow from those.
     """
-    free = set(RESUMABLE_FIELDS) | set(ignore)
     differ = {k: (saved.get(k, _DEFAULTS[k]), v) for k, v in cfg.to_dict().items()
-              if k not in free and saved.get(k, _DEFAULTS[k]) != v}  # fmt: skip
+              if k not in RESUMABLE_FIELDS and saved.get(k, _DEFAULTS[k]) != v}  # fmt: skip
     shown = [k for k in differ if k not in DERIVED_FIELDS] or list(differ)
     lines = [f"{k}: {saved_as} {value_repr(differ[k][0])} vs now {value_repr(differ[k][1])}" for k in shown]
     also = [k for k in differ if k not in shown]
@@ -387,10 +378,7 @@ def _unknown_key(key: str) -> str:
 @functools.cache
 def field_docs() -> dict[str, tuple[str, str]]:
     """``{field: (text, unit)}`` from the docstring under each field of ExperimentConfig."""
-    try:
-        tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
-    except OSError:  # no source shipped (a frozen app): the flags go without help
-        return {}
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
     body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ExperimentConfig").body
     docs = {}
     for node, after in zip(body, body[1:]):

@@ -13,20 +13,16 @@ number of threads rounds differently.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
+import functools
 import platform
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from cs336_basics.errors import UserError
 from cs336_basics.formatting import plural
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # CPU runs shorter than this many tokens skip torch.compile: its warm-up (tens of seconds) would not pay off.
 CPU_COMPILE_MIN_TOKENS = 10_000_000
 
@@ -34,7 +30,7 @@ CPU_COMPILE_MIN_TOKENS = 10_000_000
 @dataclass
 class Runtime:
     device: torch.device
-    dtype: str  # autocast dtype: bf16 | fp16 | fp32 (fp32 = no autocast)
+    dtype: str  # autocast dtype: bf16 | fp32 (fp32 = no autocast)
     compile: bool
     compile_backend: str
     tf32: bool
@@ -47,14 +43,14 @@ class Runtime:
         """The autocast context for forward passes (a no-op context in fp32)."""
         if self.dtype == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=DTYPES[self.dtype])
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def device_name(self) -> str:
         if self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)
         if self.device.type == "mps":
             return "Apple MPS"
-        return _cpu_model()
+        return cpu_model()
 
     def as_dict(self) -> dict:
         """The runtime block of config.json and summary.json: every field, the device's name, torch's version."""
@@ -106,12 +102,11 @@ def set_tf32(on: bool) -> None:
     torch.set_float32_matmul_precision("high" if on else "highest")
 
 
-def setup_runtime(
-    device: str, dtype: str, compile: str, tf32: bool, run_tokens: int | None = None
-) -> Runtime:
+def setup_runtime(device: str, dtype: str, compile: str, tf32: bool, run_tokens: int) -> Runtime:
     """Choose and apply device, precision, TF32 and compile settings (the config's ``device``, ``dtype``,
     ``compile`` and ``tf32``, where "auto" is chosen here); ``run_tokens`` sizes the CPU compile choice."""
     dev = resolve_device(device)
+    tf32 = tf32 and dev.type == "cuda"  # a CUDA switch: recorded off elsewhere
     notes: list[str] = []
     if dev.type == "cuda":
         set_tf32(tf32)
@@ -121,21 +116,21 @@ def setup_runtime(
             notes.append(f"dtype auto -> {dtype} autocast (fp32 master weights)")
         do_compile, backend = compile != "off", "inductor"
     elif dev.type == "mps":
-        tf32 = False
         if dtype == "auto":
             dtype = "fp32"
             notes.append("dtype auto -> fp32 on MPS (bf16 autocast support varies by macOS/torch version)")
         do_compile, backend = compile != "off", "aot_eager"
     else:
-        tf32 = False
         # The embedding's backward (an index_put_ with accumulate) adds rows on several threads in whatever
         # order they finish: two runs of one command differed from step 10 on (tests/test_determinism.py).
         # Deterministic mode sorts the indices first; on CPU that costs nothing measurable. warn_only: an op
         # without a deterministic CPU kernel warns rather than stopping the run (switched on below).
         if dtype == "auto":
+            from cs336_basics.basics.cpu_precision import cpu_autocast_choice
+
             dtype, why = cpu_autocast_choice()
             notes.append(f"dtype auto -> {dtype} on this CPU ({why})")
-        long_run = run_tokens is None or run_tokens >= CPU_COMPILE_MIN_TOKENS
+        long_run = run_tokens >= CPU_COMPILE_MIN_TOKENS
         do_compile, backend = (compile == "on") or (compile == "auto" and long_run), "inductor"
         if do_compile:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -143,68 +138,16 @@ def setup_runtime(
             torch._C._set_deterministic_algorithms(True, warn_only=True)
         if compile == "auto":
             notes.append(
-                f"compile auto -> {'on' if do_compile else 'off'} on CPU (run of {run_tokens or 0:,} tokens; "
+                f"compile auto -> {'on' if do_compile else 'off'} on CPU (run of {run_tokens:,} tokens; "
                 f"compile pays off from {CPU_COMPILE_MIN_TOKENS:,})"
             )
-    if dtype == "fp16":
-        raise UserError(
-            "--dtype fp16 is not supported (it needs loss scaling); use bf16 (most GPUs since 2020) or fp32"
-        )
     return Runtime(dev, dtype, do_compile, backend, tf32, notes)
 
 
-def _cache_file() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return root / "cs336_basics" / "cpu_precision.json"
-
-
-def _cpu_key() -> str:
-    return f"{platform.processor() or platform.machine()}|{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
-
-
-def _cpu_model() -> str:
+@functools.cache  # constant for the process: the trainer asks at every log step (hardware.throughput_row)
+def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.machine()
-
-
-def cpu_autocast_choice() -> tuple[str, str]:
-    """'bf16' if bf16 autocast runs a Transformer-sized matmul step faster than fp32 on this CPU, else 'fp32'.
-
-    Measured once (about a second) and cached in ~/.cache/cs336_basics/cpu_precision.json.
-    """
-    key, path = _cpu_key(), _cache_file()
-    cache: dict = {}
-    with contextlib.suppress(OSError, json.JSONDecodeError):
-        cache = json.loads(path.read_text())
-    how = "cached measurement"
-    if key not in cache:
-        how, fp32_ms, bf16_ms = "measured", _time_step(None), _time_step(torch.bfloat16)
-        choice = "bf16" if bf16_ms < 0.9 * fp32_ms else "fp32"
-        cache[key] = {"dtype": choice, "fp32_ms": fp32_ms, "bf16_ms": bf16_ms}
-        with contextlib.suppress(OSError):
-            from cs336_basics.atomic import atomic_write_json
-
-            atomic_write_json(path, cache)
-    entry = cache[key]
-    timing = f"fp32 {entry['fp32_ms']:.1f} ms vs bf16 {entry['bf16_ms']:.1f} ms per test step"
-    return entry["dtype"], f"{how}: {timing}"
-
-
-def _time_step(dtype: torch.dtype | None, repeats: int = 3) -> float:
-    """Milliseconds for the forward+backward of a small MLP of Transformer-like width."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(512, 512, generator=gen)
-    w1 = torch.randn(1344, 512, generator=gen, requires_grad=True)
-    w2 = torch.randn(512, 1344, generator=gen, requires_grad=True)
-    ctx = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    best = float("inf")
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        with ctx:
-            loss = F.linear(F.silu(F.linear(x, w1)), w2).float().square().mean()
-        loss.backward()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3

@@ -100,6 +100,16 @@ def model_flops_utilization(tokens_per_sec: float, flops_per_token: float, peak_
     return tokens_per_sec * flops_per_token / peak_flops
 
 
+def throughput_row(cfg, runtime, steps: int, seconds: float) -> dict:
+    """A metrics row's throughput columns for ``steps`` steps of ``cfg`` in ``seconds`` on ``runtime``: tokens/s,
+    ms/step and MFU against the dense peak (None where the device has no known peak: CPUs)."""
+    tokens_per_sec = steps * cfg.tokens_per_step / seconds
+    flops = flops_per_token(**{k: getattr(cfg, k) for k in FLOPS_SHAPE})
+    peak = peak_flops(runtime.device_name(), peak_precision(runtime.dtype, runtime.tf32))
+    mfu = model_flops_utilization(tokens_per_sec, flops, peak) if peak else None
+    return {"tokens_per_sec": tokens_per_sec, "ms_per_step": 1e3 * seconds / steps, "mfu": mfu}
+
+
 def expected_tokens_per_sec(flops_per_token: float, peak_flops: float, utilization: float) -> float:
     """Tokens/s a run reaches at ``utilization`` of ``peak_flops``."""
     if flops_per_token <= 0:

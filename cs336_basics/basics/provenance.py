@@ -99,7 +99,8 @@ def run_info(cfg, runtime, model, train, val, tokenizer_path, derived_fields=())
     precision choices made and why, provenance, and the sizes of data and model."""
     train_path = cfg.train_data or getattr(train, "filename", None)  # a memmap knows its file
     val_path = cfg.val_data or getattr(val, "filename", None)
-    return replace(cfg, tokenizer_path=tokenizer_path).run_info(
+    return dict(
+        replace(cfg, tokenizer_path=tokenizer_path).to_dict(),
         runtime=runtime.as_dict(),
         provenance=provenance(runtime.device, train_path, val_path, tokenizer_path),
         train_tokens=len(train),

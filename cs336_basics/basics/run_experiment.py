@@ -41,7 +41,6 @@ from cs336_basics.experiment_log.tracker import print_summary
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
 
 if TYPE_CHECKING:
-    from cs336_basics.basics.device import Runtime
     from cs336_basics.basics.trainer import Trainer
 
 
@@ -54,7 +53,6 @@ def run_experiment(
     resume: str = "auto",
     progress: bool = True,
     reference_loss: Callable[[int], float | None] | None = None,
-    runtime: Runtime | None = None,
     wandb: dict | None = None,
 ) -> dict:
     """Train one run into ``out_dir`` and return its summary (as in summary.json).
@@ -66,10 +64,10 @@ def run_experiment(
     ``wandb``: ``WandbSink.open`` arguments (project, entity, mode, group, tags) to mirror the run to W&B.
     """
     # torch comes in here, not at import: --help and a usage mistake answer without it
-    from cs336_basics.basics.batching import load_run_data
     from cs336_basics.basics.checkpoint import clean_stale_temp_files
     from cs336_basics.basics.device import setup_runtime
     from cs336_basics.basics.trainer import Trainer, check_compatible
+    from cs336_basics.data.run_data import load_run_data
 
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume must be auto, never or must, not {resume!r}")
@@ -91,7 +89,7 @@ def run_experiment(
             )
         clean_stale_temp_files(out_dir)
         # The device first: a missing GPU is refused before any data is downloaded or tokenized.
-        runtime = runtime or setup_runtime(cfg.device, cfg.dtype, cfg.compile, cfg.tf32, cfg.total_tokens)
+        runtime = setup_runtime(cfg.device, cfg.dtype, cfg.compile, cfg.tf32, cfg.total_tokens)
         data = load_run_data(cfg, train_data, val_data)
         options = dict(progress=progress, reference_loss=reference_loss, derived_fields=derived)
         trainer = Trainer(cfg, out_dir, runtime, data, **options)

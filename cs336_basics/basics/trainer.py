@@ -26,7 +26,7 @@ from cs336_basics.basics.checkpoint import CheckpointWriter, checkpoint_dict, re
 from cs336_basics.basics.config import ExperimentConfig, resume_differences
 from cs336_basics.basics.device import Runtime
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
-from cs336_basics.basics.hardware import FLOPS_SHAPE, flops_per_token, peak_flops, peak_precision
+from cs336_basics.basics.hardware import throughput_row
 from cs336_basics.basics.probe import Probe, sharpness_interval
 from cs336_basics.basics.progress import Interval, Progress
 from cs336_basics.basics.provenance import run_info
@@ -111,9 +111,6 @@ class Trainer:
         self.val_set = eval_batches(val, cfg.batch_size, cfg.context_length, cfg.eval_batches, runtime.device)
         self.loader = BatchLoader(train, cfg.batch_size, cfg.context_length, cfg.seed, runtime.device)
         self.writer = CheckpointWriter()
-        self.flops_per_token = flops_per_token(**{k: getattr(cfg, k) for k in FLOPS_SHAPE})
-        # None where the device has no known peak (CPUs): the mfu column then stays empty.
-        self.peak_flops = peak_flops(runtime.device_name(), peak_precision(runtime.dtype, runtime.tf32))
         self.run_info = run_info(cfg, runtime, self.model, train, val, self.tokenizer_path, derived_fields)
         # One small fixed probe batch, the same windows for every learning rate and step: sharpness and signals.
         self.probe = Probe(cfg, self.model, self.optimizer, self.val_set[0])
@@ -184,7 +181,6 @@ class Trainer:
         """One metrics row: written to metrics.csv (and the sink), shown on the progress line."""
         cfg, state = self.cfg, self.state
         steps, interval_s = interval.steps, max(interval.seconds, 1e-9)
-        tokens_per_sec = steps * cfg.tokens_per_step / interval_s
         row = {
             "step": step,
             "tokens": step * cfg.tokens_per_step,
@@ -193,9 +189,7 @@ class Trainer:
             "val_loss": state.val_loss if self._evaluated_at == step else None,
             "lr": lr,
             "grad_norm": grad_norm,
-            "tokens_per_sec": tokens_per_sec,
-            "ms_per_step": 1e3 * interval_s / steps,
-            "mfu": tokens_per_sec * self.flops_per_token / self.peak_flops if self.peak_flops else None,
+            **throughput_row(cfg, self.runtime, steps, interval_s),  # tokens_per_sec, ms_per_step, mfu
             "data_wait_ms": 1e3 * interval.data_wait_s / steps,
             **(signals or {}),
         }

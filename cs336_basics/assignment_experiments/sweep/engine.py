@@ -74,7 +74,7 @@ class SweepSpec:
 
 def prepare_data(config: ExperimentConfig) -> ExperimentConfig:
     """Prepare (download, tokenize) and check the data once for all points; the config points at the files."""
-    from cs336_basics.basics.batching import load_run_data, with_data_files
+    from cs336_basics.data.run_data import load_run_data, with_data_files
 
     cfg = with_data_files(config)
     load_run_data(cfg.resolved())  # validates the files (vocab, length) once, before any point starts
