@@ -262,7 +262,13 @@ def test_a_killed_run_counts_its_remaining_steps_from_its_checkpoint(sweep, caps
 
 def test_between_two_points_the_sweep_eta_comes_from_the_finished_points_rate(sweep):
     """A finished point and one not started (no rate, no ETA of its own): the moment between two points of a
-    running sweep. lr-diagnose crashed here (max() of one number) when it began bounding the sweep ETA."""
+    running sweep. lr-diagnose crashed here (max() of one number) when it began bounding the sweep ETA.
+    Expected values from the run dirs' own files: the pending point's steps from its config.json, the rate as
+    the docs define it (steps/s over the last RECENT_ROWS = 5 log intervals, wallclock-based, of each point
+    that logged; with none running, their median), recomputed from the raw metrics.csv."""
+    import csv
+    import statistics
+
     run = sweep / "lr_3e_02"
     for name in ("summary.json", "status.json", "metrics.csv"):
         (run / name).unlink()
@@ -270,6 +276,17 @@ def test_between_two_points_the_sweep_eta_comes_from_the_finished_points_rate(sw
     d = diag.diagnose(sweep, device=CPU)
     pending = next(p for p in d.points if p.lr == 3e-2)
     assert pending.state == "pending" and pending.eta_s is None
-    rate = d.sweep["steps_per_sec"]
-    assert rate and d.sweep["eta_s"] == pytest.approx(d.sweep["remaining_steps"] / rate)
+    # Remaining: the pending point's whole run (the failed point has no run dir and is not counted).
+    max_steps = json.loads((run / "config.json").read_text())["max_steps"]
+    assert max_steps == 20  # the fixture's runs (test_analyze.real_sweep_template)
+    assert d.sweep["remaining_steps"] == max_steps
+    rates = []
+    for metrics in sorted(sweep.glob("lr_*/metrics.csv")):  # the finished and the diverged point
+        rows = [r for r in csv.DictReader(metrics.open()) if r["wallclock_s"]][-6:]  # 5 intervals: 6 rows
+        steps = int(rows[-1]["step"]) - int(rows[0]["step"])
+        rates.append(steps / (float(rows[-1]["wallclock_s"]) - float(rows[0]["wallclock_s"])))
+    assert len(rates) == 2
+    assert d.sweep["rate_from"] == "the points' last rates, none running"
+    assert d.sweep["steps_per_sec"] == pytest.approx(statistics.median(rates))
+    assert d.sweep["eta_s"] == pytest.approx(max_steps / statistics.median(rates))
     assert view.point(3e-2).state == "pending"
