@@ -54,8 +54,12 @@ def fits(cfg: ExperimentConfig) -> bool:
         loss, _, _ = TrainStep(cfg, runtime)(0, x, x)
         loss.item()
         return True
-    except torch.OutOfMemoryError:
+    except torch.OutOfMemoryError:  # CUDA
         return False
+    except RuntimeError as err:  # the CPU allocator ("can't allocate memory") and MPS ("out of memory")
+        if "allocate memory" in str(err) or "out of memory" in str(err):
+            return False
+        raise
     finally:
         if runtime.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -63,12 +67,15 @@ def fits(cfg: ExperimentConfig) -> bool:
 
 def probe_batch_sizes(cfg: ExperimentConfig, tokens: int) -> list[int]:
     """1, 2, 4, ... up to the largest batch that fits and still leaves MIN_STEPS steps of the budget."""
+    if tokens // cfg.context_length < MIN_STEPS:
+        raise UserError(f"--tokens {tokens} is fewer than {MIN_STEPS} steps of batch size 1 ({MIN_STEPS} x "
+                        f"{cfg.context_length} tokens); give at least {MIN_STEPS * cfg.context_length}")  # fmt: skip
     sizes, b = [], 1
     while tokens // (b * cfg.context_length) >= MIN_STEPS and fits(dataclasses.replace(cfg, batch_size=b)):
         sizes.append(b)
         b *= 2
     if not sizes:
-        raise UserError(f"not even batch size 1 fits (or --tokens {tokens} gives < {MIN_STEPS} steps)")
+        raise UserError(f"not even batch size 1 fits in the memory of {cfg.device}; use a smaller model")
     print(f"batch sizes: {' '.join(map(str, sizes))} (the largest that fits and keeps >= {MIN_STEPS} steps)")
     return sizes
 

@@ -24,7 +24,7 @@ from cs336_basics.assignment_experiments.sweep.record import (
     LOCK_FILE,
     SweepRecord,
     point_name,
-    read_sweep_json,
+    sweep_json_over,
     sweep_lock,
 )
 from cs336_basics.assignment_experiments.sweep.view import SweepView, load_sweep
@@ -129,7 +129,7 @@ def sweep_values(spec: SweepSpec, out_dir: Path) -> list[tuple]:
     """(value, added_by, why) of every value the sweep starts with: the grid's, then those sweep.json already
     holds (added by bracketing), each once."""
     values = {v: (v, "grid", None) for v in spec.values}
-    for p in read_sweep_json(out_dir).get("points", []):
+    for p in sweep_json_over(out_dir, spec.field).get("points", []):
         values.setdefault(p["value"], (p["value"], p["added_by"], p.get("why")))
     return list(values.values())
 

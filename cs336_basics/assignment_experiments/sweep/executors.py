@@ -138,7 +138,11 @@ def add_executor_arguments(p) -> None:
     g.add_argument("--concurrent", type=int, default=1, help="points at once per device (default 1; on a CPU "
                    "they split its cores, which is rarely faster than one at a time)")  # fmt: skip
     g.add_argument("--partition", default=None, help="SLURM partition")
-    g.add_argument("--time", default=None, help="SLURM time limit per point: minutes or HH:MM:SS")
+    g.add_argument(
+        "--time",
+        default=None,
+        help="SLURM time limit per point: minutes, MM:SS, HH:MM:SS or D-HH:MM:SS (sbatch --time; 0 = none)",
+    )
     g.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default 1)")
     g.add_argument("--account", default=None, help="SLURM account")
     g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
@@ -146,27 +150,44 @@ def add_executor_arguments(p) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+TIME_FORMATS = (
+    "minutes (90), MM:SS, HH:MM:SS (01:30:00) or D-HH[:MM[:SS]] (1-12), as sbatch --time reads them"
+)
+
+
 def _minutes(text: str | None) -> int | None:
+    """sbatch's --time in whole minutes, seconds rounded up as SLURM does; 0 means no limit."""
     if text is None:
         return None
     try:
-        if ":" in text:
-            h, m, s = ([0, 0, 0] + [int(x) for x in text.split(":")])[-3:]
-            return max(1, h * 60 + m + (1 if s else 0))
-        return int(text)
+        day_text, dash, clock = text.partition("-")
+        days, parts = (int(day_text), clock) if dash else (0, text)
+        fields = [int(x) for x in parts.split(":")]
+        if len(fields) > 3 or min(days, *fields) < 0:
+            raise ValueError
+        if dash:  # days-hours[:minutes[:seconds]]
+            h, m, s = (fields + [0, 0])[:3]
+        elif len(fields) == 1:  # minutes
+            h, m, s = 0, fields[0], 0
+        else:  # minutes:seconds or hours:minutes:seconds
+            h, m, s = ([0] + fields)[-3:]
+        return days * 1440 + h * 60 + m + (1 if s else 0)
     except ValueError:
-        raise UserError(f"--time {text!r}: give minutes (90) or HH:MM:SS (01:30:00)") from None
+        raise UserError(f"--time {text!r}: give {TIME_FORMATS}") from None
 
 
 def slurm_parameters(partition, time_min, gpus_per_job, account, extra: list[str]) -> dict:
     """submitit parameters from the SLURM flags; ``extra`` items are KEY=VALUE sbatch options."""
     params: dict = {"gpus_per_node": gpus_per_job, "tasks_per_node": 1}
     optional = {"timeout_min": time_min, "slurm_partition": partition, "slurm_account": account}
-    params.update({k: v for k, v in optional.items() if v})
+    params.update({k: v for k, v in optional.items() if v is not None})  # --time 0: no limit, as in sbatch
     additional = {}
     for item in extra:
         key, _, value = item.partition("=")
-        additional[key.strip().lstrip("-").replace("-", "_")] = value.strip()
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not key:
+            raise UserError(f"--slurm-option {item!r}: give an sbatch option as KEY=VALUE, e.g. qos=high")
+        additional[key] = value.strip()
     if additional:
         params["slurm_additional_parameters"] = additional
     return params

@@ -32,12 +32,14 @@ STOP_WAIT_S = 300.0  # the longest a child may take to reach its next step bound
 
 def visible_devices(parent: str | None, slots: list[str | None], count: int) -> list[str | None]:
     """Each slot's CUDA_VISIBLE_DEVICES: slot ``"i"`` is the parent's i-th visible device (the parent's
-    variable, else the ``count`` devices torch sees); ``None`` keeps the parent's devices."""
-    visible = (
-        [str(i) for i in range(count)]
-        if parent is None
-        else [d.strip() for d in parent.split(",") if d.strip()]
-    )
+    variable, else the ``count`` devices torch sees; none where torch sees none, whatever the variable says);
+    ``None`` keeps the parent's devices."""
+    if count == 0:
+        visible = []
+    elif parent is None:
+        visible = [str(i) for i in range(count)]
+    else:
+        visible = [d.strip() for d in parent.split(",") if d.strip()]
     out = []
     for slot in slots:
         if slot is None:

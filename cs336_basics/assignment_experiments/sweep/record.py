@@ -98,6 +98,15 @@ def sweep_id(meta: dict, sweep_dir: Path) -> str:
     return meta.get("id") or Path(sweep_dir).resolve().name
 
 
+def sweep_json_over(sweep_dir: Path, field: str) -> dict:
+    """``read_sweep_json``, refusing a sweep.json of a sweep over another field (a batch-size sweep's --out
+    given to the lr sweep): before any plan, data or point treats its values as this sweep's."""
+    meta = read_sweep_json(sweep_dir)
+    if meta and meta.get("field", field) != field:
+        raise UserError(f"{sweep_dir} holds a sweep over {meta['field']}, not {field}; use another --out")
+    return meta
+
+
 class SweepRecord:
     """The sweep process's handle on sweep.json: every change is saved at once."""
 
@@ -106,9 +115,7 @@ class SweepRecord:
 
     @classmethod
     def open(cls, sweep_dir: Path, field: str, config: dict, **settings) -> SweepRecord:
-        meta = read_sweep_json(sweep_dir)
-        if meta and meta.get("field", field) != field:
-            raise UserError(f"{sweep_dir} holds a sweep over {meta['field']}, not {field}; use another --out")
+        meta = sweep_json_over(sweep_dir, field)
         for stale in ("state", "learning_rates", "best_lr", "target_met", "bracketing", "finished_at"):
             meta.pop(stale, None)  # derived from the run dirs, or version-1 leftovers
         meta = {
