@@ -95,6 +95,16 @@ def cli_entry(main: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def one_line(err: BaseException) -> str:
+    """How a run or a point records the error that ended it: a user error's message, a filesystem error
+    described, anything else as ``Type: message``."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, OSError):
+        return describe_os_error(err)
+    return f"{type(err).__name__}: {err}"
+
+
 def describe_os_error(err: OSError) -> str:
     """One line for a filesystem error: what failed, on which path, and what to do."""
     path = f": {err.filename}" if err.filename else ""

@@ -15,6 +15,7 @@ from cs336_basics.assignment_experiments.lr_sweep.bracketing import (
     next_extension,
 )
 from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name, parse_learning_rates
+from cs336_basics.basics.config import ExperimentConfig
 from cs336_basics.basics.divergence import DivergenceRule, divergence_reason, smooth
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log.reader import smoothed
@@ -92,7 +93,7 @@ def test_smoothing_skips_a_nan_row_instead_of_resetting():
     assert smoothed([4.0, float("nan"), 2.0]) == [4.0, 4.0, pytest.approx(0.8 * 4.0 + 0.2 * 2.0)]
 
 
-RULE = DivergenceRule()
+RULE = DivergenceRule.from_config(ExperimentConfig())  # the defaults
 
 
 def _first_reason(curve, reference=None, max_steps=10_000, every=50):

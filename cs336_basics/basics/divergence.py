@@ -27,12 +27,14 @@ SMOOTHING = 0.8  # EMA weight of the previous smoothed value, per log step
 
 @dataclass(frozen=True)
 class DivergenceRule:
-    check_after: float = 0.25
-    explode_factor: float = 1.5
-    rebound_margin: float = 1.0
-    stall_fraction: float = 0.9
-    stall_margin: float = 1.0
-    min_steps: int = 200
+    """The thresholds of the rules below; their defaults and meaning live in ExperimentConfig's divergence_*."""
+
+    check_after: float
+    explode_factor: float
+    rebound_margin: float
+    stall_fraction: float
+    stall_margin: float
+    min_steps: int
 
     @classmethod
     def from_config(cls, config) -> DivergenceRule:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cs336_basics.basics.config import (
-    DERIVED_FIELDS,
     PRESETS,
     ExperimentConfig,
     add_config_arguments,
@@ -26,7 +25,7 @@ from cs336_basics.basics.config import (
     create_experiment_config,
     default_preset,
 )
-from cs336_basics.errors import Stopped, UserError, cli_entry, command_parser, describe_os_error
+from cs336_basics.errors import Stopped, UserError, cli_entry, command_parser, one_line
 from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import (
     DONE_STATES,
@@ -72,8 +71,7 @@ def run_experiment(
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume must be auto, never or must, not {resume!r}")
     cfg, out_dir = config.resolved(), Path(out_dir)
-    # The fields left to derive: config.json lists them, so a reuse of it derives them again.
-    derived = [k for k in DERIVED_FIELDS if getattr(config, k) is None]
+    derived = config.underived()
     created = make_dirs(out_dir)
     with run_dir_lock(out_dir), removed_if_refused(created, RUN_LOCK_FILE):
         if resume != "never":
@@ -114,7 +112,7 @@ def run_experiment(
         except BaseException as err:
             if isinstance(err, OSError):  # a full disk: the checkpoint that filled it says what and where
                 err = trainer.writer.failure() or err
-            reason = _failure_reason(err)
+            reason = one_line(err)
             _record_end(trainer, "failed", reason)
             if isinstance(err, (OSError, UserError)):
                 raise UserError(reason) from None
@@ -135,14 +133,6 @@ def _record_end(trainer: Trainer, state: str, reason: str) -> None:
     checkpoint_step = trainer.writer.written_step.get("latest")
     trainer.tracker.set_status(state, step=trainer.state.step, checkpoint_step=checkpoint_step, reason=reason,
                                background=False)  # fmt: skip
-
-
-def _failure_reason(err: BaseException) -> str:
-    if isinstance(err, UserError):
-        return str(err)
-    if isinstance(err, OSError):
-        return describe_os_error(err)
-    return f"{type(err).__name__}: {err}"
 
 
 def _print_banner(trainer: Trainer, resumed: bool) -> None:

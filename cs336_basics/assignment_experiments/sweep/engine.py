@@ -29,7 +29,7 @@ from cs336_basics.assignment_experiments.sweep.record import (
 )
 from cs336_basics.assignment_experiments.sweep.view import SweepView, load_sweep
 from cs336_basics.atomic import atomic_write_json
-from cs336_basics.basics.config import DERIVED_FIELDS, ExperimentConfig, resume_differences
+from cs336_basics.basics.config import ExperimentConfig, resume_differences
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import (
@@ -106,8 +106,7 @@ def prepare_point(
     if not write:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    derived = [k for k in DERIVED_FIELDS if getattr(cfg, k) is None]  # re-derived if config.json is reused
-    atomic_write_json(path, {**resolved.to_dict(), "derived_fields": derived})
+    atomic_write_json(path, {**resolved.to_dict(), "derived_fields": cfg.underived()})
 
 
 def wait_if_live(run_dir: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from cs336_basics.assignment_experiments.sweep.launcher import die_with_parent
 from cs336_basics.assignment_experiments.sweep.record import read_sweep_json, sweep_id
 from cs336_basics.basics.config import ExperimentConfig
-from cs336_basics.errors import ArgumentParser, UserError, cli_entry
+from cs336_basics.errors import ArgumentParser, UserError, cli_entry, one_line
 from cs336_basics.experiment_log.reader import CONFIG_FILE
 
 
@@ -41,8 +41,7 @@ def run_point(run_dir: str | Path, *, reference: bool = False, progress: bool = 
     except Exception as err:  # a failed point must not stop the sweep
         if not isinstance(err, UserError | OSError):
             traceback.print_exc()
-        text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-        return failed(text)
+        return failed(one_line(err))
     return {"state": summary.get("status", "finished"), "reason": summary.get("reason"), "error": None}
 
 
