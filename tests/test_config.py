@@ -209,6 +209,16 @@ def test_edge_values_are_accepted(overrides):
     create_experiment_config("demo", **overrides).resolved()
 
 
+def test_the_default_preset_follows_the_device_flag():
+    import torch
+
+    # --device cpu means the CPU budget even where a GPU is visible; auto follows what torch sees
+    assert config_module.default_preset("cpu") == "low-resource"
+    assert config_module.default_preset("auto") == ("full" if torch.cuda.is_available() else "low-resource")
+    with pytest.raises(UserError, match="unknown device 'tpu'"):
+        config_module.default_preset("tpu")
+
+
 def test_every_preset_is_valid():
     for name in PRESETS:
         create_experiment_config(name).resolved()

@@ -458,7 +458,7 @@ def _list(allowed=None):
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("cs336-bench", __doc__)
     flag = p.add_argument
-    flag("--preset", choices=list(config.PRESETS), help="default: full on CUDA, low-resource elsewhere")
+    flag("--preset", choices=list(config.PRESETS), help=config.PRESET_HELP)
     flag("--precision", dest="precisions", type=_list(PRECISIONS), default=["auto"], help="default auto")
     flag("--compile", dest="compiles", type=_list(COMPILE), default=["auto"], help="default auto")
     flag("--batch-size", dest="batch_sizes", type=_list(), help="comma list; default the preset's")
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = config.config_overrides(args)
     device = resolve_device(overrides.get("device", "auto"))
     cuda = device.type == "cuda"
-    base = config.create_experiment_config(args.preset or ("full" if cuda else "low-resource"), **overrides)
+    base = config.create_experiment_config(args.preset or config.default_preset(str(device)), **overrides)
     base.resolved()  # validates
     steps = args.steps if args.steps is not None else (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)

@@ -345,11 +345,19 @@ def _over_preset(preset: str, values: dict[str, Any], where: str = "") -> dict[s
     return merged
 
 
-def default_preset() -> str:
-    """The preset a command starts from when none is given: full on a CUDA machine, low-resource elsewhere."""
-    import torch  # here, not at the top: the read-only commands import this module without torch
+PRESET_HELP = (
+    "starting configuration: full (the default where --device is CUDA), low-resource (the default elsewhere), "
+    "quick-test or demo"
+)
 
-    return "full" if torch.cuda.is_available() else "low-resource"
+
+def default_preset(device: str = "auto") -> str:
+    """The preset a command starts from when none is given: full where ``device`` (the --device flag) resolves to
+    CUDA, low-resource elsewhere (a CPU or Apple machine, or ``--device cpu`` on a GPU machine)."""
+    # imported here: the read-only commands import this module without torch
+    from cs336_basics.basics.device import resolve_device
+
+    return "full" if resolve_device(device).type == "cuda" else "low-resource"
 
 
 _DEFAULTS = ExperimentConfig().to_dict()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cs336_basics.basics.config import (
+    PRESET_HELP,
     PRESETS,
     ExperimentConfig,
     add_config_arguments,
@@ -150,8 +151,7 @@ def _print_banner(trainer: Trainer, resumed: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser("cs336-train", __doc__)
-    preset_help = "starting configuration (default: full on CUDA, low-resource elsewhere)"
-    parser.add_argument("--preset", choices=list(PRESETS), help=preset_help)
+    parser.add_argument("--preset", choices=list(PRESETS), help=PRESET_HELP)
     parser.add_argument("--config", type=Path, help="a config.json to start from (flags override it)")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<preset>_lr_<lr>)")
     mode = parser.add_mutually_exclusive_group()
@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         base = ExperimentConfig.load(args.config)
         config = dataclasses.replace(base, preset=args.preset or base.preset, **overrides)
     else:
-        config = create_experiment_config(args.preset or default_preset(), **overrides)
+        config = create_experiment_config(
+            args.preset or default_preset(overrides.get("device", "auto")), **overrides
+        )
     out = args.out or Path("runs") / f"{config.preset}_lr_{config.max_lr:g}"
     if args.fresh and out.exists():
         with run_dir_lock(out):  # refuses while another process trains it: nothing moves from under it

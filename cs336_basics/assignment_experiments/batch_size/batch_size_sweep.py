@@ -24,6 +24,7 @@ from cs336_basics.assignment_experiments.sweep.plots import plot_lr_vs_loss, plo
 from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep, require_sweep
 from cs336_basics.atomic import atomic_write_text
 from cs336_basics.basics.config import (
+    PRESET_HELP,
     PRESETS,
     ExperimentConfig,
     add_config_arguments,
@@ -119,8 +120,7 @@ DEFAULT_OUT = Path("runs/batch_size")
 
 def build_parser() -> ArgumentParser:
     p = command_parser("batch-size-sweep", __doc__)
-    p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="full (default on CUDA), low-resource (default elsewhere), quick-test, demo")  # fmt: skip
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help=PRESET_HELP)
     p.add_argument("--batch-sizes", nargs="*", default=None, metavar="BATCH",
                    help="batch sizes to sweep (default: 1, 2, 4, ... up to the largest that fits)")  # fmt: skip
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"sweep directory (default {DEFAULT_OUT})")
@@ -167,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.tokens is not None and args.tokens < 1:
         raise UserError(f"--tokens must be a positive number of tokens, got {args.tokens}")
-    base = create_experiment_config(args.preset or default_preset(), **config_overrides(args))
+    overrides = config_overrides(args)
+    base = create_experiment_config(
+        args.preset or default_preset(overrides.get("device", "auto")), **overrides
+    )
     wandb = wandb_options(args)  # not installed: the one line now, before any work
     executor = choose_executor(args)
     tokens = args.tokens or base.total_tokens

@@ -29,6 +29,7 @@ from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_swee
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
 from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep, require_sweep
 from cs336_basics.basics.config import (
+    PRESET_HELP,
     PRESETS,
     ExperimentConfig,
     add_config_arguments,
@@ -102,8 +103,7 @@ def sweep_plan(points, done: set[str], out_dir: Path, extra: int, executor) -> P
 
 def build_parser() -> ArgumentParser:
     p = command_parser("lr-sweep", __doc__)
-    p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="full (default on CUDA), low-resource (default elsewhere), quick-test, demo")  # fmt: skip
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help=PRESET_HELP)
     p.add_argument("--low-resource", dest="preset", action="store_const", const="low-resource",
                    help="= --preset low-resource: 40.96M tokens, target val loss 2.00")  # fmt: skip
     p.add_argument("--quick-test", dest="preset", action="store_const", const="quick-test",
@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rates is not None:
         rates = parse_learning_rates(rates)  # an empty --learning-rates is refused, not the preset's grid
-    config = create_experiment_config(args.preset or default_preset(), **config_overrides(args))
+    overrides = config_overrides(args)
+    config = create_experiment_config(
+        args.preset or default_preset(overrides.get("device", "auto")), **overrides
+    )
     wandb = wandb_options(args)  # not installed: the one line now, before any work
     executor = choose_executor(args)
     if args.plan:
