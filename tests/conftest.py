@@ -12,6 +12,9 @@ from cs336_basics.basics.config import create_experiment_config
 
 # Keep tests deterministic and light on a 2-core machine; never touch the user's cache for the CPU probe.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The tests start many short CLI processes that import torch: let them cache bytecode, as CI does, or where
+# PYTHONDONTWRITEBYTECODE is set each one recompiles torch's ~2,000 modules (about 10 s a process).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture(autouse=True)
