@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cs336_basics.data import EOT, generate_demo_corpus
@@ -146,7 +147,20 @@ def test_check_accepts_good_files(capsys, token_files):
             "300",
         ]
     )
-    assert capsys.readouterr().out.count(": ok,") == 2
+    assert capsys.readouterr().out.count(", ids as encoded (sha256)") == 2
+
+
+def test_check_finds_an_id_changed_after_encoding(capsys, token_files):
+    ids = np.load(token_files / "valid.npy", mmap_mode="r+")
+    ids[0] = (int(ids[0]) + 1) % 300  # still inside the vocab
+    ids.flush()
+    del ids
+    with pytest.raises(SystemExit) as exc:
+        main(["check", str(token_files / "train.npy"), str(token_files / "valid.npy")])
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert "train.npy: ok," in out and err.count("error: ") == 1
+    assert "valid.npy: its ids are not the ones encoded" in err
 
 
 def test_truncated_npy(capsys, token_files):

@@ -39,6 +39,7 @@ def test_round_trip_and_sidecar(tok, encoded):
     assert meta["eot_id"] == tok.eot_id
     assert meta["tokenizer_sha256"] == hashlib.sha256(tok.path.read_bytes()).hexdigest()  # of the file itself
     assert set(meta["source"]) == {"path", "size", "sha256"}
+    assert meta["tokens_sha256"] == hashlib.sha256(np.load(encoded).astype("<u2").tobytes()).hexdigest()
     text = (encoded.parent / "train.txt").read_text(encoding="utf-8")
     assert tok.decode(arr.tolist()) == text
     assert int(arr.max()) < tok.vocab_size and int((arr == tok.eot_id).sum()) == 20
@@ -171,3 +172,24 @@ def test_tokenizer_mismatch(encoded, tmp_path):
     _one_line(err)
     with pytest.raises(UserError, match="does not exist"):
         load_token_file(encoded, tokenizer_path=tmp_path / "missing.json")
+
+
+def test_a_changed_id_is_refused_by_its_hash(encoded):
+    """One id changed to another id of the vocab: size, count and max id still agree, only the hash can tell."""
+    ids = np.load(encoded, mmap_mode="r+")
+    top = int(ids.max())
+    i = int(np.flatnonzero(ids != top)[0])
+    ids[i] = top  # the max id stays the same, so the vocab check cannot see it
+    ids.flush()
+    del ids
+    with pytest.raises(
+        UserError, match=r"train.npy: its ids are not the ones encoded \(their sha256 differs"
+    ):
+        load_token_file(encoded)
+
+
+def test_a_sidecar_from_before_tokens_sha256_still_reads(encoded):
+    meta = json.loads(sidecar_path(encoded).read_text())
+    del meta["tokens_sha256"]
+    sidecar_path(encoded).write_text(json.dumps(meta))
+    assert load_token_file(encoded).tolist() == np.load(encoded).tolist()

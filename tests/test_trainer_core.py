@@ -3,6 +3,7 @@ lines off a terminal, and filesystem failures (bad --out, a full disk, a killed 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def token_files(tmp_path):
             vocab_size=64,
             tokenizer_sha256="t",
             source={},
+            tokens_sha256=hashlib.sha256(arr.astype("<u2").tobytes()).hexdigest(),
         )
         paths.append(str(tmp_path / f"{name}.npy"))
     return paths
@@ -141,6 +143,8 @@ def test_provenance_and_plain_lines_off_a_terminal(tmp_path, token_files):
     if head.returncode == 0:
         assert prov["git"]["commit"] == head.stdout.strip()
     assert prov["train_data"]["bytes"] == Path(token_files[0]).stat().st_size
+    ids = np.load(token_files[0]).astype("<u2").tobytes()  # the run names its ids by their hash
+    assert prov["train_data"]["tokens_sha256"] == hashlib.sha256(ids).hexdigest()
     assert prov["command"][-2:] == ["--out", str(out)]
     assert prov["hostname"] and prov["torch"] == torch.__version__
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")

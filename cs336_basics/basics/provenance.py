@@ -1,12 +1,14 @@
 """What a run needs to be reproduced and judged: code version, data identity, software, hardware, command.
 
-Token files are identified by size + mtime + the sha256 of their ``.npy.json`` sidecar (hashing GBs of tokens
-at every start would cost minutes); the tokenizer, a small file, by its full sha256.
+Token files are identified by size + mtime + the sha256 of their ``.npy.json`` sidecar, and by the sha256 of
+their ids that the sidecar records (``tokens_sha256``, checked against the ids when the run loaded them); the
+tokenizer, a small file, by its full sha256.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -39,7 +41,16 @@ def file_identity(path: str | os.PathLike | None) -> dict | None:
     identity = {"path": str(path.resolve()), "bytes": stat.st_size}
     sidecar = path.with_name(path.name + ".json")
     if sidecar.exists():
-        return {**identity, "mtime": stat.st_mtime, "sidecar_sha256": _sha256(sidecar)}
+        try:
+            tokens_sha256 = json.loads(sidecar.read_bytes()).get("tokens_sha256")
+        except (OSError, ValueError, AttributeError):
+            tokens_sha256 = None
+        identity |= {
+            "mtime": stat.st_mtime,
+            "sidecar_sha256": _sha256(sidecar),
+            "tokens_sha256": tokens_sha256,
+        }
+        return identity
     return {**identity, "sha256": _sha256(path)}
 
 

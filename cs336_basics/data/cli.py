@@ -10,7 +10,7 @@ from cs336_basics.data.chunking import ERRORS_CHOICES
 from cs336_basics.data.download import BASE_URL_ENV, TINYSTORIES_FILES, download_tinystories
 from cs336_basics.data.encode import enable_parallelism, encode_file
 from cs336_basics.data.prepare import PreparedDataset, ensure_writable_dir, prepare_dataset
-from cs336_basics.data.token_file import load_token_file, max_token_id, read_sidecar
+from cs336_basics.data.token_file import load_token_file, read_sidecar, scan_ids
 from cs336_basics.data.train_tokenizer import (
     BPE_TRAINERS,
     DEFAULT_BPE,
@@ -219,8 +219,15 @@ def _check(args: argparse.Namespace) -> None:
             bad += 1
             print(f"error: {describe_os_error(err) if isinstance(err, OSError) else err}", file=sys.stderr)
             continue
-        vocab, top = read_sidecar(path)["vocab_size"], max_token_id(arr)
-        print(f"{path}: ok, {len(arr):,} {arr.dtype.name} tokens, vocab {vocab}, max id {top}")
+        meta, (top, _) = read_sidecar(path), scan_ids(arr)
+        ids = (
+            "ids as encoded (sha256)"
+            if meta.get("tokens_sha256")
+            else "ids not hashed (its sidecar predates tokens_sha256; `cs336-data tokenize --force` adds it)"
+        )
+        print(
+            f"{path}: ok, {len(arr):,} {arr.dtype.name} tokens, vocab {meta['vocab_size']}, max id {top}, {ids}"
+        )
     if bad:
         raise SystemExit(EXIT_USER_ERROR)
 

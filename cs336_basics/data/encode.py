@@ -114,6 +114,7 @@ def encode_file(
             "bpe": tokenizer_trainer(tok.path) if tok.path else None,
             "source": {"path": str(text_path), "size": size, "sha256": hasher.hexdigest()},
             "errors": errors,
+            "tokens_sha256": sink.sha256,
         }
         write_sidecar(out_path, **meta)
     except OSError as err:
