@@ -219,6 +219,25 @@ def test_the_default_preset_follows_the_device_flag():
         config_module.default_preset("tpu")
 
 
+@pytest.mark.parametrize(
+    "module",
+    [
+        "cs336_basics.basics.run_experiment",
+        "cs336_basics.basics.bench",
+        "cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep",
+        "cs336_basics.assignment_experiments.batch_size.batch_size_sweep",
+    ],
+)
+def test_every_command_reads_its_config_the_same_way(module):
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    cfg = config_module.config_from_args(parser.parse_args(["--device", "cpu", "--d-model", "64"]))
+    assert cfg == create_experiment_config("low-resource", device="cpu", d_model=64)
+    cfg = config_module.config_from_args(parser.parse_args(["--preset", "demo", "--seed", "3"]))
+    assert cfg == create_experiment_config("demo", seed=3)
+
+
 def test_every_preset_is_valid():
     for name in PRESETS:
         create_experiment_config(name).resolved()

@@ -477,10 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = config.config_overrides(args)
-    device = resolve_device(overrides.get("device", "auto"))
+    base = config.config_from_args(args)
+    device = resolve_device(base.device)
     cuda = device.type == "cuda"
-    base = config.create_experiment_config(args.preset or config.default_preset(str(device)), **overrides)
     base.resolved()  # validates
     steps = args.steps if args.steps is not None else (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)

@@ -470,3 +470,11 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields given on the command line (``none`` included, for the fields that allow it)."""
     names = set(FIELD_NAMES) - {"preset", "extra"}
     return {k: v for k, v in vars(args).items() if k in names}
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The command line's config: ``--preset`` (when not given, ``default_preset`` of ``--device``) with the
+    field flags over it."""
+    overrides = config_overrides(args)
+    preset = args.preset or default_preset(overrides.get("device", "auto"))
+    return create_experiment_config(preset, **overrides)

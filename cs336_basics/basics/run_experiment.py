@@ -22,9 +22,8 @@ from cs336_basics.basics.config import (
     PRESETS,
     ExperimentConfig,
     add_config_arguments,
+    config_from_args,
     config_overrides,
-    create_experiment_config,
-    default_preset,
 )
 from cs336_basics.errors import Stopped, UserError, cli_entry, command_parser, one_line
 from cs336_basics.experiment_log import load_experiment_log
@@ -166,14 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = config_overrides(args)
     if args.config is not None:
         base = ExperimentConfig.load(args.config)
-        config = dataclasses.replace(base, preset=args.preset or base.preset, **overrides)
+        config = dataclasses.replace(base, preset=args.preset or base.preset, **config_overrides(args))
     else:
-        config = create_experiment_config(
-            args.preset or default_preset(overrides.get("device", "auto")), **overrides
-        )
+        config = config_from_args(args)
     out = args.out or Path("runs") / f"{config.preset}_lr_{config.max_lr:g}"
     if args.fresh and out.exists():
         with run_dir_lock(out):  # refuses while another process trains it: nothing moves from under it

@@ -28,9 +28,7 @@ from cs336_basics.basics.config import (
     PRESETS,
     ExperimentConfig,
     add_config_arguments,
-    config_overrides,
-    create_experiment_config,
-    default_preset,
+    config_from_args,
 )
 from cs336_basics.errors import ArgumentParser, UserError, cli_entry, command_parser
 from cs336_basics.experiment_log.reader import TRAIN_RATE, TRAIN_RATE_NOTE
@@ -167,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.tokens is not None and args.tokens < 1:
         raise UserError(f"--tokens must be a positive number of tokens, got {args.tokens}")
-    overrides = config_overrides(args)
-    base = create_experiment_config(
-        args.preset or default_preset(overrides.get("device", "auto")), **overrides
-    )
+    base = config_from_args(args)
     wandb = wandb_options(args)  # not installed: the one line now, before any work
     executor = choose_executor(args)
     tokens = args.tokens or base.total_tokens

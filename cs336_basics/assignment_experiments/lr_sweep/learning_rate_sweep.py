@@ -33,9 +33,7 @@ from cs336_basics.basics.config import (
     PRESETS,
     ExperimentConfig,
     add_config_arguments,
-    config_overrides,
-    create_experiment_config,
-    default_preset,
+    config_from_args,
 )
 from cs336_basics.errors import ArgumentParser, UserError, cli_entry, command_parser
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
@@ -165,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rates is not None:
         rates = parse_learning_rates(rates)  # an empty --learning-rates is refused, not the preset's grid
-    overrides = config_overrides(args)
-    config = create_experiment_config(
-        args.preset or default_preset(overrides.get("device", "auto")), **overrides
-    )
+    config = config_from_args(args)
     wandb = wandb_options(args)  # not installed: the one line now, before any work
     executor = choose_executor(args)
     if args.plan:
