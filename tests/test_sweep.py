@@ -218,10 +218,13 @@ def test_rerun_waits_for_a_point_a_live_process_trains(tmp_path, tiny_args):
 
 
 def test_submitit_local_executor(tmp_path, tiny_args, monkeypatch):
-    """Real submitit jobs on this machine; they all run at once, so they split the cores like workers do."""
+    """Real submitit jobs on this machine; they all run at once, so they split the cores like workers do.
+    ``--time 0`` means no limit (submitit's local executor read 0 as "kill at once", and gives 2 minutes when
+    not told)."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     out = tmp_path / "sweep"
-    assert sweep_main(tiny_args(out, 3e-3, 1e-2, steps=10, extra=("--no-extend", "--executor", "local"))) == 0
+    flags = ("--no-extend", "--executor", "local", "--time", "0")
+    assert sweep_main(tiny_args(out, 3e-3, 1e-2, steps=10, extra=flags)) == 0
     view = load_sweep(out)
     assert [p.state for p in view.points] == ["finished", "finished"]
     share = max(1, len(os.sched_getaffinity(0)) // 2)

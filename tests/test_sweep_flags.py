@@ -16,7 +16,7 @@ import pytest
 from cs336_basics.assignment_experiments.batch_size.batch_size_sweep import main as bs_main
 from cs336_basics.assignment_experiments.lr_sweep.diagnose_lr_sweep import main as diagnose_main
 from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import main as sweep_main
-from cs336_basics.assignment_experiments.sweep.executors import _minutes, slurm_parameters
+from cs336_basics.assignment_experiments.sweep.executors import _minutes, choose_executor, slurm_parameters
 from cs336_basics.data.token_file import write_sidecar
 from cs336_basics.errors import UserError
 from tests.conftest import pattern_tokens
@@ -82,6 +82,15 @@ def test_no_time_leaves_the_limit_to_the_cluster():
     assert _minutes(None) is None
     assert "timeout_min" not in slurm_parameters(None, _minutes(None), 1, None, [])
     assert slurm_parameters(None, _minutes("0"), 1, None, [])["timeout_min"] == 0  # no limit: passed on
+
+
+@pytest.mark.parametrize("time, minutes", [(None, 60 * 24 * 365), ("0", 60 * 24 * 365), ("90", 90)])
+def test_local_jobs_run_without_a_limit_unless_time_says(time, minutes):
+    """submitit's local executor kills a job after 2 minutes when not told, and at once when told 0."""
+    from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import build_parser
+
+    args = build_parser().parse_args(["--executor", "local", *(["--time", time] if time else [])])
+    assert choose_executor(args).parameters == {"timeout_min": minutes}
 
 
 @pytest.mark.parametrize("text", ["abc", "1.5", "", "1:xx:00"])

@@ -141,7 +141,8 @@ def add_executor_arguments(p) -> None:
     g.add_argument(
         "--time",
         default=None,
-        help="SLURM time limit per point: minutes, MM:SS, HH:MM:SS or D-HH:MM:SS (sbatch --time; 0 = none)",
+        help="time limit per point (SLURM, local): minutes, MM:SS, HH:MM:SS or D-HH:MM:SS (sbatch --time; "
+        "0 = none, the default for local; SLURM's default is the partition's)",
     )
     g.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default 1)")
     g.add_argument("--account", default=None, help="SLURM account")
@@ -150,6 +151,7 @@ def add_executor_arguments(p) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+NO_LIMIT_MIN = 60 * 24 * 365  # submitit's local executor has no "none": a year
 TIME_FORMATS = (
     "minutes (90), MM:SS, HH:MM:SS (01:30:00) or D-HH[:MM[:SS]] (1-12), as sbatch --time reads them"
 )
@@ -204,8 +206,8 @@ def choose_executor(args):
             args.partition, _minutes(args.time), args.gpus_per_job, args.account, args.slurm_option
         )
         return SubmititExecutor("slurm", params)
-    if args.executor == "local":
-        return SubmititExecutor("local", {"timeout_min": _minutes(args.time)} if args.time else {})
+    if args.executor == "local":  # submitit's local jobs get 2 minutes unless told: no limit unless --time
+        return SubmititExecutor("local", {"timeout_min": _minutes(args.time) or NO_LIMIT_MIN})
     gpus = None
     if args.gpus is not None:
         gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
