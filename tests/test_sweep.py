@@ -278,6 +278,18 @@ def test_restart_of_a_point_that_never_ran_moves_nothing_and_a_typo_is_refused_f
     assert "plan for" not in printed.out  # refused before the plan times anything
 
 
+def test_the_restart_value_a_sweep_prints_is_one_it_takes(tmp_path, tiny_args, capsys):
+    """Values are printed as flags read them back: ``:g`` turned 0.0123456789 into 0.0123457, no point."""
+    out, lr = tmp_path / "sweep", 0.0123456789
+    assert sweep_main(tiny_args(out, lr, steps=5, extra=("--no-extend",))) == 0
+    with pytest.raises(SystemExit):
+        sweep_main(tiny_args(out, lr, steps=5, extra=("--no-extend", "--restart", "3e-2")))
+    listed = capsys.readouterr().err.rsplit("points: ", 1)[1].split()[0]
+    assert listed == "0.0123456789"
+    assert sweep_main(tiny_args(out, lr, steps=5, extra=("--no-extend", "--restart", listed))) == 0
+    assert len(list(out.glob("lr_*.old-*"))) == 1
+
+
 def test_restart_moves_old_run_aside(tmp_path, tiny_args):
     out = tmp_path / "sweep"
     assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0

@@ -23,6 +23,7 @@ from cs336_basics.assignment_experiments.sweep.executors import Launch
 from cs336_basics.assignment_experiments.sweep.record import (
     LOCK_FILE,
     SweepRecord,
+    flag_text,
     point_name,
     sweep_json_over,
     sweep_lock,
@@ -86,7 +87,7 @@ def prepare_point(
 ) -> None:
     """Resolve the point's config and write it as config.json (unless ``write`` is False), or check the one
     there like cs336-train does (data paths may differ: they are resumable)."""
-    restart = f"{spec.restart_flag} {value:g}"
+    restart = f"{spec.restart_flag} {flag_text(value)}"
     cfg = spec.config(base, value, seed)
     try:
         resolved = cfg.resolved()
@@ -168,8 +169,8 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
         values = sweep_values(spec, out_dir)
         unknown = sorted(set(restart) - {v for v, _, _ in values})
         if unknown:  # before the plan and the data: a typo costs nothing
-            raise UserError(f"{spec.restart_flag} {unknown[0]:g}: not a point of this sweep; points: "
-                            + ", ".join(f"{v:g}" for v in sorted(v for v, _, _ in values)))  # fmt: skip
+            raise UserError(f"{spec.restart_flag} {flag_text(unknown[0])}: not a point of this sweep; points: "
+                            + ", ".join(flag_text(v) for v in sorted(v for v, _, _ in values)))  # fmt: skip
         if device_check:  # before the data is prepared: a mistake every point would hit is the only line
             from cs336_basics.basics.device import resolve_device
 
@@ -210,7 +211,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
             if error and error.startswith("cannot read checkpoint"):
                 error = (
                     error.rsplit(";", 1)[0]
-                    + f"; retrain this point with {spec.restart_flag} {record.point(job.name)['value']:g}"
+                    + f"; retrain this point with {spec.restart_flag} {flag_text(record.point(job.name)['value'])}"
                 )
             record.launch_error(job.name, job_attempt[job.name], error or "failed")
             print(f"{job.name} failed: {error} (the sweep goes on)", file=sys.stderr)

@@ -28,6 +28,12 @@ VERSION = 2
 REPAIR = "move it aside, or start the sweep over (lr-sweep or batch-size-sweep with --fresh)"
 
 
+def flag_text(value) -> str:
+    """The value as a flag gives it back exactly (``--restart 0.00123456789``; ``:g`` would round it to
+    0.00123457, which is no point of the sweep)."""
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
 def value_text(value) -> str:
     """A lossless, readable name part: 16 -> ``16``; 1e-4 -> ``1e_04``, 2.5e-4 -> ``2p5e_04`` (``_`` after
     ``e`` is a minus sign, ``p`` the point)."""
