@@ -194,3 +194,24 @@ def test_a_tokenizer_directory_says_it_is_one(tmp_path, tmp_path_factory, capsys
         main(["--checkpoint", str(ckpt), "--device", "cpu", "--tokenizer", str(tmp_path)])
     err = capsys.readouterr().err
     assert f"--tokenizer {tmp_path} is a directory" in err and "not found" not in err, err
+
+
+def test_the_fallback_finds_the_tokenizer_where_prepare_put_a_text_files_data(tmp_path):
+    """A text file named demo.txt is prepared apart from the built-in demo (``demo-file``): the fallback
+    looked under ``demo`` and took the built-in demo's tokenizer."""
+    from cs336_basics.basics.generate import find_tokenizer
+    from cs336_basics.data.prepare import resolve_dataset
+
+    text = tmp_path / "my" / "demo.txt"
+    text.parent.mkdir()
+    text.write_text("Once upon a time.\n")
+    data = tmp_path / "data"
+    ours = resolve_dataset(text).token_directory(data, 2048, "cs336") / "tokenizer.json"
+    builtin = data / "demo" / "v2048-cs336" / "tokenizer.json"
+    for path in (ours, builtin):
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+    assert ours.parent.parent.name == "demo-file"
+    run = tmp_path / "run" / "checkpoints" / "best.pt"
+    config = {"dataset": str(text), "data_dir": str(data), "vocab_size": 2048}
+    assert find_tokenizer(run, {"config": config}) == ours

@@ -145,15 +145,11 @@ def find_tokenizer(checkpoint: str | Path, ckpt: dict) -> Path | None:
         Path(p).parent / "tokenizer.json" for p in (config.get("train_data"), config.get("val_data")) if p
     ]
     if config.get("dataset") and config.get("vocab_size"):
-        base = Path(config.get("data_dir") or "data")
-        stem = (
-            Path(config["dataset"]).stem
-            if config["dataset"] not in ("tinystories", "demo")
-            else config["dataset"]
-        )
-        names += [
-            base / stem / f"v{config['vocab_size']}-{bpe}" / "tokenizer.json" for bpe in ("cs336", "hf")
-        ]
+        from cs336_basics.basics.config import ExperimentConfig
+        from cs336_basics.data.layout import BPE_TRAINERS, dataset_dir_name, token_dir_name
+
+        base = Path(config.get("data_dir") or ExperimentConfig.data_dir) / dataset_dir_name(config["dataset"])
+        names += [base / token_dir_name(config["vocab_size"], bpe) / "tokenizer.json" for bpe in BPE_TRAINERS]
     for name in names:
         roots = [Path()] if name.is_absolute() else [Path(), run_dir, *run_dir.parents[:3]]
         for root in roots:

@@ -12,8 +12,20 @@ from pathlib import Path
 
 import regex
 
+BUILTIN = ("tinystories", "demo")  # the datasets known by name; any other dataset is a text file's path
+BPE_TRAINERS = ("cs336", "hf")  # the BPE trainers, each with its own token directory
 TOKEN_DIR = regex.compile(r"v[0-9]+-[a-z0-9]+")  # v<vocab>-<bpe>, e.g. v10000-cs336
 PREPARED_NAMES = ("tokenizer.json", "train.npy", "valid.npy")
+
+
+def dataset_dir_name(dataset: str | os.PathLike) -> str:
+    """The directory of a dataset under the data dir: a built-in's name, else the text file's stem
+    (``my/stories.txt`` -> ``stories``; ``my/demo.txt`` -> ``demo-file``, apart from the built-in demo)."""
+    text = os.fspath(dataset)
+    if text in BUILTIN:
+        return text
+    stem = Path(text).stem
+    return stem if stem not in BUILTIN else f"{stem}-file"
 
 
 def token_dir_name(vocab_size: int, bpe: str) -> str:

@@ -27,7 +27,7 @@ from cs336_basics.data.demo_corpus import DEFAULT_NUM_STORIES, generate_demo_cor
 from cs336_basics.data.download import TINYSTORIES_FILES, download_tinystories
 from cs336_basics.data.encode import encode_file
 from cs336_basics.data.holdout import split_plain_file
-from cs336_basics.data.layout import token_dir_name
+from cs336_basics.data.layout import BUILTIN, dataset_dir_name, token_dir_name
 from cs336_basics.data.token_file import token_file_problem
 from cs336_basics.data.tokenizer import Tokenizer
 from cs336_basics.data.train_tokenizer import (
@@ -39,7 +39,6 @@ from cs336_basics.data.train_tokenizer import (
 )
 from cs336_basics.errors import UserError
 
-BUILTIN = ("tinystories", "demo")
 DEFAULT_VOCAB_SIZE = {"tinystories": 10_000, "demo": 2048, "file": 10_000}
 STEPS = ("tokenizer", "tokens")  # after the text, which every step needs
 DEMO_SPLITS = {"train": (0, DEFAULT_NUM_STORIES), "valid": (1, 300)}  # split -> (seed, num_stories)
@@ -86,8 +85,7 @@ def resolve_dataset(dataset: str | os.PathLike) -> DatasetSpec:
     if not (path.suffix or os.sep in text or path.exists()):
         raise UserError(f"unknown dataset {text!r}; use tinystories, demo, or a path to a .txt file")
     check_text_file(path)
-    name = path.stem if path.stem not in BUILTIN else f"{path.stem}-file"
-    return DatasetSpec(name, "file", path)
+    return DatasetSpec(dataset_dir_name(text), "file", path)
 
 
 def ensure_writable_dir(path: Path, what: str = "data dir", flag: str = "--data-dir") -> Path:

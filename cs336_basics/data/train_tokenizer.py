@@ -32,6 +32,7 @@ from cs336_basics.data.chunking import (
     iter_documents,
     status,
 )
+from cs336_basics.data.layout import BPE_TRAINERS
 from cs336_basics.data.tokenizer import (
     Tokenizer,
     configure_byte_level,
@@ -44,7 +45,6 @@ SPECIAL_TOKENS = (EOT,)
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 DEFAULT_VOCAB_SIZE = 10_000
 DOCS_PER_BATCH = 1000
-BPE_TRAINERS = ("cs336", "hf")
 DEFAULT_BPE = "cs336"  # the course's merges; see benchmarks/README.md "BPE training" for the cost
 
 
