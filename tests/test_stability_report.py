@@ -144,6 +144,21 @@ def test_lr_sensitivity_from_the_initial_loss(tmp_path):
     assert "ℓ₀ = 5.000" in text and "ℓ* = 1.5000" in text
 
 
+def test_a_learning_rate_with_a_seed_not_done_is_left_out_as_the_best_leaves_it_out(tmp_path):
+    """seed 1 of 3e-2 never finished: its seed 0 (1.40, lower than any mean) must not be the l* the
+    sensitivity measures from while the report names 1e-2 the best. By hand: l0 = 5, per lr
+    min(loss, l0) - l* = [2.0 - 1.5, 1.5 - 1.5], mean 0.25 over 2 learning rates."""
+    for lr, loss in ((1e-3, 2.0), (1e-2, 1.5)):
+        for seed in (0, 1):
+            write_run(tmp_path, lr, final_val=loss, seed=seed)
+    write_run(tmp_path, 3e-2, final_val=1.40, seed=0)
+    ExperimentTracker({"max_lr": 3e-2, "seed": 1, "max_steps": 100}, tmp_path / lr_dir_name(3e-2, 1)).start()
+    view = load_sweep(tmp_path)
+    assert view.best.value == 1e-2 and view.group(3e-2).state != "finished"
+    text = stability.sensitivity_text(view)
+    assert "**0.250 nats**, the mean over the 2 learning rates" in text and "ℓ* = 1.5000" in text
+
+
 def bowl(lr: float) -> float:
     return 1.0 + 0.5 * (math.log10(lr) + 2.3) ** 2  # minimum at lr = 10^-2.3 = 0.00501
 

@@ -222,8 +222,10 @@ def moved_rule_text() -> str:
 
 
 def _done_runs(view: SweepView) -> list[SweepPoint]:
-    """Runs that finished or diverged (running and failed ones say nothing about the loss landscape)."""
-    return [p for p in view.points if p.state in DONE_STATES]
+    """The runs of the learning rates whose every seed finished or diverged: a running or failed seed says
+    nothing about the loss landscape, and a learning rate with one is left out whole, as ``view.best``
+    leaves it out (its other seeds alone would be another mean)."""
+    return [p for g in view.groups if g.state in DONE_STATES for p in g.points]
 
 
 def _loss(p: SweepPoint) -> float | None:
