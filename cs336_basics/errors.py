@@ -24,6 +24,18 @@ class UserError(Exception):
     """
 
 
+class StartOver(UserError):
+    """A run dir that cannot be continued (its checkpoint unreadable, not ours, or of another config): only
+    training it again from scratch helps. ``what`` says why; the message adds how with cs336-train, and a
+    sweep says its own way instead (``--restart VALUE``: its ``--fresh`` would move the whole sweep aside)."""
+
+    HOW = "restart this run from scratch with --fresh (the old run dir is moved aside, not deleted)"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}; {self.HOW}")
+        self.what = what
+
+
 class Stopped(KeyboardInterrupt):
     """A run or sweep stopped by a signal (Ctrl-C: SIGINT; kill or a scheduler: SIGTERM) after saving what it
     needs to resume. A command exits with 128 + the signal's number, as a shell reports it (130, 143)."""

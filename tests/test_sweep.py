@@ -131,6 +131,21 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, tiny_args):
     assert json.loads((killed / "sweep.json").read_text())["state"] == "finished"
 
 
+@pytest.mark.parametrize("executor", [(), ("--concurrent", "2")])
+def test_a_checkpoint_that_cant_continue_is_told_the_sweeps_way_to_start_over(tmp_path, tiny_args, executor):
+    """Not ours (a dict without weights): the trainer's advice is cs336-train's --fresh, which in a sweep
+    would move the whole sweep aside; the sweep says --restart instead, in-process and from a worker."""
+    import torch
+
+    out = tmp_path / "sweep"
+    (out / lr_dir_name(3e-3) / "checkpoints").mkdir(parents=True)
+    torch.save({"a": 1}, out / lr_dir_name(3e-3) / "checkpoints" / "latest.pt")
+    assert sweep_main(tiny_args(out, 3e-3, steps=5, extra=("--no-extend", *executor))) == 1
+    reason = load_sweep(out).point(3e-3).reason
+    assert "is not a training checkpoint of this project" in reason, reason
+    assert reason.endswith("; retrain this point with --restart 0.003") and "--fresh" not in reason
+
+
 def test_divergent_point_is_stopped_and_failed_point_does_not_stop_the_sweep(tmp_path, tiny_args, capsys):
     out = tmp_path / "sweep"
     bad = out / lr_dir_name(3e-3) / "checkpoints"

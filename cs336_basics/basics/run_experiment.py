@@ -25,7 +25,7 @@ from cs336_basics.basics.config import (
     config_from_args,
     config_overrides,
 )
-from cs336_basics.errors import Stopped, UserError, cli_entry, command_parser, one_line
+from cs336_basics.errors import StartOver, Stopped, UserError, cli_entry, command_parser, one_line
 from cs336_basics.experiment_log import load_experiment_log
 from cs336_basics.experiment_log.reader import (
     DONE_STATES,
@@ -114,6 +114,8 @@ def run_experiment(
                 err = trainer.writer.failure() or err
             reason = one_line(err)
             _record_end(trainer, "failed", reason)
+            if isinstance(err, StartOver):  # a sweep tells its own way to start the point over
+                raise
             if isinstance(err, (OSError, UserError)):
                 raise UserError(reason) from None
             raise

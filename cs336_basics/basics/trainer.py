@@ -31,7 +31,7 @@ from cs336_basics.basics.probe import Probe, sharpness_interval
 from cs336_basics.basics.progress import Interval, Progress
 from cs336_basics.basics.provenance import run_info
 from cs336_basics.basics.step import TrainStep
-from cs336_basics.errors import Stopped, UserError
+from cs336_basics.errors import StartOver, Stopped
 from cs336_basics.experiment_log import ExperimentTracker
 from cs336_basics.experiment_log.reader import CHECKPOINT_DIR, CONFIG_FILE, LATEST_CHECKPOINT, read_json_dict
 
@@ -123,14 +123,13 @@ class Trainer:
         """Load ``checkpoints/latest.pt`` if there is one; True when resumed."""
         if not self.latest.exists():
             return False
-        advice = "restart this run from scratch with --fresh (the old run dir is moved aside, not deleted)"
         try:
             ckpt = read_checkpoint(self.latest)
         except Exception as err:
-            raise UserError(f"{unreadable_text(self.latest, err)}; {advice}") from None
+            raise StartOver(unreadable_text(self.latest, err)) from None
         if not isinstance(ckpt, dict) or not {"config", "model", "optimizer", "train_state"} <= set(ckpt):
-            raise UserError(f"{self.latest} is not a training checkpoint of this project (no config, weights "
-                            f"and train state inside); {advice}")  # fmt: skip
+            raise StartOver(f"{self.latest} is not a training checkpoint of this project (no config, weights "
+                            "and train state inside)")  # fmt: skip
         check_compatible(ckpt["config"], self.cfg, self.latest)
         self._note_other_threads()
         self.model.load_state_dict(ckpt["model"])
@@ -349,7 +348,4 @@ def check_compatible(saved: dict, cfg: ExperimentConfig, path: Path) -> None:
     """A checkpoint continues only the run it came from: every field that shapes the result must match."""
     diffs = resume_differences(saved, cfg, saved_as="checkpoint" if path.suffix == ".pt" else path.name)
     if diffs:
-        raise UserError(
-            f"{path} is from a different config ({'; '.join(diffs[:4])}); "
-            f"use --fresh to start over (the old run is moved aside) or a different --out"
-        )
+        raise StartOver(f"{path} is from a different config ({'; '.join(diffs[:4])})")

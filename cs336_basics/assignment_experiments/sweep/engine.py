@@ -208,11 +208,9 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
             if BUSY in (error or ""):  # lost the run lock to a live process: not a failure of the point
                 busy.append(f"{job.name}: {error}")
                 return
-            if error and error.startswith("cannot read checkpoint"):
-                error = (
-                    error.rsplit(";", 1)[0]
-                    + f"; retrain this point with {spec.restart_flag} {flag_text(record.point(job.name)['value'])}"
-                )
+            if result.get("start_over"):  # its checkpoint can't continue: the way is this sweep's --restart
+                value = flag_text(record.point(job.name)["value"])
+                error = f"{error}; retrain this point with {spec.restart_flag} {value}"
             record.launch_error(job.name, job_attempt[job.name], error or "failed")
             print(f"{job.name} failed: {error} (the sweep goes on)", file=sys.stderr)
 

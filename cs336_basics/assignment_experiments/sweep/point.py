@@ -15,12 +15,13 @@ from pathlib import Path
 from cs336_basics.assignment_experiments.sweep.launcher import die_with_parent
 from cs336_basics.assignment_experiments.sweep.record import read_sweep_json, sweep_id
 from cs336_basics.basics.config import ExperimentConfig
-from cs336_basics.errors import ArgumentParser, UserError, cli_entry, one_line
+from cs336_basics.errors import ArgumentParser, StartOver, UserError, cli_entry, one_line
 from cs336_basics.experiment_log.reader import CONFIG_FILE
 
 
 def run_point(run_dir: str | Path, *, reference: bool = False, progress: bool = True) -> dict:
-    """Train (resume, or skip if done) the run dir's config; return {"state", "reason", "error"}.
+    """Train (resume, or skip if done) the run dir's config; return {"state", "reason", "error"}, and
+    ``"start_over": True`` when the run dir can't be continued (``StartOver``).
 
     ``reference``: the stall rule compares against the smaller learning rates beside it (learning-rate
     sweeps). An exception becomes state "failed" with its error in one line; Ctrl-C propagates after the
@@ -38,6 +39,8 @@ def run_point(run_dir: str | Path, *, reference: bool = False, progress: bool = 
         )
     except KeyboardInterrupt:
         raise
+    except StartOver as err:  # the sweep says how: its own --restart, not --fresh
+        return {**failed(err.what), "start_over": True}
     except Exception as err:  # a failed point must not stop the sweep
         if not isinstance(err, UserError | OSError):
             traceback.print_exc()
