@@ -319,6 +319,26 @@ def test_partial_config_file_starts_from_its_preset(tmp_path):
     assert cfg.dataset == "demo"  # not the full preset's TinyStories download
 
 
+def test_a_config_file_without_a_preset_starts_from_the_presets_of_the_command_line(tmp_path):
+    """cs336-train --config: the fields the file leaves out come from --preset, else from the default
+    preset of --device, as without --config (they came from full, and --preset only renamed the run)."""
+    from cs336_basics.basics.run_experiment import build_parser as train_parser
+
+    def read(*flags):
+        return config_module.config_from_args(train_parser().parse_args(["--config", str(path), *flags]))
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"max_lr": 0.02}))
+    assert read("--preset", "demo") == create_experiment_config("demo", max_lr=0.02)
+    assert read("--device", "cpu") == create_experiment_config("low-resource", max_lr=0.02, device="cpu")
+    path.write_text(json.dumps({"preset": "full", "max_lr": 0.02}))
+    assert read("--device", "cpu", "--seed", "4") == create_experiment_config(
+        "full", max_lr=0.02, device="cpu", seed=4
+    )
+    with pytest.raises(UserError, match=r"names preset 'full' but --preset demo was given"):
+        read("--preset", "demo")
+
+
 def test_run_config_json_reads_back(tmp_path, tokens):
     """The config.json the trainer writes (fields + RUN_INFO_KEYS) loads as the same config."""
     from cs336_basics.basics.run_experiment import run_experiment

@@ -209,11 +209,13 @@ class ExperimentConfig:
         return cls(**data)
 
     @classmethod
-    def load(cls, path: str | Path) -> ExperimentConfig:
-        """A config JSON file: some fields (the rest from its ``preset``, default full), or a run's config.json.
+    def load(cls, path: str | Path, preset: str | None = None, default: str = "full") -> ExperimentConfig:
+        """A config JSON file: some fields (the rest from its ``preset``), or a run's config.json.
 
-        A run's config.json holds every field plus the RUN_INFO_KEYS the trainer adds; the fields it lists in
-        ``derived_fields`` are derived again. Any other key is refused with the nearest field name.
+        The fields the file leaves out come from the preset it names, else from ``preset`` (``--preset``; a
+        file naming another is refused), else from ``default``. A run's config.json holds every field plus
+        the RUN_INFO_KEYS the trainer adds; the fields it lists in ``derived_fields`` are derived again. Any
+        other key is refused with the nearest field name.
         """
         try:
             data = json.loads(Path(path).read_text())
@@ -223,9 +225,12 @@ class ExperimentConfig:
             raise UserError(f"config {path} is not a JSON object of config fields")
         values = {k: v for k, v in data.items() if k not in RUN_INFO_KEYS}
         values |= {name: None for name in data.get("derived_fields") or [] if name in DERIVED_FIELDS}
-        return cls.from_dict(
-            _over_preset(values.get("preset", "full"), values, f"{path}: "), source=str(path)
-        )
+        named = values.get("preset")
+        if named is not None and preset is not None and named != preset:
+            raise UserError(f"{path} names preset {named!r} but --preset {preset} was given: the fields the file "
+                            "leaves out come from one preset; give --preset only with a file that names none")  # fmt: skip
+        base = named or preset or default
+        return cls.from_dict({"preset": base, **_over_preset(base, values, f"{path}: ")}, source=str(path))
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
@@ -473,8 +478,10 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The command line's config: ``--preset`` (when not given, ``default_preset`` of ``--device``) with the
-    field flags over it."""
+    """The command line's config: ``--preset`` (when not given, ``default_preset`` of ``--device``), or the
+    file of ``--config`` over it (cs336-train), with the field flags over that."""
     overrides = config_overrides(args)
-    preset = args.preset or default_preset(overrides.get("device", "auto"))
-    return create_experiment_config(preset, **overrides)
+    default = default_preset(overrides.get("device", "auto"))
+    if getattr(args, "config", None) is not None:
+        return dataclasses.replace(ExperimentConfig.load(args.config, args.preset, default), **overrides)
+    return create_experiment_config(args.preset or default, **overrides)

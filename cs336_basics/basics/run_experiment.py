@@ -10,7 +10,6 @@ moved aside, not deleted).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from cs336_basics.basics.config import (
     ExperimentConfig,
     add_config_arguments,
     config_from_args,
-    config_overrides,
 )
 from cs336_basics.errors import StartOver, Stopped, UserError, cli_entry, command_parser, one_line
 from cs336_basics.experiment_log import load_experiment_log
@@ -153,7 +151,12 @@ def _print_banner(trainer: Trainer, resumed: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser("cs336-train", __doc__)
     parser.add_argument("--preset", choices=list(PRESETS), help=PRESET_HELP)
-    parser.add_argument("--config", type=Path, help="a config.json to start from (flags override it)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a config JSON to start from: its fields, the rest from the "
+        "preset it names (else --preset, else the default); flags override it",
+    )
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<preset>_lr_<lr>)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="require a checkpoint to continue from")
@@ -167,11 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.config is not None:
-        base = ExperimentConfig.load(args.config)
-        config = dataclasses.replace(base, preset=args.preset or base.preset, **config_overrides(args))
-    else:
-        config = config_from_args(args)
+    config = config_from_args(args)
     out = args.out or Path("runs") / f"{config.preset}_lr_{config.max_lr:g}"
     if args.fresh and out.exists():
         with run_dir_lock(out):  # refuses while another process trains it: nothing moves from under it
