@@ -223,6 +223,25 @@ def test_bad_input_is_a_clear_error(tmp_path, tokens, kwargs, message):
         )
 
 
+def test_one_window_of_data_is_enough_and_less_is_refused():
+    """context_length + 1 tokens are one window (inputs and their next tokens): the loader draws it, so
+    the data check takes it (it refused it); one token fewer is refused."""
+    import torch
+
+    from cs336_basics.basics.batching import BatchLoader
+    from cs336_basics.data.run_data import load_run_data
+
+    cfg = tiny_config()
+    window = np.arange(cfg.context_length + 1, dtype=np.uint16) % cfg.vocab_size
+    train, _, _ = load_run_data(cfg, window, window)
+    loader = BatchLoader(train, 2, cfg.context_length, seed=0, device=torch.device("cpu"))
+    x, y = loader.get(0)
+    loader.close()
+    assert x.tolist() == [window[:-1].tolist()] * 2 and y.tolist() == [window[1:].tolist()] * 2
+    with pytest.raises(UserError, match="fewer than one window"):
+        load_run_data(cfg, window[:-1], window)
+
+
 def _cli(args, capsys):
     with pytest.raises(SystemExit) as exc:
         train_main(args)

@@ -57,7 +57,7 @@ def load_run_data(cfg, train_data=None, val_data=None) -> tuple[npt.NDArray, npt
                     f"{name} data has token id {int(arr.max())} >= vocab size {cfg.vocab_size}; "
                     f"pass --vocab-size {int(arr.max()) + 1} or re-tokenize"
                 )
-        if len(arr) <= cfg.context_length + 1:
+        if len(arr) < cfg.context_length + 1:  # a window is context_length inputs and their next tokens
             raise UserError(
                 f"{name} data has {len(arr)} tokens, fewer than one window of context_length + 1 = "
                 f"{cfg.context_length + 1}; use a smaller --context-length or more data"
