@@ -92,14 +92,10 @@ def test_attention_choice_only_when_recorded_and_not_fused():
     assert _causes(v) == {"attention 'naive', not the fused kernel"}
 
 
-def test_data_wait_share_from_metrics_or_summary():
+def test_data_wait_share_from_metrics():
     v = _verdict(metrics=_metrics(ms_per_step=10.0, data_wait_ms=3.0))
     assert [c.evidence for c in v.causes] == ["metrics.csv: data wait 3.0 of 10.0 ms per step (30%)"]
     assert _verdict(metrics=_metrics(ms_per_step=10.0, data_wait_ms=0.5)).causes == []
-    # summary.json: 16 s of waiting in 100 - 10 - 10 = 80 s of training = 20%
-    summary = {"data_wait_s": 16.0, "wallclock_s": 100.0, "eval_s": 10.0, "checkpoint_s": 10.0}
-    v = _verdict(summary=summary)
-    assert [c.evidence for c in v.causes] == ["summary.json: data_wait_s 16.0 of 80.0 s of training (20%)"]
 
 
 def test_cpu_and_unknown_gpu_have_no_expected_rate():

@@ -18,7 +18,7 @@ from cs336_basics.assignment_experiments.lr_sweep.gpu_probe import (
     same_uuid,
 )
 from cs336_basics.basics import hardware
-from cs336_basics.experiment_log.reader import RECENT_ROWS, finite_or_none, median
+from cs336_basics.experiment_log.reader import RECENT_ROWS, median
 
 DATA_WAIT_SHARE = 0.10  # a step waiting this much of its time for its batch is input-bound
 LOW_UTILIZATION_PCT = 80.0  # NVML: a kernel ran in less than this share of the last sample period
@@ -59,8 +59,7 @@ def run_facts(
     """A run's facts from its config.json, metrics.csv (a DataFrame) and summary.json, as recorded.
 
     The runtime is summary.json's (written last, so it carries a compile failure) else config.json's. The
-    data-wait share is metrics.csv's ``data_wait_ms / ms_per_step`` over the last rows, else summary.json's
-    ``data_wait_s`` over its training time (wallclock minus evaluation and checkpointing).
+    data-wait share is metrics.csv's ``data_wait_ms / ms_per_step`` over the last rows.
     """
     if not all(isinstance(config.get(k), int) for k in hardware.FLOPS_SHAPE):
         return None
@@ -77,17 +76,9 @@ def run_facts(
     )
     wait_ms = median(metrics, "data_wait_ms", RECENT_ROWS)
     step_ms = median(metrics, "ms_per_step", RECENT_ROWS)
-    wait_s = finite_or_none(summary.get("data_wait_s"))
-    wall = finite_or_none(summary.get("wallclock_s"))
     if wait_ms is not None and step_ms:
         facts.data_wait_share = wait_ms / step_ms
         facts.data_wait_evidence = f"metrics.csv: data wait {wait_ms:.1f} of {step_ms:.1f} ms per step"
-    elif wait_s is not None and wall:
-        eval_s = finite_or_none(summary.get("eval_s")) or 0
-        checkpoint_s = finite_or_none(summary.get("checkpoint_s")) or 0
-        train_s = wall - eval_s - checkpoint_s
-        facts.data_wait_share = wait_s / train_s if train_s > 0 else None
-        facts.data_wait_evidence = f"summary.json: data_wait_s {wait_s:.1f} of {train_s:.1f} s of training"
     return facts
 
 
