@@ -87,6 +87,26 @@ class _InterruptingTokens(np.ndarray):
         return super().__getitem__(index)
 
 
+class _SecondCtrlC(np.ndarray):
+    """Token array whose third batch gather raises KeyboardInterrupt, as a second Ctrl-C does mid-step."""
+
+    def __getitem__(self, index):
+        if isinstance(index, np.ndarray) and index.ndim == 2:
+            type(self).calls = getattr(type(self), "calls", 0) + 1
+            if type(self).calls == 3:
+                raise KeyboardInterrupt
+        return super().__getitem__(index)
+
+
+def test_a_stop_before_the_first_checkpoint_says_the_rerun_starts_at_step_0(tmp_path, tokens):
+    train, val = tokens
+    with pytest.raises(Stopped):
+        run_experiment(tiny_config(), train.view(_SecondCtrlC), val, tmp_path / "r", progress=False)
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert not (tmp_path / "r" / "checkpoints" / "latest.pt").exists()
+    assert status["reason"].endswith("re-run the same command to resume it (no checkpoint yet: from step 0)")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens, signum, monkeypatch):
     """Ctrl-C (or a kill's SIGTERM) stops at the next step boundary, inside a log interval; the resumed run
@@ -114,7 +134,7 @@ def test_ctrl_c_saves_mid_interval_and_resumes_exactly(tmp_path, tokens, signum,
     assert status["state"] == "interrupted" and ("SIGTERM" in status["reason"]) == (signum == signal.SIGTERM)
     assert status["checkpoint_step"] == stopped_at  # where the re-run resumes, as lr-diagnose reports it
     assert status["reason"].endswith(
-        f"re-run the same command to resume from step {stopped_at} (its last checkpoint)"
+        f"re-run the same command to resume it from step {stopped_at} (its last checkpoint)"
     )
     run_experiment(tiny_config(), train, val, tmp_path / "resumed", progress=False)
     assert _metrics(tmp_path / "resumed").equals(_metrics(tmp_path / "straight"))

@@ -32,6 +32,7 @@ from cs336_basics.experiment_log.reader import (
     make_dirs,
     move_aside,
     removed_if_refused,
+    resume_text,
     run_dir_lock,
 )
 from cs336_basics.experiment_log.tracker import print_summary
@@ -104,7 +105,7 @@ def run_experiment(
         except KeyboardInterrupt as err:  # Stopped (at a step boundary, checkpoint saved) or a second Ctrl-C
             stopped = Stopped.of(err)
             step = trainer.writer.written_step.get("latest", 0)  # a second Ctrl-C stops without a new one
-            resume = f"re-run the same command to resume from step {step} (its last checkpoint)"
+            resume = f"re-run the same command to resume it{resume_text(step)}"
             _record_end(trainer, "interrupted", f"stopped {stopped.by}; {resume}")
             raise stopped from None
         except BaseException as err:

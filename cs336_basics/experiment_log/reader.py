@@ -192,6 +192,14 @@ def process_gone(record: dict | None) -> bool:
     return record.get("host") == socket.gethostname() and not pid_alive(record.get("pid"))
 
 
+def resume_text(step: int | None) -> str:
+    """Where a re-run resumes, to follow "re-run ... to resume it": `` from step 1000 (its last checkpoint)``,
+    `` (no checkpoint yet: from step 0)``; empty when unknown (None)."""
+    if step:
+        return f" from step {step} (its last checkpoint)"
+    return " (no checkpoint yet: from step 0)" if step == 0 else ""
+
+
 @dataclass
 class ExperimentLog:
     """Everything on disk for one run. JSON parts are ``None`` when missing or unreadable."""
@@ -233,12 +241,7 @@ class ExperimentLog:
     def reason(self) -> str | None:
         status = self.status or {}
         if self.state == "interrupted" and status.get("state") == "running":
-            resume = "re-run to resume it"
-            step = self.resume_step
-            if step:
-                resume += f" from step {step} (its last checkpoint)"
-            elif step == 0:
-                resume += " (no checkpoint yet: from step 0)"
+            resume = f"re-run to resume it{resume_text(self.resume_step)}"
             return f"process {status.get('pid')} is gone on this host (killed or crashed mid-run); {resume}"
         for src in (self.summary, self.status):
             if src and src.get("reason"):
