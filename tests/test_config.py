@@ -392,9 +392,8 @@ def test_every_flag_has_help_with_unit_and_default():
     parser = build_parser()
     group = next(g for g in parser._action_groups if g.title.startswith("run configuration"))
     flags = {a.option_strings[0]: a.help for a in group._group_actions}
-    assert set(flags) == {f"--{n.replace('_', '-')}" for n in FIELD_NAMES if n not in ("preset", "extra")} | {
-        "--lr"
-    }
+    assert set(flags) == {f"--{n.replace('_', '-')}" for n in FIELD_NAMES if n != "extra"} | {"--lr"}
+    assert "default: full where --device resolves to CUDA, else low-resource" in flags.pop("--preset")
     for flag, text in flags.items():
         assert text and ("unit: " in text or "(none)" in text), flag
         assert "default: " in text, flag

@@ -458,7 +458,6 @@ def _list(allowed=None):
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("cs336-bench", __doc__)
     flag = p.add_argument
-    flag("--preset", choices=list(config.PRESETS), help=config.PRESET_HELP)
     flag("--precision", dest="precisions", type=_list(PRECISIONS), default=["auto"], help="default auto")
     flag("--compile", dest="compiles", type=_list(COMPILE), default=["auto"], help="default auto")
     flag("--batch-size", dest="batch_sizes", type=_list(), help="comma list; default the preset's")

@@ -30,7 +30,7 @@ class ExperimentConfig:
     """One training run. ``None`` means "derived from other fields" (see ``resolved()``)."""
 
     preset: str = "full"
-    """Preset the other defaults came from: full, low-resource, quick-test or demo. [none]"""
+    """Preset the other fields' defaults come from: full, low-resource, quick-test or demo. [none]"""
 
     # ---- model: the CS336 assignment-1 TinyStories model (~17M non-embedding parameters) ----
     vocab_size: int = 10_000
@@ -350,12 +350,6 @@ def _over_preset(preset: str, values: dict[str, Any], where: str = "") -> dict[s
     return merged
 
 
-PRESET_HELP = (
-    "starting configuration: full (the default where --device is CUDA), low-resource (the default elsewhere), "
-    "quick-test or demo"
-)
-
-
 def default_preset(device: str = "auto") -> str:
     """The preset a command starts from when none is given: full where ``device`` (the --device flag) resolves to
     CUDA, low-resource elsewhere (a CPU or Apple machine, or ``--device cpu`` on a GPU machine)."""
@@ -376,7 +370,7 @@ def _refuse(name: str, value: Any, rule: str, preset: str = "full") -> typing.No
     """One line: the flag (both spellings of the learning rate's), the rule, the value, and the preset's value."""
     preset = preset if preset in PRESETS else "full"
     default = PRESETS[preset].get(name, _DEFAULTS[name])
-    shown = default if isinstance(default, str) else f"{default:g}" if default is not None else None
+    shown = _flag_value(default)
     flag = "--max-lr (--lr)" if name == "max_lr" else f"--{_flag(name)}"
     example = f"use e.g. --{_flag(name)} {shown} (the {preset} preset's)"
     hint = example if shown else "leave it out to derive it"
@@ -406,13 +400,18 @@ def field_docs() -> dict[str, tuple[str, str]]:
     return docs
 
 
+def _flag_value(value: Any) -> str | None:
+    """A preset's value as its flag would take it (``0.001``, ``fast``, ``on``); None stays None."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return None if value is None else str(value)
+
+
 def _default_text(name: str) -> str:
     def show(v: Any) -> str:
-        if isinstance(v, bool):
-            return "on" if v else "off"
-        if v is None:
-            return "derived" if name in DERIVED_FIELDS else "none"
-        return f"{v:g}" if isinstance(v, float) else str(v)
+        return _flag_value(v) or ("derived" if name in DERIVED_FIELDS else "none")
 
     others = [f"{p} {show(v[name])}" for p, v in PRESETS.items() if name in v and v[name] != _DEFAULTS[name]]
     if name in DERIVED_FIELDS and not others:
@@ -449,9 +448,14 @@ def _parser(kind: Any, optional: bool):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per ExperimentConfig field, plus ``--lr``. A flag not given is absent from the namespace
-    (``argparse.SUPPRESS``), so the preset's value stands and ``--target-val-loss none`` can still say None."""
+    """``--preset``, one ``--flag`` per ExperimentConfig field, and ``--lr``. A field flag not given is absent
+    from the namespace (``argparse.SUPPRESS``), so the preset's value stands and ``--target-val-loss none`` can
+    still say None; ``config_from_args`` reads them."""
     group = parser.add_argument_group("run configuration (any ExperimentConfig field; default: the preset's)")
+    default = "full where --device resolves to CUDA, else low-resource"
+    group.add_argument(
+        "--preset", choices=list(PRESETS), help=f"{field_docs()['preset'][0]} (default: {default})"
+    )
     for name in FIELD_NAMES:
         if name in ("preset", "extra") or name in skip:
             continue

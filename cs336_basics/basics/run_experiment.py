@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cs336_basics.basics.config import (
-    PRESET_HELP,
-    PRESETS,
     ExperimentConfig,
     add_config_arguments,
     config_from_args,
@@ -151,7 +149,6 @@ def _print_banner(trainer: Trainer, resumed: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser("cs336-train", __doc__)
-    parser.add_argument("--preset", choices=list(PRESETS), help=PRESET_HELP)
     parser.add_argument(
         "--config",
         type=Path,

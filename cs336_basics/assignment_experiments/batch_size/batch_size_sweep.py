@@ -24,8 +24,6 @@ from cs336_basics.assignment_experiments.sweep.plots import plot_lr_vs_loss, plo
 from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep, require_sweep
 from cs336_basics.atomic import atomic_write_text
 from cs336_basics.basics.config import (
-    PRESET_HELP,
-    PRESETS,
     ExperimentConfig,
     add_config_arguments,
     config_from_args,
@@ -118,7 +116,6 @@ DEFAULT_OUT = Path("runs/batch_size")
 
 def build_parser() -> ArgumentParser:
     p = command_parser("batch-size-sweep", __doc__)
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help=PRESET_HELP)
     p.add_argument("--batch-sizes", nargs="*", default=None, metavar="BATCH",
                    help="batch sizes to sweep (default: 1, 2, 4, ... up to the largest that fits)")  # fmt: skip
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"sweep directory (default {DEFAULT_OUT})")

@@ -29,8 +29,6 @@ from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_swee
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
 from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep, require_sweep
 from cs336_basics.basics.config import (
-    PRESET_HELP,
-    PRESETS,
     ExperimentConfig,
     add_config_arguments,
     config_from_args,
@@ -101,7 +99,6 @@ def sweep_plan(points, done: set[str], out_dir: Path, extra: int, executor) -> P
 
 def build_parser() -> ArgumentParser:
     p = command_parser("lr-sweep", __doc__)
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help=PRESET_HELP)
     p.add_argument("--low-resource", dest="preset", action="store_const", const="low-resource",
                    help="= --preset low-resource: 40.96M tokens, target val loss 2.00")  # fmt: skip
     p.add_argument("--quick-test", dest="preset", action="store_const", const="quick-test",
