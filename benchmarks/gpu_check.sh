@@ -116,7 +116,7 @@ for name, r in reports.items():
         print("  breakdown (ms):", {k: round(v, 2) for k, v in r["breakdown_ms"].items()})
     if r.get("run"):
         run = r["run"]
-        print(f"  run_experiment {run['steps']} steps: eval+checkpoint+log {100 * run['share']:.2f}% of "
+        print(f"  run_experiment {run['steps']} steps: eval+checkpoint {100 * run['share']:.2f}% of "
               f"{run['wallclock_s']:.1f}s, {run['tokens_per_sec']:,.0f} tok/s overall")
 package = [x for x in reports.get("compiled", {}).get("rows", []) if x["loop"] == "package" and x["compile"]]
 if package:

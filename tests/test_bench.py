@@ -125,3 +125,20 @@ def test_plain_loss_is_the_package_model():
     assert bench.plain_loss(p, x, y, cfg.num_heads, cfg.rope_theta).item() == pytest.approx(
         expected.item(), abs=1e-5
     )
+
+
+def test_run_share_is_the_evaluation_and_checkpoint_share_of_a_real_run(tmp_path, capsys):
+    """--run trains through run_experiment; its share is (eval_s + checkpoint_s) / wallclock_s of that run."""
+    out = tmp_path / "bench.json"
+    argv = [*TINY.split(), "--compile", "off", "--no-plain", "--steps", "1", "--warmup", "1", "--rounds", "1"]
+    assert (
+        bench.main(
+            [*argv, "--eval-interval", "4", "--checkpoint-interval", "4", "--run", "8", "--json", str(out)]
+        )
+        == 0
+    )
+    run = json.loads(out.read_text())["run"]
+    assert run["steps"] == 8 and run["eval_s"] > 0 and run["checkpoint_s"] > 0
+    assert run["share"] == pytest.approx((run["eval_s"] + run["checkpoint_s"]) / run["wallclock_s"])
+    assert 0 < run["share"] < 1
+    assert f"eval + checkpoint: {100 * run['share']:.1f}%" in capsys.readouterr().out

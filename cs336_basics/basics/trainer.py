@@ -51,7 +51,7 @@ class TrainState:
     best_val_loss: float | None = None
     best_step: int | None = None
     train_loss: float | None = None  # the last logged train loss
-    eval_s: float = 0.0  # time spent evaluating and logging
+    eval_s: float = 0.0  # log steps' divergence checks and evaluations (writing the row is not counted)
     checkpoint_s: float = 0.0  # time the loop spent handing checkpoints to the writer
     measure_s: float = 0.0  # time spent measuring sharpness and instability signals
     sharpness_every: int = 0  # steps between sharpness measurements (0: at the next log step); see probe.py
