@@ -318,13 +318,22 @@ def test_diagnose_prefers_the_summary_over_a_truncated_metrics_csv(finished_swee
 
 def test_seeds_name_points_and_tables_show_mean_and_std(tmp_path, tiny_args):  # noqa: F811
     out = tmp_path / "sweep"
-    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--seeds", "2"))) == 0
+    assert (
+        sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--seeds", "2", "--seed", "5"))) == 0
+    )
     assert {p.name: load_experiment_log(out / p.name).config["seed"] for p in load_sweep(out).points} == {
-        "lr_1e_02": 0, "lr_1e_02_s1": 1}  # fmt: skip
+        "lr_1e_02": 5,
+        "lr_1e_02_s1": 6,
+    }  # fmt: skip: seed k of the sweep trains at the base seed + k
     group = load_sweep(out).group(1e-2)
     losses = [p.final_val_loss for p in group.points]
     assert losses[0] != losses[1] and group.final_val_loss == pytest.approx(sum(losses) / 2)
     assert "±" in format_table(load_sweep(out))
+    # Without sweep.json the run dirs alone give the same seed indices (not the config's seeds 5 and 6).
+    seeds = {p.name: p.seed for p in load_sweep(out).points}
+    (out / "sweep.json").unlink()
+    assert {p.name: p.seed for p in load_sweep(out).points} == seeds == {"lr_1e_02": 0, "lr_1e_02_s1": 1}
+    assert load_sweep(out).point(1e-2, seed=1).final_val_loss == losses[1]
 
 
 def test_batch_size_client(tmp_path, demo_data_dir, monkeypatch):  # noqa: F811

@@ -52,8 +52,8 @@ from cs336_basics.errors import UserError, cli_entry, command_parser
 from cs336_basics.experiment_log.reader import load_experiment_log
 from cs336_basics.formatting import plural
 
-PRECISIONS = ("auto", "fp32", "tf32", "bf16")
-COMPILE = ("auto", "on", "off")
+PRECISIONS = (*config.CHOICES["dtype"], "tf32")  # --dtype's, and tf32: fp32 with TF32 matmuls (CUDA)
+COMPILE = config.CHOICES["compile"]
 
 
 def random_tokens(vocab_size: int, n: int, seed: int) -> np.ndarray:

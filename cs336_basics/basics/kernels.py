@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-from cs336_basics.basics.config import CHOICES
+from cs336_basics.basics.config import CHOICES, ExperimentConfig
 from cs336_basics.basics.optim import AdamW
 from cs336_basics.errors import UserError
 
 KERNELS = CHOICES["kernels"]  # ("fast", "reference")
-DEFAULT_KERNELS = "fast"
+DEFAULT_KERNELS = ExperimentConfig.kernels  # the config field's default: "fast"
 
 
 def check_kernels(kernels: str) -> str:

@@ -449,11 +449,14 @@ def removed_if_refused(created: list[Path], lock_name: str):
         raise
 
 
+MOVED_ASIDE = ".old-"  # in the name of a directory move_aside renamed: readers skip it
+
+
 def move_aside(path: Path) -> Path | None:
     """Rename an existing run dir to ``<name>.old-<timestamp>`` so results are never silently deleted."""
     if not path.exists():
         return None
-    old = f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    old = f"{path.name}{MOVED_ASIDE}{time.strftime('%Y%m%d-%H%M%S')}"
     target, n = path.with_name(old), 1
     while target.exists():
         target, n = path.with_name(f"{old}-{n}"), n + 1

@@ -36,6 +36,7 @@ from cs336_basics.assignment_experiments.lr_sweep.speed import (
     gpu_for_run,
     speed_verdict,
 )
+from cs336_basics.assignment_experiments.sweep.record import SWEEP_FILE
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, load_sweep
 from cs336_basics.errors import ArgumentParser, UserError, cli_entry, command_parser
 from cs336_basics.experiment_log.reader import (
@@ -333,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while True:
             d = diagnose(args.sweep_dir, stale_after=args.stale_after)
-            started = (Path(args.sweep_dir) / "sweep.json").exists()  # a sweep that has only just started
-            if not d.points and not started and d.sweep["state"].startswith("unknown"):
+            started = (Path(args.sweep_dir) / SWEEP_FILE).exists()  # a sweep that has only just started
+            if not d.points and not started:
                 print(f"nothing here yet: {args.sweep_dir} has no sweep.json and no run directories "
                       "(not a sweep, or one that has not started)", file=sys.stderr)  # fmt: skip
                 return 1

@@ -32,6 +32,7 @@ from cs336_basics.basics.config import (
     ExperimentConfig,
     add_config_arguments,
     config_from_args,
+    create_experiment_config,
 )
 from cs336_basics.errors import ArgumentParser, UserError, cli_entry, command_parser
 from cs336_basics.experiment_log.wandb_sink import add_wandb_arguments, wandb_options
@@ -99,8 +100,10 @@ def sweep_plan(points, done: set[str], out_dir: Path, extra: int, executor) -> P
 
 def build_parser() -> ArgumentParser:
     p = command_parser("lr-sweep", __doc__)
+    low = create_experiment_config("low-resource")
     p.add_argument("--low-resource", dest="preset", action="store_const", const="low-resource",
-                   help="= --preset low-resource: 40.96M tokens, target val loss 2.00")  # fmt: skip
+                   help=f"= --preset low-resource: {low.total_tokens / 1e6:.2f}M tokens, "
+                   f"target val loss {low.target_val_loss:.2f}")  # fmt: skip
     p.add_argument("--quick-test", dest="preset", action="store_const", const="quick-test",
                    help="= --preset quick-test: every lr for a handful of steps, to check a set-up")  # fmt: skip
     p.add_argument("--learning-rates", nargs="*", default=None, metavar="LR",

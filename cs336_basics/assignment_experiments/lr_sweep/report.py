@@ -130,7 +130,7 @@ def run_observations(point: SweepPoint, target: float | None = None) -> list[str
         )
     if point.state == "diverged":
         out.append(f"diverged at step {point.step}: {point.reason or 'no reason recorded'}")
-    elif point.state in ("failed", "interrupted", "stalled"):
+    elif point.state in ("failed", "interrupted"):
         out.append(f"{point.state}: {point.reason or 'no reason recorded'}")
     oh = log.overhead_share()
     if oh is not None:

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -50,6 +51,13 @@ def value_text(value) -> str:
 def point_name(prefix: str, value, seed: int = 0) -> str:
     """A point's run-dir name: ``lr_3e_04``; seed k > 0 adds ``_sk`` (seed 0 keeps the plain name)."""
     return f"{prefix}_{value_text(value)}" + (f"_s{seed}" if seed else "")
+
+
+def seed_of(name: str) -> int:
+    """The seed index k of a point's run-dir name (``lr_3e_04_s2`` -> 2; 0 without the suffix): its config's
+    seed is the sweep's base seed + k."""
+    match = re.search(r"_s(\d+)$", name)
+    return int(match[1]) if match else 0
 
 
 def read_sweep_json(sweep_dir: Path) -> dict:

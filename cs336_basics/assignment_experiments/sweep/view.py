@@ -13,13 +13,14 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cs336_basics.assignment_experiments.sweep.record import LOCK_FILE, read_sweep_json
+from cs336_basics.assignment_experiments.sweep.record import LOCK_FILE, read_sweep_json, seed_of
 from cs336_basics.basics.divergence import stability_threshold
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log import ExperimentLog, load_experiment_log
 from cs336_basics.experiment_log.reader import (
     CONFIG_FILE,
     DONE_STATES,
+    MOVED_ASIDE,
     TRAIN_RATE,
     TRAIN_RATE_NOTE,
     finite_or_none,
@@ -232,9 +233,11 @@ def load_sweep(path: str | Path) -> SweepView:
     records = {p["name"]: p for p in meta.get("points", [])}
     key = meta.get("field", "max_lr")
     for child in sorted(path.iterdir()):  # run dirs sweep.json doesn't know of (it may be lost)
-        config = read_json_dict(child / CONFIG_FILE) if child.is_dir() and ".old-" not in child.name else None
+        config = (
+            read_json_dict(child / CONFIG_FILE) if child.is_dir() and MOVED_ASIDE not in child.name else None
+        )
         if config and child.name not in records and finite_or_none(config.get(key)) is not None:
-            records[child.name] = {"value": config[key], "seed": config.get("seed", 0), "name": child.name}
+            records[child.name] = {"value": config[key], "seed": seed_of(child.name), "name": child.name}
     errors: dict[str, dict] = {}
     for err in meta.get("launch_errors", []):
         rec = records.get(err.get("name")) if isinstance(err, dict) else None
