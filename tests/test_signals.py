@@ -9,6 +9,7 @@ import torch
 
 from cs336_basics.basics import TransformerLM
 from cs336_basics.basics.signals import instability_signals, update_rms_ratio
+from cs336_basics.experiment_log.reader import signal_columns
 
 THETA = 10_000.0
 
@@ -85,8 +86,9 @@ def test_signals_leave_the_model_as_it_was():
     model = TransformerLM(48, 12, 32, 1, 4, 48, THETA)
     x = torch.randint(0, 48, (2, 12))
     rng = torch.get_rng_state()
-    instability_signals(model, x)
+    got = instability_signals(model, x)
     assert torch.equal(rng, torch.get_rng_state())
+    assert [*got, "update_rms_ratio"] == list(signal_columns(1))  # the metrics.csv columns the reader reads
     assert not model.layers[0].attn._forward_pre_hooks
     assert all(p.grad is None for p in model.parameters())
 

@@ -16,7 +16,7 @@ from cs336_basics.assignment_experiments.lr_sweep.analyze_lr_sweep import main a
 from cs336_basics.assignment_experiments.lr_sweep.naming import lr_dir_name
 from cs336_basics.assignment_experiments.lr_sweep.public_results import where_you_stand
 from cs336_basics.assignment_experiments.sweep.view import load_sweep
-from cs336_basics.basics.probe import signal_columns
+from cs336_basics.experiment_log.reader import signal_columns
 from cs336_basics.experiment_log.tracker import ExperimentTracker
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -16,14 +16,9 @@ from cs336_basics.basics.divergence import stability_threshold
 from cs336_basics.basics.kernels import loss_function
 from cs336_basics.basics.sharpness import measurement_model, preconditioned_sharpness
 from cs336_basics.basics.signals import instability_signals, update_rms_ratio
+from cs336_basics.experiment_log.reader import signal_columns
 
 PROBE_WINDOWS = 8  # windows of the probe batch
-
-
-def signal_columns(num_layers: int) -> tuple[str, ...]:
-    """metrics.csv columns of the instability signals (see signals.py)."""
-    per_layer = tuple(f"max_attn_logit_l{i}" for i in range(num_layers))
-    return (*per_layer, "attn_entropy_min", "logz_mean", "logz_sq_mean", "update_rms_ratio")
 
 
 def sharpness_interval(cost_s: float, step_s: float, share: float, log_interval: int) -> int:

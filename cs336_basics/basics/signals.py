@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from cs336_basics.experiment_log.reader import ATTN_LOGIT_PREFIX
+
 
 def attention_logits(attn: nn.Module, h: Tensor, token_positions: Tensor | None = None) -> Tensor:
     """q.k / sqrt(d_head) of a ``MultiHeadSelfAttention`` on its input ``h``: (..., heads, seq, seq), -inf above
@@ -51,7 +53,7 @@ def instability_signals(
     names, values, entropies = [], [], []
     for i, (layer, (h, pos)) in enumerate(zip(model.layers, inputs)):
         scores = attention_logits(layer.attn, h, pos)
-        names.append(f"max_attn_logit_l{i}")
+        names.append(f"{ATTN_LOGIT_PREFIX}{i}")
         values.append(scores.amax())
         p = torch.softmax(scores, dim=-1)
         entropies.append(-torch.special.xlogy(p, p).sum(-1).mean())  # xlogy: 0 log 0 = 0 on masked keys

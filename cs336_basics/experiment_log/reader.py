@@ -54,6 +54,13 @@ SIGNALS: dict[str, str] = {
     "update_rms_ratio": "update-RMS ratio",
 }
 
+
+def signal_columns(num_layers: int) -> tuple[str, ...]:
+    """metrics.csv's columns of the instability signals (basics/signals.py): the max attention logit of each
+    layer, then the other SIGNALS."""
+    return (*(f"{ATTN_LOGIT_PREFIX}{i}" for i in range(num_layers)), *list(SIGNALS)[1:])
+
+
 RECENT_ROWS = 5  # "recent" in lr-diagnose: its rates, its ETA and the speed verdict use the last 5 log rows
 # How the tables name and explain ExperimentLog.tokens_per_sec (next to a time column that includes more).
 TRAIN_RATE = "train tok/s"
