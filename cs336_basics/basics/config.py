@@ -143,6 +143,10 @@ class ExperimentConfig:
     def total_tokens(self) -> int:
         return self.tokens_per_step * self.max_steps
 
+    def evaluates_at(self, step: int) -> bool:
+        """Whether the trainer evaluates after ``step``: every eval_interval steps and at the last step."""
+        return step % self.eval_interval == 0 or step == self.max_steps
+
     def underived(self) -> list[str]:
         """The derived fields still None here: config.json lists them, so a reuse of it derives them again."""
         return [name for name in DERIVED_FIELDS if getattr(self, name) is None]

@@ -249,7 +249,7 @@ class Trainer:
                     self._note_compile_fallback()
                 if not is_log:
                     continue
-                is_eval = step % cfg.eval_interval == 0 or step == cfg.max_steps
+                is_eval = cfg.evaluates_at(step)
                 is_ckpt = step % cfg.checkpoint_interval == 0 and step < cfg.max_steps
                 # ---- log step: the only place the loop waits for the device; one transfer ----
                 loss_total, grad_norm = torch.stack([loss_sum, grad_norm.float()]).tolist()

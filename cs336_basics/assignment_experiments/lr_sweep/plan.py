@@ -212,12 +212,6 @@ def _speed_key(cfg: ExperimentConfig) -> tuple:
     return tuple(getattr(cfg, f) for f in _SPEED_FIELDS)
 
 
-def _evals(cfg: ExperimentConfig, start: int = 0) -> int:
-    """Evaluations after step ``start``: every eval_interval steps, and at the last step (the trainer's loop)."""
-    last = 1 if cfg.max_steps % cfg.eval_interval and start < cfg.max_steps else 0
-    return cfg.max_steps // cfg.eval_interval - start // cfg.eval_interval + last
-
-
 def _resume_step(run_dir: Path) -> int:
     """The step a point's next run starts at: its checkpoint's, as status.json records it (0: a new point)."""
     from cs336_basics.experiment_log import load_experiment_log
@@ -303,7 +297,7 @@ def _point_plan(
     """One point's time from step ``start`` on (where it resumes), from its config and its measurement
     (``idx``; -1: not timed, all times 0)."""
     m = measurements[idx] if idx >= 0 else None
-    evals = _evals(cfg, start)
+    evals = sum(map(cfg.evaluates_at, range(start + 1, cfg.max_steps + 1)))  # those after step start
     train_s = max(cfg.max_steps - start, 0) * m.step_s if m else 0.0
     eval_s = evals * cfg.eval_batches * m.forward_s if m else 0.0
     # The trainer spaces its sharpness measurements to keep them near sharpness_share of the wallclock.
