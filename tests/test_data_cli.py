@@ -344,3 +344,32 @@ def test_check_reports_every_bad_file_not_only_the_first(capsys, token_files):
     assert len(errors) == 2 and all(line.startswith("error: ") for line in errors), err
     assert "train.npy" in errors[0] and "tokenizer.json" in errors[1] and "Traceback" not in err
     assert out.count(": ok,") == 1 and "valid.npy: ok," in out
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path, small_corpus):
+    """cs336-data prepare with stderr to a file (SLURM, nohup): plain lines, no carriage-return bars."""
+    log = tmp_path / "prepare.log"
+    with open(log, "w") as err:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cs336_basics.data", "prepare", "--dataset", str(small_corpus),
+             "--data-dir", str(tmp_path / "d"), "--vocab-size", "300"],
+            stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, timeout=300,
+        )  # fmt: skip
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert "train tokenizer train.txt (cs336 BPE, vocab 300)..." in lines
+    assert any(line.startswith("tokenize train.txt: ") and " done in " in line for line in lines), text
+
+
+def test_plain_byte_count_says_each_tenth_passed_and_the_end(capsys):
+    from cs336_basics.data.chunking import byte_bar
+
+    with byte_bar("read x", 1000, progress=True, initial=150) as bar:  # stderr is not a terminal here
+        for _ in range(17):
+            bar.update(50)
+    lines = capsys.readouterr().err.splitlines()
+    tenths = [line.split("(")[1] for line in lines[:-1]]
+    assert tenths == [f"{t}0%)" for t in range(2, 10)]  # 15% at the start: 200 B ... 950 B, never 100%
+    assert lines[0] == "read x: 200 B of 1.0 KB (20%)" and lines[-1].startswith("read x: 1.0 KB done in ")

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import regex
 from tqdm import tqdm
 
 from cs336_basics.errors import UserError
+from cs336_basics.formatting import duration, size
 
 EOT = "<|endoftext|>"
 EOT_PATTERN = regex.compile(regex.escape(EOT))
@@ -35,9 +37,39 @@ def status(progress: bool, message: str) -> None:
         print(message, file=sys.stderr)
 
 
-def byte_bar(desc: str, total: int | None, progress: bool, initial: int = 0) -> tqdm:
-    """A progress bar counting bytes, hidden unless ``progress``."""
+def byte_bar(desc: str, total: int | None, progress: bool, initial: int = 0) -> tqdm | PlainByteCount:
+    """Progress counting bytes on stderr, hidden unless ``progress``: a bar on a terminal, plain lines elsewhere
+    (SLURM logs, nohup, CI), as a run's progress is."""
+    if progress and not sys.stderr.isatty():
+        return PlainByteCount(desc, total, initial)
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=desc, disable=not progress)
+
+
+class PlainByteCount:
+    """A byte counter for a log: one line at each tenth of ``total`` passed and one at the end, no ``\\r``."""
+
+    def __init__(self, desc: str, total: int | None, initial: int = 0):
+        self.desc, self.total, self.n, self.start = desc, total, initial, time.perf_counter()
+        self.tenths = 10 * initial // total if total else 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if self.total and 10 * self.n // self.total > self.tenths and self.n < self.total:
+            self.tenths = 10 * self.n // self.total
+            self._line(f"{size(self.n)} of {size(self.total)} ({10 * self.tenths}%)")
+
+    def set_postfix_str(self, text: str) -> None:
+        self._line(text)
+
+    def _line(self, text: str) -> None:
+        print(f"{self.desc}: {text}", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> PlainByteCount:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self._line(f"{size(self.n)} done in {duration(time.perf_counter() - self.start)}")
 
 
 def check_text_file(path: str | os.PathLike) -> int:

@@ -247,3 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     enable_parallelism()  # a fresh process: safe to undo an inherited TOKENIZERS_PARALLELISM=false
     COMMANDS[args.command](args)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
