@@ -14,8 +14,9 @@ from cs336_basics.formatting import duration
 class Progress:
     """A progress bar on a terminal; elsewhere (SLURM logs, nohup, CI) one plain line per log step."""
 
-    def __init__(self, name: str, start_step: int, max_steps: int, bar: bool):
-        self.name, self.max_steps = name, max_steps
+    def __init__(self, name: str, start_step: int, max_steps: int, bar: bool, clock=time.perf_counter):
+        self.name, self.max_steps, self.clock = name, max_steps, clock
+        self._first: tuple[float, int] | None = None  # (time, step) of the first log step shown
         self.bar = (
             tqdm(total=max_steps, initial=start_step, desc=name, dynamic_ncols=True, unit="step")
             if (bar and sys.stdout.isatty())
@@ -24,8 +25,7 @@ class Progress:
 
     def update(self, n: int, row: dict) -> None:
         mfu = f" | mfu {100 * row['mfu']:.1f}%" if row.get("mfu") is not None else ""
-        steps_left = self.max_steps - row["step"]
-        eta = steps_left * row["ms_per_step"] / 1e3
+        eta = (self.max_steps - row["step"]) * self._seconds_per_step(row)
         if self.bar is not None:
             self.bar.update(n)
             self.bar.set_postfix(
@@ -37,6 +37,17 @@ class Progress:
             f"{row['tokens_per_sec'] / 1e3:,.1f}k tok/s{mfu} | eta {duration(eta)}",
             flush=True,
         )
+
+    def _seconds_per_step(self, row: dict) -> float:
+        """For the ETA: the wallclock per step since the first log step this process showed (evaluations,
+        checkpoints and measurements included; the warm-up before it left out), else that row's step time."""
+        now = self.clock()
+        if self._first is None:
+            self._first = (now, row["step"])
+        first_time, first_step = self._first
+        if row["step"] > first_step:
+            return (now - first_time) / (row["step"] - first_step)
+        return row["ms_per_step"] / 1e3
 
     def write(self, text: str) -> None:
         (self.bar.write if self.bar is not None else print)(text)
