@@ -305,12 +305,18 @@ def test_the_restart_value_a_sweep_prints_is_one_it_takes(tmp_path, tiny_args, c
     assert len(list(out.glob("lr_*.old-*"))) == 1
 
 
-def test_restart_moves_old_run_aside(tmp_path, tiny_args):
+def test_restart_moves_old_run_aside(tmp_path, tiny_args, capsys):
     out = tmp_path / "sweep"
     assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend",))) == 0
-    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--restart", "1e-2"))) == 0
+    with pytest.raises(SystemExit):  # another config: the error's advice is --restart 0.01 ...
+        sweep_main(tiny_args(out, 1e-2, steps=15, extra=("--no-extend",)))
+    assert (
+        capsys.readouterr().err.strip().endswith("retrain it with --restart 0.01, or use --fresh / --out DIR")
+    )
+    # ... and --restart takes it: the point retrains at the new config (the old config.json was refused too)
+    assert sweep_main(tiny_args(out, 1e-2, steps=15, extra=("--no-extend", "--restart", "1e-2"))) == 0
     assert len(list(out.glob("lr_1e_02.old-*"))) == 1
-    assert load_sweep(out).point(1e-2).state == "finished"
+    assert load_sweep(out).point(1e-2).state == "finished" and load_sweep(out).point(1e-2).step == 15
     assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--fresh"))) == 0
     assert len(list(tmp_path.glob("sweep.old-*"))) == 1
 

@@ -287,6 +287,29 @@ def test_analyze_and_diagnose_on_a_dir_that_is_no_sweep(tmp_path, capsys):
     assert "is not a sweep" in _one_line_exit_2(capsys, sweep_main, ["--summary", "--out", str(tmp_path)])
 
 
+def test_each_command_refuses_a_sweep_over_another_field(finished_sweep, tmp_path, capsys):
+    """batch-size-sweep --summary on an lr sweep was a traceback; the lr readers called a batch-size sweep's
+    batch sizes learning rates ('best lr: 8') and lr-analyze wrote its report into it."""
+    from cs336_basics.assignment_experiments.batch_size.batch_size_sweep import main as batch_main
+
+    lr_sweep, _ = _copy(finished_sweep, tmp_path)
+    line = _one_line_exit_2(capsys, batch_main, ["--summary", "--out", str(lr_sweep)])
+    assert line == f"error: {lr_sweep} holds a sweep over max_lr, not batch_size; choose another directory"
+    meta = json.loads((lr_sweep / "sweep.json").read_text())
+    (lr_sweep / "sweep.json").write_text(
+        json.dumps({**meta, "field": "batch_size"})
+    )  # now a batch-size sweep
+    before = sorted(os.listdir(lr_sweep))
+    for main, argv in [
+        (sweep_main, ["--summary", "--out"]),
+        (analyze_main, ["--no-sample"]),
+        (diagnose_main, []),
+    ]:
+        line = _one_line_exit_2(capsys, main, [*argv, str(lr_sweep)])
+        assert line.endswith("holds a sweep over batch_size, not max_lr; choose another directory"), main
+    assert sorted(os.listdir(lr_sweep)) == before  # no report written into it
+
+
 @pytest.mark.parametrize("kind", ["file", "under_file", "unwritable", "too_long"])
 def test_bad_out_is_one_line(tmp_path, tiny_args, capsys, finished_sweep, kind):  # noqa: F811
     blocker = tmp_path / "blocker"

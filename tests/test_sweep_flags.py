@@ -244,7 +244,7 @@ def test_lr_sweep_refuses_an_out_holding_a_batch_size_sweep(tmp_path, token_file
     before = _batch_size_sweep_dir(out)
     argv = _lr_args(out, tmp_path, "--train-data", token_files[0], "--val-data", token_files[1])
     line = _one_error_line(capsys, sweep_main, argv)
-    assert line == f"error: {out} holds a sweep over batch_size, not max_lr; use another --out"
+    assert line == f"error: {out} holds a sweep over batch_size, not max_lr; choose another directory"
     assert (out / "sweep.json").read_bytes() == before  # the other sweep's record is untouched
     assert sorted(p.name for p in out.iterdir() if p.name != ".sweep.lock") == ["bs_8", "sweep.json"]
 

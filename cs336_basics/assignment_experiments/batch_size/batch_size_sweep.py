@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     argv, values = split_values(list(sys.argv[1:] if argv is None else argv), "--batch-sizes")
     args = build_parser().parse_args(argv)
     if args.summary:
-        view = require_sweep(load_sweep(args.out), "nothing to summarise: check --out")
+        view = require_sweep(load_sweep(args.out, "batch_size"), "nothing to summarise: check --out")
         print(format_table(view, "batch", "d"))
         return 0
     sizes = batch_sizes(values)

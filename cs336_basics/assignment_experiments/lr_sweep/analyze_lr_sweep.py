@@ -294,7 +294,7 @@ def analyze(
     device: str = "auto",
 ) -> AnalysisOutputs:
     """Write the two figures and the two markdown files; return their paths and the findings."""
-    view = require_sweep(load_sweep(sweep_dir), "nothing written")
+    view = require_sweep(load_sweep(sweep_dir, "max_lr"), "nothing written")
     out = Path(out_dir) if out_dir is not None else view.path
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -211,7 +211,7 @@ def diagnose(
     now: datetime | None = None,
 ) -> Diagnosis:
     """Read the sweep and probe the device (unless ``device`` is given); never raises on partial files."""
-    view = load_sweep(sweep_dir)
+    view = load_sweep(sweep_dir, "max_lr")
     now = now or datetime.now(UTC)
     host = socket.gethostname()
     points = [point_status(p, now=now, stale_after=stale_after, host=host) for p in view.points]

@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     argv, rates = split_values(list(sys.argv[1:] if argv is None else argv), "--learning-rates")
     args = build_parser().parse_args(argv)
     if args.summary:
-        print(format_table(require_sweep(load_sweep(args.out), "nothing to summarise: check --out")))
+        print(
+            format_table(require_sweep(load_sweep(args.out, "max_lr"), "nothing to summarise: check --out"))
+        )
         return 0
     if rates is not None:
         rates = parse_learning_rates(rates)  # an empty --learning-rates is refused, not the preset's grid

@@ -175,8 +175,8 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
             from cs336_basics.basics.device import resolve_device
 
             resolve_device(base.device)
-        for value, _, _ in values:
-            for seed in range(spec.seeds):
+        for value, _, _ in values:  # a restarted point's old config.json is moved aside below, not checked
+            for seed in range(spec.seeds if value not in restart else 0):
                 prepare_point(spec, base, value, seed, out_dir / spec.name(value, seed), write=False)
         if plan is not None:
             points, done = sweep_points(spec, base, out_dir)
@@ -185,16 +185,19 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
         wandb = {k: wandb[k] for k in ("project", "entity", "mode")} if wandb else None
         record = SweepRecord.open(out_dir, spec.field, base.to_dict(), seeds=spec.seeds, executor=executor.name,
                                   prefix=spec.prefix, wandb=wandb, **(settings or {}))  # fmt: skip
-        for value, added_by, why in values:
-            add_value(spec, base, record, out_dir, value, added_by, why)
-        for value in restart:
-            for name in [p["name"] for p in record.meta["points"] if p["value"] == value]:
-                if load_experiment_log(out_dir / name).state == "pending":  # only its config.json so far
+        for value in restart:  # before add_value writes the points' config.json afresh
+            for name in (spec.name(value, seed) for seed in range(spec.seeds)):
+                if not (out_dir / name).is_dir() or load_experiment_log(out_dir / name).state == "pending":
+                    (out_dir / name / CONFIG_FILE).unlink(
+                        missing_ok=True
+                    )  # all it holds: written again below
                     print(f"restarting {name}: it had not started, nothing to move aside")
                     continue
-                print(f"restarting {name} (previous run moved to {move_aside(out_dir / name)})")
-                seed = record.point(name)["seed"]
-                prepare_point(spec, base, value, seed, out_dir / name)
+                with run_dir_lock(out_dir / name):  # a live trainer of it is one line, not moved under it
+                    moved = move_aside(out_dir / name)
+                print(f"restarting {name} (previous run moved to {moved})")
+        for value, added_by, why in values:
+            add_value(spec, base, record, out_dir, value, added_by, why)
         busy = []
 
         def on_start(job: Launch) -> None:

@@ -114,10 +114,13 @@ def sweep_id(meta: dict, sweep_dir: Path) -> str:
 
 def sweep_json_over(sweep_dir: Path, field: str) -> dict:
     """``read_sweep_json``, refusing a sweep.json of a sweep over another field (a batch-size sweep's --out
-    given to the lr sweep): before any plan, data or point treats its values as this sweep's."""
+    given to the lr sweep or its readers): before any plan, data, point or table treats its values as this
+    sweep's."""
     meta = read_sweep_json(sweep_dir)
     if meta and meta.get("field", field) != field:
-        raise UserError(f"{sweep_dir} holds a sweep over {meta['field']}, not {field}; use another --out")
+        raise UserError(
+            f"{sweep_dir} holds a sweep over {meta['field']}, not {field}; choose another directory"
+        )
     return meta
 
 

@@ -13,7 +13,12 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cs336_basics.assignment_experiments.sweep.record import LOCK_FILE, read_sweep_json, seed_of
+from cs336_basics.assignment_experiments.sweep.record import (
+    LOCK_FILE,
+    read_sweep_json,
+    seed_of,
+    sweep_json_over,
+)
 from cs336_basics.basics.divergence import stability_threshold
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log import ExperimentLog, load_experiment_log
@@ -224,14 +229,15 @@ def require_sweep(view: SweepView, consequence: str) -> SweepView:
     return view
 
 
-def load_sweep(path: str | Path) -> SweepView:
-    """Read a sweep directory: sweep.json (if any) and every point's run dir, sorted by value then seed."""
+def load_sweep(path: str | Path, field: str | None = None) -> SweepView:
+    """Read a sweep directory: sweep.json (if any) and every point's run dir, sorted by value then seed. With
+    ``field``, a sweep over another field is refused (one line)."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"no sweep directory at {path}; run the sweep first or pass the right directory")
-    meta = read_sweep_json(path)
+    meta = sweep_json_over(path, field) if field else read_sweep_json(path)
     records = {p["name"]: p for p in meta.get("points", [])}
-    key = meta.get("field", "max_lr")
+    key = meta.get("field", field or "max_lr")
     for child in sorted(path.iterdir()):  # run dirs sweep.json doesn't know of (it may be lost)
         config = (
             read_json_dict(child / CONFIG_FILE) if child.is_dir() and MOVED_ASIDE not in child.name else None
