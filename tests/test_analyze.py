@@ -4,6 +4,7 @@ partial / empty sweeps: figures are PNGs, the reports name the right best LR and
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -133,6 +134,7 @@ def test_full_sweep_reports_and_figures(sweep_copy, capsys):
     md = (sweep_copy / "lr_sweep_analysis.md").read_text()
     assert f"The best learning rate is **{best:.3g}**" in md
     assert "smallest learning rate above the best that diverged: 0.1 (exploded" in md
+    assert "--max-tokens 24 --temperature 0.8 --top-p 0.9 --seed 0`" in md  # the sampling it reports
     assert "largest learning rate that converged: 0.03" in md
     factor = DIVERGED_LR / best
     assert (
@@ -213,6 +215,21 @@ def test_missing_sweep_dir_is_one_line_error(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no sweep directory") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--max-tokens", "0"], "error: --max-tokens must be at least 1, got 0"),
+     (["--device", "cuda"], "error: device 'cuda' asked for, but CUDA is not available")],
+)  # fmt: skip
+def test_bad_sampling_flags_are_refused_before_anything_is_written(sweep_copy, capsys, flags, message):
+    """They were turned into a '_Skipped: ..._' note of the report, and lr-analyze exited 0."""
+    before = sorted(os.listdir(sweep_copy))
+    with pytest.raises(SystemExit) as exc:
+        analyze_main([str(sweep_copy), *flags])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith(message) and err.count("\n") == 1
+    assert sorted(os.listdir(sweep_copy)) == before
 
 
 def test_sample_is_skipped_when_the_checkpoint_is_unreadable(sweep_copy):

@@ -205,7 +205,7 @@ def sample_from_checkpoint(
     """Load checkpoint and tokenizer, sample a continuation of ``prompt`` and decode it."""
     from cs336_basics.basics.device import resolve_device
 
-    _check_sampling_args(max_new_tokens, temperature, top_p)
+    check_sampling_args(max_new_tokens, temperature, top_p)
     model, ckpt = load_model(checkpoint, resolve_device(device))
     tok = load_tokenizer(tokenizer, checkpoint, ckpt)
     model_vocab = model.lm_head.weight.shape[0]
@@ -229,7 +229,7 @@ def sample_from_checkpoint(
     return Sample(prompt, text, len(new), stopped, Path(checkpoint), ckpt.get("iteration"))
 
 
-def _check_sampling_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
+def check_sampling_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
     if max_new_tokens < 1:
         raise UserError(f"--max-tokens must be at least 1, got {max_new_tokens}")
     if not temperature >= 0:

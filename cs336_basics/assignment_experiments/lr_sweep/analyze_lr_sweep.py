@@ -51,6 +51,7 @@ from cs336_basics.formatting import fmt
 
 ANALYSIS_FILE = "lr_sweep_analysis.md"
 LOG_FILE = "EXPERIMENT_LOG.md"
+SAMPLING = dict(temperature=0.8, top_p=0.9)  # of the report's sample
 CLEARLY_WORSE = 0.02  # nats: smaller gaps to the best are within run-to-run noise
 
 
@@ -256,15 +257,17 @@ def sample_section(view: SweepView, prompt: str, max_tokens: int, seed: int, dev
 
     try:
         s = sample_from_checkpoint(
-            ckpt, prompt, max_new_tokens=max_tokens, temperature=0.8, top_p=0.9, seed=seed, device=device
+            ckpt, prompt, max_new_tokens=max_tokens, seed=seed, device=device, **SAMPLING
         )
     except UserError as err:
         return [f"_Skipped: {err}._"]
     end = "`<|endoftext|>`" if s.stopped_at_eot else f"the {max_tokens}-token limit"
     return [
-        f"From `{ckpt}` (step {s.iteration}), temperature 0.8, top-p 0.9, seed {seed}; {s.new_tokens} tokens, "
+        f"From `{ckpt}` (step {s.iteration}), temperature {SAMPLING['temperature']}, top-p {SAMPLING['top_p']}, "
+        f"seed {seed}; {s.new_tokens} tokens, "
         f"stopped at {end}. Reproduce with `cs336-generate --checkpoint {ckpt} --prompt {prompt!r} "
-        f"--max-tokens {max_tokens} --seed {seed}`.",
+        f"--max-tokens {max_tokens} --temperature {SAMPLING['temperature']} --top-p {SAMPLING['top_p']} "
+        f"--seed {seed}`.",
         "",
         "```text",
         (s.prompt + s.text).replace("```", "``\u200b`"),
@@ -295,6 +298,12 @@ def analyze(
 ) -> AnalysisOutputs:
     """Write the two figures and the two markdown files; return their paths and the findings."""
     view = require_sweep(load_sweep(sweep_dir, "max_lr"), "nothing written")
+    if sample:  # flags the user typed are refused now; a checkpoint that can't sample is a note of the report
+        from cs336_basics.basics.device import resolve_device
+        from cs336_basics.basics.generate import check_sampling_args
+
+        check_sampling_args(max_tokens, **SAMPLING)
+        resolve_device(device)
     out = Path(out_dir) if out_dir is not None else view.path
     try:
         out.mkdir(parents=True, exist_ok=True)
