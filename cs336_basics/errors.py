@@ -118,16 +118,19 @@ def one_line(err: BaseException) -> str:
 
 
 def describe_os_error(err: OSError) -> str:
-    """One line for a filesystem error: what failed, on which path, and what to do."""
-    path = f": {err.filename}" if err.filename else ""
+    """One line for a filesystem error: what failed, on which path (of a rename, the target: the source is
+    our temporary file), and what to do."""
+    target = err.filename2 or err.filename
+    path = f": {target}" if target else ""
     what = (err.strerror or str(err)).lower()
     advice = {
         errno.ENOSPC: "free some space and re-run (runs resume from their last checkpoint)",
-        errno.EACCES: "choose a directory you can write to (--out)",
-        errno.EPERM: "choose a directory you can write to (--out)",
-        errno.EROFS: "choose a writable directory (--out)",
-        errno.ENAMETOOLONG: "use a shorter path (--out)",
-        errno.EEXIST: "a file is in the way: remove it or choose another --out",
-        errno.ENOTDIR: "a part of the path is a file, not a directory: choose another --out",
+        errno.EACCES: "choose a directory you can write to",
+        errno.EPERM: "choose a directory you can write to",
+        errno.EROFS: "choose a writable directory",
+        errno.ENAMETOOLONG: "use a shorter path",
+        errno.EEXIST: "a file is in the way: remove it or choose another path",
+        errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
+        errno.EISDIR: "a directory is in the way: give a file path",
     }.get(err.errno, "check the path")
     return f"{what}{path}; {advice}"

@@ -142,3 +142,17 @@ def test_run_share_is_the_evaluation_and_checkpoint_share_of_a_real_run(tmp_path
     assert run["share"] == pytest.approx((run["eval_s"] + run["checkpoint_s"]) / run["wallclock_s"])
     assert 0 < run["share"] < 1
     assert f"eval + checkpoint: {100 * run['share']:.1f}%" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["dir", "under_file"])
+def test_a_json_path_that_cannot_be_written_is_refused_before_the_timing(tmp_path, capsys, where):
+    (tmp_path / "afile").write_text("x")
+    path = tmp_path if where == "dir" else tmp_path / "afile" / "b.json"
+    with pytest.raises(SystemExit) as exc:
+        bench.main([*TINY.split(), "--compile", "off", "--no-plain", "--json", str(path)])
+    printed = capsys.readouterr()
+    assert exc.value.code == 2 and printed.err.startswith(f"error: --json {path} ")
+    assert (
+        printed.err.endswith("; give a file path in an existing directory\n") and printed.err.count("\n") == 1
+    )
+    assert "tokens/s" not in printed.out  # refused before anything was timed

@@ -1,7 +1,8 @@
-"""The shared ArgumentParser: negative numbers in any notation are values, in every command and sub-command."""
+"""The shared ArgumentParser (negative numbers in any notation are values, in every command and sub-command) and the one-line errors."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -45,3 +46,17 @@ def test_train_refuses_a_negative_lr_in_any_notation_with_its_range(value):
     assert len(lines) == 1, out.stderr
     assert "--max-lr (--lr)" in lines[0] and "> 0" in lines[0] and "got -0.001" in lines[0], out.stderr
     assert "expected one argument" not in lines[0], out.stderr
+
+
+def test_a_failed_atomic_write_names_the_users_path_not_our_temporary(tmp_path):
+    """os.replace(tmp, target) onto a directory: the error's filename is our hidden temporary file."""
+    from cs336_basics.atomic import atomic_write_json
+    from cs336_basics.errors import describe_os_error
+
+    target = tmp_path / "report"
+    target.mkdir()
+    with pytest.raises(OSError) as exc:
+        atomic_write_json(target, {"a": 1})
+    line = describe_os_error(exc.value)
+    assert line == f"is a directory: {target}; a directory is in the way: give a file path"
+    assert os.listdir(tmp_path) == ["report"] and not os.listdir(target)  # no temporary left behind
