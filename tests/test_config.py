@@ -438,3 +438,36 @@ def test_a_changed_learning_rate_is_named_once_without_float_noise():
     # A derived field that alone differs is shown with its values.
     explicit = dataclasses.replace(create_experiment_config("demo", lr=3e-3).resolved(), min_lr=1e-4)
     assert resume_differences(saved, explicit) == ["min_lr: checkpoint 0.0003 vs now 0.0001"]
+
+
+def test_another_json_file_as_config_is_one_short_line(tmp_path):
+    """A sweep.json given as --config repeated the whole field list once per unknown key (8 KB)."""
+    path = tmp_path / "sweep.json"
+    path.write_text(
+        json.dumps({k: 1 for k in ("version", "field", "points", "config", "seeds", "executor", "id")})
+    )
+    with pytest.raises(UserError) as err:
+        ExperimentConfig.load(path)
+    assert str(err.value) == (
+        f"{path} is not a config: 7 of its keys (config, executor, field, ...) are not config fields; "
+        "give a run's config.json or a JSON object of config fields"
+    )
+    path.write_text(json.dumps({"preset": "demo", "colour": 1}))
+    with pytest.raises(
+        UserError, match=r"unknown config field 'colour' \(the fields are cs336-train's flags\)"
+    ):
+        ExperimentConfig.load(path)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"max_steps": -3}, "--max-steps must be > 0, got -3"),
+     ({"max_steps": 5.5}, "config field max_steps must be int, got 5.5"),
+     ({"target_val_loss": "none"}, "config field target_val_loss must be float (JSON null for none), got 'none'")],
+)  # fmt: skip
+def test_a_bad_value_in_a_config_file_names_the_file(tmp_path, fields, message):
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps({"preset": "demo", **fields}))
+    with pytest.raises(UserError) as err:
+        ExperimentConfig.load(path)
+    assert str(err.value).startswith(f"{path}: {message}")

@@ -489,7 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
     if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):  # before the timing
-        where = "is a directory" if args.json.is_dir() else f"is in {args.json.parent}, which is not a directory"
+        where = (
+            "is a directory" if args.json.is_dir() else f"is in {args.json.parent}, which is not a directory"
+        )
         raise UserError(f"--json {args.json} {where}; give a file path in an existing directory")
     points = list(itertools.product(args.precisions, args.compiles, args.batch_sizes or [base.batch_size]))
     variants = [Variant("package", *point, k) for point in points for k in args.kernel_list or [base.kernels]]

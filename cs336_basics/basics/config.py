@@ -193,12 +193,13 @@ class ExperimentConfig:
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), _scalar_type(_HINTS[f.name])
             if value is None and not _optional(_HINTS[f.name]):
-                raise UserError(f"config field {f.name} cannot be none; give a {kind.__name__}")
+                raise UserError(f"config field {f.name} cannot be none; give a value of type {kind.__name__}")
             if value is None:
                 continue
             ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
             if not ok or (kind in (int, float) and isinstance(value, bool)):
-                raise UserError(f"config field {f.name} must be {kind.__name__}, got {value!r}")
+                none = " (JSON null for none)" if _optional(_HINTS[f.name]) and isinstance(value, str) else ""
+                raise UserError(f"config field {f.name} must be {kind.__name__}{none}, got {value!r}")
 
     # ---- JSON -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -208,6 +209,11 @@ class ExperimentConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ExperimentConfig:
         """Exactly the given fields (the rest at the dataclass defaults); an unknown key is an error."""
         unknown = sorted(set(data) - set(FIELD_NAMES))
+        if (
+            len(unknown) > 5
+        ):  # another JSON file (a sweep.json, a summary.json): one sentence, not one per key
+            raise UserError(f"{source} is not a config: {len(unknown)} of its keys ({', '.join(unknown[:3])}, ...) "
+                            "are not config fields; give a run's config.json or a JSON object of config fields")  # fmt: skip
         if unknown:
             raise UserError(f"{source}: {'; '.join(map(_unknown_key, unknown))}; fix or remove it")
         return cls(**data)
@@ -234,7 +240,13 @@ class ExperimentConfig:
             raise UserError(f"{path} names preset {named!r} but --preset {preset} was given: the fields the file "
                             "leaves out come from one preset; give --preset only with a file that names none")  # fmt: skip
         base = named or preset or default
-        return cls.from_dict({"preset": base, **_over_preset(base, values, f"{path}: ")}, source=str(path))
+        cfg = cls.from_dict({"preset": base, **_over_preset(base, values, f"{path}: ")}, source=str(path))
+        try:  # a bad value is the file's: say so, before any flag is applied over it
+            cfg._check_types()
+            cfg.validate()
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
+        return cfg
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
@@ -385,7 +397,7 @@ def _refuse(name: str, value: Any, rule: str, preset: str = "full") -> typing.No
 def _unknown_key(key: str) -> str:
     candidates = {**{n: n for n in FIELD_NAMES}, **{_flag(n): n for n in FIELD_NAMES}, "lr": "max_lr"}
     near = difflib.get_close_matches(key.lower(), candidates, n=1, cutoff=0.6)
-    hint = f"did you mean {candidates[near[0]]!r}?" if near else f"fields are: {', '.join(FIELD_NAMES)}"
+    hint = f"did you mean {candidates[near[0]]!r}?" if near else "the fields are cs336-train's flags"
     return f"unknown config field {key!r} ({hint})"
 
 
