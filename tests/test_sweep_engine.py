@@ -310,6 +310,28 @@ def test_each_command_refuses_a_sweep_over_another_field(finished_sweep, tmp_pat
     assert sorted(os.listdir(lr_sweep)) == before  # no report written into it
 
 
+def test_a_run_dir_and_a_sweep_dir_are_not_taken_for_each_other(finished_sweep, tmp_path, capsys):
+    """cs336-train --out SWEEP wrote a run's files beside sweep.json (and --fresh would move the sweep aside);
+    lr-sweep --out RUN made a sweep inside a training run's directory."""
+    from cs336_basics.basics.run_experiment import main as train_main
+
+    sweep, args = _copy(finished_sweep, tmp_path)
+    before = sorted(os.listdir(sweep))
+    line = _one_line_exit_2(capsys, train_main, ["--preset", "demo", "--out", str(sweep), "--fresh"])
+    assert line == f"error: {sweep} is a sweep's directory (it holds sweep.json); give the run its own --out"
+    assert sorted(os.listdir(sweep)) == before and not list(tmp_path.glob("*.old-*"))
+    run = sweep / "lr_1e_02"
+    inside = sorted(os.listdir(run))
+    for main, argv in [
+        (sweep_main, [*args[: args.index("--out")], "--out", str(run)]),
+        (analyze_main, [str(run)]),
+    ]:
+        line = _one_line_exit_2(capsys, main, argv)
+        assert line == f"error: {run} is a training run's directory (it holds config.json), not a sweep's; " \
+                       "choose another directory", main  # fmt: skip
+    assert sorted(os.listdir(run)) == inside
+
+
 @pytest.mark.parametrize("kind", ["file", "under_file", "unwritable", "too_long"])
 def test_bad_out_is_one_line(tmp_path, tiny_args, capsys, finished_sweep, kind):  # noqa: F811
     blocker = tmp_path / "blocker"

@@ -29,6 +29,7 @@ from cs336_basics.experiment_log.reader import (
     RUN_LOCK_FILE,
     make_dirs,
     move_aside,
+    refuse_sweep_dir,
     removed_if_refused,
     resume_text,
     run_dir_lock,
@@ -68,6 +69,7 @@ def run_experiment(
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume must be auto, never or must, not {resume!r}")
     cfg, out_dir = config.resolved(), Path(out_dir)
+    refuse_sweep_dir(out_dir)
     derived = config.underived()
     created = make_dirs(out_dir)
     with run_dir_lock(out_dir), removed_if_refused(created, RUN_LOCK_FILE):
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     out = args.out or Path("runs") / f"{config.preset}_lr_{config.max_lr:g}"
+    refuse_sweep_dir(out)  # before --fresh would move a whole sweep aside
     if args.fresh and out.exists():
         with run_dir_lock(out):  # refuses while another process trains it: nothing moves from under it
             print(f"moved the previous {out} to {move_aside(out)}")

@@ -69,6 +69,7 @@ TRAIN_RATE_NOTE = (
     "measurements excluded; time includes them)"
 )
 CONFIG_FILE = "config.json"
+SWEEP_FILE = "sweep.json"  # in a sweep's directory, beside its points' run dirs (sweep/record.py)
 METRICS_FILE = "metrics.csv"
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.json"
@@ -454,6 +455,12 @@ def removed_if_refused(created: list[Path], lock_name: str):
                 with contextlib.suppress(OSError):
                     d.rmdir()
         raise
+
+
+def refuse_sweep_dir(out_dir: Path) -> None:
+    """A training run's --out must not be a sweep's directory: its files would mix with the sweep's."""
+    if (Path(out_dir) / SWEEP_FILE).exists():
+        raise UserError(f"{out_dir} is a sweep's directory (it holds {SWEEP_FILE}); give the run its own --out")
 
 
 MOVED_ASIDE = ".old-"  # in the name of a directory move_aside renamed: readers skip it

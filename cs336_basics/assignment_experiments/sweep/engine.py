@@ -156,6 +156,8 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
     ``point.point_wandb``). Returns the final view and one line per point that did not end finished or
     diverged."""
     out_dir = Path(out_dir)
+    if out_dir.is_dir():  # another field's sweep or a training run's dir: refused before any lock file lands
+        sweep_json_over(out_dir, spec.field)
     if fresh and out_dir.exists():
         with (
             sweep_lock(out_dir),

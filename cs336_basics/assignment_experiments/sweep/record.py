@@ -21,9 +21,14 @@ from pathlib import Path
 
 from cs336_basics.atomic import atomic_write_json
 from cs336_basics.errors import UserError
-from cs336_basics.experiment_log.reader import finite_or_none, read_json_dict, utc_timestamp
+from cs336_basics.experiment_log.reader import (
+    CONFIG_FILE,
+    SWEEP_FILE,
+    finite_or_none,
+    read_json_dict,
+    utc_timestamp,
+)
 
-SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
 VERSION = 2
 REPAIR = "move it aside, or start the sweep over (lr-sweep or batch-size-sweep with --fresh)"
@@ -117,6 +122,9 @@ def sweep_json_over(sweep_dir: Path, field: str) -> dict:
     given to the lr sweep or its readers): before any plan, data, point or table treats its values as this
     sweep's."""
     meta = read_sweep_json(sweep_dir)
+    if not meta and (Path(sweep_dir) / CONFIG_FILE).is_file():
+        raise UserError(f"{sweep_dir} is a training run's directory (it holds {CONFIG_FILE}), not a sweep's; "
+                        "choose another directory")  # fmt: skip
     if meta and meta.get("field", field) != field:
         raise UserError(
             f"{sweep_dir} holds a sweep over {meta['field']}, not {field}; choose another directory"
