@@ -104,7 +104,7 @@ def test_a_missing_train_file_is_refused_before_the_presets_data_is_prepared(tmp
                     "--out", str(tmp_path / "run"), cwd=tmp_path)  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().splitlines() == [f"error: token file {missing} does not exist; build it with "
-                                               "`cs336-data prepare`"]  # fmt: skip
+                                               f"`cs336-data tokenize --input TEXT --tokenizer TOKENIZER --output {missing}`"]  # fmt: skip
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
@@ -115,8 +115,9 @@ def test_a_run_refused_after_taking_its_lock_leaves_no_directory(tmp_path):
     flags = [x for flag in missing for x in (flag, str(tmp_path / f"{flag[2:]}.npy"))]
     out = train_cli("--preset", "demo", *flags, "--out", str(tmp_path / "runs" / "new" / "run"), cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert out.stderr.strip().splitlines() == [f"error: token file {tmp_path / 'train-data.npy'} does not exist; "
-                                               "build it with `cs336-data prepare`"]  # fmt: skip
+    missing = tmp_path / "train-data.npy"
+    assert out.stderr.strip().splitlines() == [f"error: token file {missing} does not exist; build it with "
+                                               f"`cs336-data tokenize --input TEXT --tokenizer TOKENIZER --output {missing}`"]  # fmt: skip
     assert list((tmp_path / "runs").iterdir()) == []  # an existing parent stays; what this run made is gone
 
 

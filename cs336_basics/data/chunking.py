@@ -76,7 +76,7 @@ def check_text_file(path: str | os.PathLike) -> int:
     """Return the size of a readable, non-empty text file, or raise ``UserError`` saying what is wrong."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"text file {path} does not exist; check the path (or run `cs336-data download`)")
+        raise UserError(f"text file {path} does not exist; check the path")
     if not path.is_file():
         raise UserError(f"{path} is not a regular file; pass a .txt file")
     size = path.stat().st_size

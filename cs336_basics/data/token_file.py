@@ -147,7 +147,10 @@ def require_token_file(path) -> Path:
             f"token file {path} is a directory; pass a .npy file inside it (e.g. {path / 'train.npy'})"
         )
     if not path.is_file():
-        raise UserError(f"token file {path} does not exist; build it with `cs336-data prepare`")
+        raise UserError(
+            f"token file {path} does not exist; build it with "
+            f"`cs336-data tokenize --input TEXT --tokenizer TOKENIZER --output {path}`"
+        )
     return path
 
 

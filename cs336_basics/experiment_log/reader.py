@@ -460,7 +460,9 @@ def removed_if_refused(created: list[Path], lock_name: str):
 def refuse_sweep_dir(out_dir: Path) -> None:
     """A training run's --out must not be a sweep's directory: its files would mix with the sweep's."""
     if (Path(out_dir) / SWEEP_FILE).exists():
-        raise UserError(f"{out_dir} is a sweep's directory (it holds {SWEEP_FILE}); give the run its own --out")
+        raise UserError(
+            f"{out_dir} is a sweep's directory (it holds {SWEEP_FILE}); give the run its own --out"
+        )
 
 
 MOVED_ASIDE = ".old-"  # in the name of a directory move_aside renamed: readers skip it
