@@ -234,3 +234,23 @@ def test_unknown_dataset_and_misplaced_valid(tmp_path):
         prepare_dataset("wikipedia", tmp_path)
     with pytest.raises(UserError, match="--valid only applies"):
         prepare_dataset("demo", tmp_path, valid=tmp_path / "v.txt", progress=False)
+
+
+def test_a_runs_tokenizer_path_is_checked_against_its_token_files(demo_dir, tmp_path):
+    """--tokenizer-path was recorded as given: a missing or another tokenizer trained without a word and
+    failed only later, in cs336-generate."""
+    from cs336_basics.basics.config import create_experiment_config
+    from cs336_basics.data.run_data import load_run_data
+
+    files = dict(
+        train_data=str(demo_dir / TOKENS / "train.npy"), val_data=str(demo_dir / TOKENS / "valid.npy")
+    )
+    right = demo_dir / TOKENS / "tokenizer.json"
+    assert load_run_data(create_experiment_config("demo", tokenizer_path=str(right), **files))[2] == str(
+        right
+    )
+    other = tmp_path / "tokenizer.json"
+    other.write_text(right.read_text().replace('"merges"', '"merges" ', 1))  # same tokens, other bytes
+    for path, message in ((tmp_path / "nope.json", "does not exist"), (other, "with a different tokenizer")):
+        with pytest.raises(UserError, match=message):
+            load_run_data(create_experiment_config("demo", tokenizer_path=str(path), **files))

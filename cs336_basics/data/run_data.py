@@ -45,7 +45,7 @@ def load_run_data(cfg, train_data=None, val_data=None) -> tuple[npt.NDArray, npt
             path = Path(data)
             if tokenizer_path is None and (path.parent / "tokenizer.json").exists():
                 tokenizer_path = str((path.parent / "tokenizer.json").resolve())
-            arr = load_token_file(path, vocab_size=cfg.vocab_size)
+            arr = load_token_file(path, vocab_size=cfg.vocab_size, tokenizer_path=cfg.tokenizer_path)
         else:
             arr = data if isinstance(data, np.ndarray) else np.asarray(data)
             if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
