@@ -7,9 +7,11 @@ under the final name.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -17,9 +19,12 @@ from typing import IO, Any
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file beside ``path`` for writing; on success fsync it and rename it to ``path``."""
+    """Open a temp file beside ``path`` for writing; on success fsync it, rename it to ``path`` and remove the
+    temp files of ``path`` that writers killed earlier left (last written before this one began: a kill -9
+    during a long tokenization left its partial output, up to GBs, forever)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    began = time.time()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
@@ -33,6 +38,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if stale.stat().st_mtime < began:
+                stale.unlink()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

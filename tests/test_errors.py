@@ -60,3 +60,24 @@ def test_a_failed_atomic_write_names_the_users_path_not_our_temporary(tmp_path):
     line = describe_os_error(exc.value)
     assert line == f"is a directory: {target}; a directory is in the way: give a file path"
     assert os.listdir(tmp_path) == ["report"] and not os.listdir(target)  # no temporary left behind
+
+
+def test_a_killed_writers_temp_file_goes_with_the_next_write_of_that_file(tmp_path):
+    """kill -9 mid-write (a tokenization) left `.train.npy.XXXX.tmp` (GBs for TinyStories) for good."""
+    import time
+
+    from cs336_basics.atomic import atomic_write, atomic_write_text
+
+    killed = tmp_path / ".train.npy.ab12cd.tmp"
+    killed.write_bytes(b"partial")
+    os.utime(killed, (time.time() - 60, time.time() - 60))  # last written a minute ago, then killed
+    other = tmp_path / ".valid.npy.ef34gh.tmp"  # another file's: not ours to judge
+    other.write_bytes(b"partial")
+    os.utime(other, (time.time() - 60, time.time() - 60))
+    atomic_write_text(tmp_path / "train.npy", "new")
+    assert sorted(os.listdir(tmp_path)) == [".valid.npy.ef34gh.tmp", "train.npy"]
+    live = tmp_path / ".train.npy.zz99zz.tmp"  # written after this write began: a live writer's, kept
+    with atomic_write(tmp_path / "train.npy", "w") as f:
+        live.write_bytes(b"being written")
+        f.write("newer")
+    assert live.exists() and (tmp_path / "train.npy").read_text() == "newer"
