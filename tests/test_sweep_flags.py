@@ -175,6 +175,17 @@ def _bs_args(out: Path, tmp_path: Path, *extra: str) -> list[str]:
             "--time 'abc': give minutes (90), MM:SS, HH:MM:SS (01:30:00) or "
             "D-HH[:MM[:SS]] (1-12), as sbatch --time reads them",
         ),
+        # job flags the executor would ignore (with the default --executor auto they were dropped silently)
+        (
+            ["--time", "abc"],
+            "--time is for --executor slurm or local, not --executor auto; add --executor "
+            "slurm, or leave it out",
+        ),  # fmt: skip
+        (
+            ["--executor", "local", "--partition", "gpu", "--slurm-option", "qos=high"],
+            "--partition, --slurm-option are for --executor slurm, not --executor local; add --executor slurm, "
+            "or leave them out",
+        ),  # fmt: skip
     ],
 )
 def test_a_bad_executor_flag_is_one_line_and_writes_nothing(command, flags, message, tmp_path, capsys):
@@ -308,8 +319,16 @@ def test_tokens_below_one_step_of_a_batch_size_is_one_line_before_anything_is_wr
     out = tmp_path / "bs"
     argv = _bs_args(out, tmp_path, "--batch-sizes", "2", "8", "--tokens", "100")
     line = _one_error_line(capsys, bs_main, argv)
-    assert line == "error: --tokens 100 is less than one step of batch size 8"
+    assert (
+        line == "error: --tokens 100 is less than one step of batch size 8 (128 tokens); give at least that"
+    )
     assert not out.exists() and not (tmp_path / "data").exists()
+
+
+def test_a_batch_size_below_one_is_named(tmp_path, capsys):
+    """--batch-sizes 0 8 said 'give at least one positive integer', though 8 was one."""
+    line = _one_error_line(capsys, bs_main, _bs_args(tmp_path / "bs", tmp_path, "--batch-sizes", "0", "8"))
+    assert line == "error: --batch-sizes: 0 is not a positive batch size; leave it out"
 
 
 def test_a_budget_below_ten_steps_of_batch_size_1_is_one_line(tmp_path, capsys):

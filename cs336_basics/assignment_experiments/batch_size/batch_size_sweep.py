@@ -83,7 +83,8 @@ def spec_for(
     def configure(base: ExperimentConfig, b: int) -> ExperimentConfig:
         steps = tokens // (b * base.context_length)
         if steps < 1:
-            raise UserError(f"--tokens {tokens} is less than one step of batch size {b}")
+            raise UserError(f"--tokens {tokens:,} is less than one step of batch size {b} "
+                            f"({b * base.context_length:,} tokens); give at least that")  # fmt: skip
         scaled = lr * (b / reference_batch) ** SCALINGS[scaling]
         return dataclasses.replace(base, batch_size=b, max_steps=steps, max_lr=scaled, min_lr=None,
                                    warmup_steps=None, cosine_cycle_steps=None)  # fmt: skip
@@ -144,8 +145,10 @@ def batch_sizes(values: list[str] | None) -> list[int] | None:
         sizes = sorted({int(s) for s in values})
     except ValueError:
         raise UserError(f"--batch-sizes: give positive integers, got {' '.join(values)}") from None
-    if not sizes or sizes[0] < 1:
+    if not sizes:
         raise UserError("--batch-sizes: give at least one positive integer, e.g. --batch-sizes 8 32")
+    if sizes[0] < 1:
+        raise UserError(f"--batch-sizes: {sizes[0]} is not a positive batch size; leave it out")
     return sizes
 
 
@@ -168,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     tokens = args.tokens or base.total_tokens
     source = "--tokens" if args.tokens else (f"--batch-size {base.batch_size} x --max-steps {base.max_steps} x "
                                               f"--context-length {base.context_length}")  # fmt: skip
+    budget = "" if args.tokens else ", so --max-steps sets the budget, not every point's steps"
     print(f"token budget per point: {tokens:,} tokens ({source}); each batch size B runs "
-          f"{tokens:,} / (B x {base.context_length}) steps, so --max-steps sets the budget, not every point's steps")  # fmt: skip
+          f"{tokens:,} / (B x {base.context_length}) steps{budget}")  # fmt: skip
     sizes = sizes or probe_batch_sizes(base, tokens)
     spec = spec_for(sizes, tokens, base.max_lr, base.batch_size, args.lr_scaling, args.seeds)
     view, problems = run_sweep(spec, base, args.out, executor, restart=tuple(args.restart), fresh=args.fresh,

@@ -128,6 +128,10 @@ class SubmititExecutor:
             (folder / "%j").rmdir()
 
 
+# The job flags' defaults: a flag whose value differs from its default was given (and must be used).
+JOB_FLAGS = {"time": None, "partition": None, "account": None, "slurm_option": None, "gpus_per_job": 1}
+
+
 def add_executor_arguments(p) -> None:
     g = p.add_argument_group("where points run")
     g.add_argument("--executor", choices=["auto", "local", "slurm"], default="auto",
@@ -137,16 +141,18 @@ def add_executor_arguments(p) -> None:
                    "(indices into this process's visible GPUs; default: all of them)")  # fmt: skip
     g.add_argument("--concurrent", type=int, default=1, help="points at once per device (default 1; on a CPU "
                    "they split its cores, which is rarely faster than one at a time)")  # fmt: skip
-    g.add_argument("--partition", default=None, help="SLURM partition")
+    g.add_argument("--partition", default=JOB_FLAGS["partition"], help="SLURM partition")
     g.add_argument(
         "--time",
-        default=None,
+        default=JOB_FLAGS["time"],
         help="time limit per point (SLURM, local): minutes, MM:SS, HH:MM:SS or D-HH:MM:SS (sbatch --time; "
         "0 = none, the default for local; SLURM's default is the partition's)",
     )
-    g.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default 1)")
-    g.add_argument("--account", default=None, help="SLURM account")
-    g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+    g.add_argument(
+        "--gpus-per-job", type=int, default=JOB_FLAGS["gpus_per_job"], help="GPUs per SLURM job (default 1)"
+    )
+    g.add_argument("--account", default=JOB_FLAGS["account"], help="SLURM account")
+    g.add_argument("--slurm-option", action="append", default=JOB_FLAGS["slurm_option"], metavar="KEY=VALUE",
                    help="any other sbatch option, e.g. --slurm-option qos=high; repeatable")  # fmt: skip
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -195,6 +201,15 @@ def slurm_parameters(partition, time_min, gpus_per_job, account, extra: list[str
     return params
 
 
+def _refuse_unused(args, executor: str, names: tuple[str, ...]) -> None:
+    """A job flag the chosen executor would ignore is one line, not silently dropped."""
+    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) != JOB_FLAGS[n]]
+    if given:
+        uses = "--executor slurm" + (" or local" if given == ["--time"] else "")
+        raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for {uses}, not "
+                        f"--executor {executor}; add --executor slurm, or leave {'it' if len(given) == 1 else 'them'} out")  # fmt: skip
+
+
 def choose_executor(args):
     if args.concurrent < 1:
         raise UserError(f"--concurrent must be >= 1, got {args.concurrent}")
@@ -203,11 +218,13 @@ def choose_executor(args):
             raise UserError("--executor slurm: no SLURM on this machine (sbatch / srun not on PATH); run the "
                             "sweep from a SLURM login node, or use --executor auto (this machine)")  # fmt: skip
         params = slurm_parameters(
-            args.partition, _minutes(args.time), args.gpus_per_job, args.account, args.slurm_option
+            args.partition, _minutes(args.time), args.gpus_per_job, args.account, args.slurm_option or []
         )
         return SubmititExecutor("slurm", params)
     if args.executor == "local":  # submitit's local jobs get 2 minutes unless told: no limit unless --time
+        _refuse_unused(args, "local", ("partition", "account", "slurm_option", "gpus_per_job"))
         return SubmititExecutor("local", {"timeout_min": _minutes(args.time) or NO_LIMIT_MIN})
+    _refuse_unused(args, "auto", ("time", "partition", "account", "slurm_option", "gpus_per_job"))
     gpus = None
     if args.gpus is not None:
         gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
