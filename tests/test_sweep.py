@@ -366,3 +366,21 @@ def test_lock_left_by_a_dead_sweep_is_free(tmp_path, tiny_args):
     (out / LOCK_FILE).write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname(), "started_at": 0}))
     assert sweep_main(tiny_args(out, 1e-2, steps=5, extra=("--no-extend",))) == 0
     assert os.path.exists(out / "sweep.json")
+
+
+def test_the_advice_for_more_sharpness_measurements_is_a_command_that_takes_them(tmp_path, tiny_args):
+    """'raise --sharpness-share for more' did nothing on a finished sweep (a finished run is not retrained);
+    the advice is now a --restart of the best lr with a larger share, and that command retrains it so."""
+    import shlex
+
+    from cs336_basics.assignment_experiments.lr_sweep.stability import at_edge_text, edge_rows
+
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", "--sharpness-share", "0.05"))) == 0
+    view = load_sweep(out)
+    text = at_edge_text(view, edge_rows(view))
+    assert "`--restart 0.01 --sharpness-share 0.1`" in text, text
+    advised = shlex.split(text.split("retrain it with `")[1].split("`")[0])
+    assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", *advised))) == 0
+    assert len(list(out.glob("lr_1e_02.old-*"))) == 1
+    assert load_experiment_log(out / "lr_1e_02").config["sharpness_share"] == 0.1

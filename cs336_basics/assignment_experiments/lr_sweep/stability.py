@@ -28,6 +28,7 @@ from cs336_basics.assignment_experiments.lr_sweep.optimum import (
     fit_optimum,
     lr_sensitivity,
 )
+from cs336_basics.assignment_experiments.sweep.record import flag_text
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, ValueGroup
 from cs336_basics.experiment_log.reader import DONE_STATES, SIGNALS
 from cs336_basics.formatting import loss_text
@@ -115,7 +116,10 @@ def at_edge_text(view: SweepView, rows: list[EdgeRow]) -> str:
                  "steps, while Adam's second moments are still small, inflate it; longer runs and more measurements "
                  "(`--sharpness-share`) settle it.")  # fmt: skip
     if row.measured < FEW_MEASUREMENTS * row.seeds:
-        text += f" Only {row.measured} measurement(s): a coarse answer (raise `--sharpness-share` for more)."
+        share = view.config.get("sharpness_share")
+        more = f"{min(2 * share, 0.5):g}" if isinstance(share, float) and share > 0 else "0.1"
+        text += (f" Only {row.measured} measurement(s): a coarse answer. For more, retrain it with "
+                 f"`--restart {flag_text(best.lr)} --sharpness-share {more}` (a finished run is not retrained).")  # fmt: skip
     return text
 
 
