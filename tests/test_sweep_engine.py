@@ -332,6 +332,29 @@ def test_a_run_dir_and_a_sweep_dir_are_not_taken_for_each_other(finished_sweep, 
     assert sorted(os.listdir(run)) == inside
 
 
+def test_plan_refuses_what_the_run_refuses_and_counts_restarts_as_to_do(finished_sweep, tmp_path, capsys):
+    """--plan called points 'done' that the run would refuse (another config), ignored --restart, took a
+    --restart value that is no point, and planned into an --out that is a file."""
+    sweep, args = _copy(finished_sweep, tmp_path)
+    steps = args.index("--max-steps") + 1
+    longer = [*args[:steps], "20", *args[steps + 1 :]]
+    run_line = _one_line_exit_2(capsys, sweep_main, longer)
+    assert "is from a different config" in run_line and "--restart 0.003" in run_line
+    assert _one_line_exit_2(capsys, sweep_main, [*longer, "--plan"]) == run_line  # the same refusal
+    assert sweep_main([*args, "--plan"]) == 0
+    assert "2 point(s), 2 already done" in capsys.readouterr().out
+    assert sweep_main([*longer, "--plan", "--restart", "3e-3", "--restart", "1e-2"]) == 0
+    assert "2 point(s), 0 already done" in capsys.readouterr().out
+    line = _one_line_exit_2(capsys, sweep_main, [*args, "--plan", "--restart", "0.5"])
+    assert line == "error: --restart 0.5: not a point of this sweep; points: 0.003, 0.01"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    out = args.index("--out") + 1
+    line = _one_line_exit_2(capsys, sweep_main, [*args[:out], str(afile), *args[out + 1 :], "--plan"])
+    assert line == f"error: {afile} is a file, not a sweep directory; choose another --out"
+    assert not list(sweep.glob("*.old-*"))  # --plan moved nothing
+
+
 @pytest.mark.parametrize("kind", ["file", "under_file", "unwritable", "too_long"])
 def test_bad_out_is_one_line(tmp_path, tiny_args, capsys, finished_sweep, kind):  # noqa: F811
     blocker = tmp_path / "blocker"

@@ -25,7 +25,7 @@ from cs336_basics.assignment_experiments.lr_sweep.naming import (
     parse_learning_rates,
 )
 from cs336_basics.assignment_experiments.lr_sweep.plan import Plan, format_plan, make_plan
-from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep, sweep_points
+from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, check_sweep, run_sweep
 from cs336_basics.assignment_experiments.sweep.executors import add_executor_arguments, choose_executor
 from cs336_basics.assignment_experiments.sweep.view import SweepView, format_table, load_sweep, require_sweep
 from cs336_basics.basics.config import (
@@ -168,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     wandb = wandb_options(args)  # not installed: the one line now, before any work
     executor = choose_executor(args)
-    if args.plan:
-        points, done = sweep_points(lr_spec(config, rates, args.seeds), config, args.out, fresh=args.fresh)
+    if args.plan:  # what the run would refuse, refused the same; nothing written
+        restart = tuple(parse_learning_rates(args.restart, "--restart")) if args.restart else ()
+        points, done = check_sweep(lr_spec(config, rates, args.seeds), config, args.out, restart=restart,
+                                   fresh=args.fresh, device_check=getattr(executor, "cluster", None) != "slurm")  # fmt: skip
         extra = args.max_extra_points if bracketing_on(config, args.extend, args.max_extra_points) else 0
         print(format_plan(sweep_plan(points, done, args.out, extra, executor)))
         return 0

@@ -146,6 +146,34 @@ def sweep_points(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, *
     return points, {p.name for p in load_sweep(out_dir).points if p.state in DONE_STATES}
 
 
+def check_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: Path, *, restart: tuple = (), fresh: bool = False,
+                device_check: bool = True) -> tuple[list, set[str]]:  # fmt: skip
+    """Everything the sweep refuses before its plan, reading only (``--plan`` refuses what the run would): an
+    --out that is a file, another field's sweep or a training run's dir, a restart value that is no point, a
+    device no point could use, a point whose config.json holds another config. Returns ``sweep_points``'
+    lists, restarted points not done (``fresh``: as after --fresh moved ``out_dir`` aside)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file, not a sweep directory; choose another --out")
+    if out_dir.is_dir():  # another field's sweep or a training run's dir, with --fresh too
+        sweep_json_over(out_dir, spec.field)
+    values = [(v, "grid", None) for v in spec.values] if fresh else sweep_values(spec, out_dir)
+    unknown = sorted(set(restart) - {v for v, _, _ in values})
+    if unknown:  # before the plan and the data: a typo costs nothing
+        raise UserError(f"{spec.restart_flag} {flag_text(unknown[0])}: not a point of this sweep; points: "
+                        + ", ".join(flag_text(v) for v in sorted(v for v, _, _ in values)))  # fmt: skip
+    if device_check:  # before the data is prepared: a mistake every point would hit is the only line
+        from cs336_basics.basics.device import resolve_device
+
+        resolve_device(base.device)
+    for value, _, _ in (
+        values if not fresh else ()
+    ):  # a restarted point's old config.json goes aside, unchecked
+        for seed in range(spec.seeds if value not in restart else 0):
+            prepare_point(spec, base, value, seed, out_dir / spec.name(value, seed), write=False)
+    points, done = sweep_points(spec, base, out_dir, fresh=fresh)
+    return points, done - {spec.name(v, s) for v in restart for s in range(spec.seeds)}
+
+
 def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, executor, *, propose=None,
               max_extra_points: int = 0, restart: tuple = (), fresh: bool = False, device_check: bool = True,
               settings: dict | None = None, plan=None, wandb: dict | None = None) -> tuple[SweepView, list[str]]:  # fmt: skip
@@ -156,8 +184,7 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
     ``point.point_wandb``). Returns the final view and one line per point that did not end finished or
     diverged."""
     out_dir = Path(out_dir)
-    if out_dir.is_dir():  # another field's sweep or a training run's dir: refused before any lock file lands
-        sweep_json_over(out_dir, spec.field)
+    points, done = check_sweep(spec, base, out_dir, restart=restart, fresh=fresh, device_check=device_check)
     if fresh and out_dir.exists():
         with (
             sweep_lock(out_dir),
@@ -168,21 +195,9 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
             print(f"moved the previous sweep {out_dir} to {move_aside(out_dir)}")
     created = make_dirs(out_dir)
     with sweep_lock(out_dir), removed_if_refused(created, LOCK_FILE):
-        values = sweep_values(spec, out_dir)
-        unknown = sorted(set(restart) - {v for v, _, _ in values})
-        if unknown:  # before the plan and the data: a typo costs nothing
-            raise UserError(f"{spec.restart_flag} {flag_text(unknown[0])}: not a point of this sweep; points: "
-                            + ", ".join(flag_text(v) for v in sorted(v for v, _, _ in values)))  # fmt: skip
-        if device_check:  # before the data is prepared: a mistake every point would hit is the only line
-            from cs336_basics.basics.device import resolve_device
-
-            resolve_device(base.device)
-        for value, _, _ in values:  # a restarted point's old config.json is moved aside below, not checked
-            for seed in range(spec.seeds if value not in restart else 0):
-                prepare_point(spec, base, value, seed, out_dir / spec.name(value, seed), write=False)
         if plan is not None:
-            points, done = sweep_points(spec, base, out_dir)
-            plan(points, done - {spec.name(v, s) for v in restart for s in range(spec.seeds)})
+            plan(points, done)
+        values = sweep_values(spec, out_dir)
         base = prepare_data(base)
         wandb = {k: wandb[k] for k in ("project", "entity", "mode")} if wandb else None
         record = SweepRecord.open(out_dir, spec.field, base.to_dict(), seeds=spec.seeds, executor=executor.name,
@@ -190,9 +205,8 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
         for value in restart:  # before add_value writes the points' config.json afresh
             for name in (spec.name(value, seed) for seed in range(spec.seeds)):
                 if not (out_dir / name).is_dir() or load_experiment_log(out_dir / name).state == "pending":
-                    (out_dir / name / CONFIG_FILE).unlink(
-                        missing_ok=True
-                    )  # all it holds: written again below
+                    # all it holds is its config.json: written again below
+                    (out_dir / name / CONFIG_FILE).unlink(missing_ok=True)
                     print(f"restarting {name}: it had not started, nothing to move aside")
                     continue
                 with run_dir_lock(out_dir / name):  # a live trainer of it is one line, not moved under it
