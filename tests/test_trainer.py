@@ -219,6 +219,13 @@ def test_incompatible_checkpoint_is_refused(tmp_path, tokens):
         )
     with pytest.raises(UserError, match="different config"):
         run_experiment(tiny_config(d_model=64), train, val, tmp_path / "run", progress=False)
+    # From its files (no arrays given) the data would be prepared first (for TinyStories: a download):
+    # the other config is refused before, and nothing is prepared.
+    data_dir = tmp_path / "data"
+    with pytest.raises(UserError, match="different config"):
+        run_experiment(tiny_config(d_model=64, dataset="demo", data_dir=str(data_dir)), out_dir=tmp_path / "run",
+                       progress=False)  # fmt: skip
+    assert not data_dir.exists()
 
 
 @pytest.mark.parametrize(

@@ -73,13 +73,15 @@ def run_experiment(
     derived = config.underived()
     created = make_dirs(out_dir)
     with run_dir_lock(out_dir), removed_if_refused(created, RUN_LOCK_FILE):
+        latest = out_dir / LATEST_CHECKPOINT
         if resume != "never":
             log = load_experiment_log(out_dir)
-            if log.summary and log.summary.get("status") in DONE_STATES:
+            done = log.summary and log.summary.get("status") in DONE_STATES
+            if log.config and (done or latest.exists()):  # another config: said before any data is prepared
                 check_compatible(log.config, cfg, out_dir / "config.json")
+            if done:
                 print(f"{out_dir}: already {log.summary['status']}, not retrained (use --fresh to retrain)")
                 return log.summary
-        latest = out_dir / LATEST_CHECKPOINT
         if resume == "must" and not latest.exists():  # before any data is prepared; the new dir goes again
             raise UserError(
                 f"--resume given but there is no checkpoint at {latest}; leave out --resume to start"
