@@ -12,9 +12,32 @@ DECLARED = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_tex
 
 
 def test_the_batch_size_sweep_is_a_command():
+    from cs336_basics import console
+
+    assert DECLARED["batch-size-sweep"] == "cs336_basics.console:batch_size_sweep"
     assert (
-        DECLARED["batch-size-sweep"] == "cs336_basics.assignment_experiments.batch_size.batch_size_sweep:main"
+        console.batch_size_sweep.__doc__
+        == "``cs336_basics.assignment_experiments.batch_size.batch_size_sweep.main``"
     )
+
+
+def test_ctrl_c_while_a_command_starts_is_one_line_not_an_import_traceback():
+    """Ctrl-C in the first second or two (torch loading) printed a 36-line traceback ending in
+    KeyboardInterrupt: the interrupt landed in the imports, before the command's own handler."""
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(
+        [shutil.which("cs336-bench"), "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )  # fmt: skip: torch takes over a second to load
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    if proc.returncode == 0:
+        pytest.skip("the command finished before the signal")
+    assert proc.returncode == 130 and err == "interrupted by Ctrl-C while starting: nothing was done\n", err
 
 
 @pytest.mark.parametrize("name", sorted(DECLARED))
