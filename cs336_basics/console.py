@@ -15,7 +15,7 @@ def _command(module: str) -> Callable[[list[str] | None], int]:
         try:
             main = importlib.import_module(module).main
         except KeyboardInterrupt:
-            print("interrupted by Ctrl-C while starting: nothing was done", file=sys.stderr)
+            print("interrupted by the user (Ctrl-C) while starting: nothing was done", file=sys.stderr)
             raise SystemExit(128 + signal.SIGINT) from None
         return main(argv)
 

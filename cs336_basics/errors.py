@@ -101,7 +101,8 @@ def cli_entry(main: F) -> F:
             raise SystemExit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt as err:
             stopped = Stopped.of(err)
-            print(f"interrupted {stopped.by}: re-run the same command to resume", file=sys.stderr)
+            print(f"interrupted {stopped.by}: re-run the same command to go on (finished work is kept; training "
+                  "and downloads resume mid-way)", file=sys.stderr)  # fmt: skip
             raise SystemExit(128 + stopped.signum) from None
 
     return wrapper  # type: ignore[return-value]

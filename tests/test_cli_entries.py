@@ -37,7 +37,10 @@ def test_ctrl_c_while_a_command_starts_is_one_line_not_an_import_traceback():
     err = proc.communicate(timeout=60)[1]
     if proc.returncode == 0:
         pytest.skip("the command finished before the signal")
-    assert proc.returncode == 130 and err == "interrupted by Ctrl-C while starting: nothing was done\n", err
+    assert (
+        proc.returncode == 130
+        and err == "interrupted by the user (Ctrl-C) while starting: nothing was done\n"
+    ), err
 
 
 @pytest.mark.parametrize("name", sorted(DECLARED))

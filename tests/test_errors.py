@@ -81,3 +81,18 @@ def test_a_killed_writers_temp_file_goes_with_the_next_write_of_that_file(tmp_pa
         live.write_bytes(b"being written")
         f.write("newer")
     assert live.exists() and (tmp_path / "train.npy").read_text() == "newer"
+
+
+def test_ctrl_c_in_a_command_is_one_line_that_promises_only_what_a_rerun_keeps(capsys):
+    """It said 'resume' for every command, though a re-run of an interrupted tokenize starts that file over."""
+    from cs336_basics.errors import cli_entry
+
+    @cli_entry
+    def command(argv=None):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exc:
+        command()
+    assert exc.value.code == 130
+    assert capsys.readouterr().err == ("interrupted by the user (Ctrl-C): re-run the same command to go on (finished work is "
+                                       "kept; training and downloads resume mid-way)\n")  # fmt: skip
