@@ -464,3 +464,30 @@ def test_batch_size_summary_and_bad_numbers_are_one_line(tmp_path, capsys):
     assert bs_main(["--out", str(out), "--summary"]) == 0
     table = capsys.readouterr().out
     assert "batch" in table.splitlines()[0] and re.search(r"^\*\s+8 finished .* 2\.500", table, re.M)
+
+
+def test_the_device_is_checked_here_only_when_the_points_run_here(tmp_path):
+    """SLURM points run on other machines: --device cuda from a login node without a GPU is theirs to check.
+    The batch-size sweep checked it anyway (only the lr sweep knew); the executor now says where points run."""
+    import torch
+
+    from cs336_basics.assignment_experiments.sweep.engine import SweepSpec, run_sweep
+    from cs336_basics.assignment_experiments.sweep.executors import InProcessExecutor, SubmititExecutor
+    from cs336_basics.basics.config import create_experiment_config
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+
+    class Planned(Exception):
+        pass
+
+    def stop(points, done):
+        raise Planned(len(points))
+
+    spec, base = SweepSpec("batch_size", "bs", [4, 8]), create_experiment_config("demo", device="cuda")
+    with pytest.raises(Planned):  # the plan is reached: no device check for SLURM points
+        run_sweep(spec, base, tmp_path / "slurm", SubmititExecutor("slurm"), plan=stop)
+    for executor in (InProcessExecutor(), SubmititExecutor("local")):
+        with pytest.raises(UserError, match="CUDA is not available"):
+            run_sweep(spec, base, tmp_path / executor.name, executor, plan=stop)
+    assert not (tmp_path / "in-process").exists()  # refused before anything was written

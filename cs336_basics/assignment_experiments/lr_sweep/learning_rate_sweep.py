@@ -84,7 +84,7 @@ def learning_rate_sweep(config: ExperimentConfig, learning_rates=None, out_dir=D
 
     return run_sweep(spec, config, out_dir, executor, propose=next_point if extend else None,
                      max_extra_points=max_extra_points, restart=tuple(parse_learning_rates(restart, "--restart")) if restart else (),
-                     fresh=fresh, device_check=getattr(executor, "cluster", None) != "slurm",
+                     fresh=fresh,
                      settings={"extend": extend, "max_extra_points": max_extra_points}, plan=show_plan, wandb=wandb)  # fmt: skip
 
 
@@ -93,7 +93,7 @@ def sweep_plan(points, done: set[str], out_dir: Path, extra: int, executor) -> P
     on one device shares it), and not timed here when they run as SLURM jobs on other machines."""
     slots = len(set(getattr(executor, "slots", [None])))
     unmeasured = None
-    if getattr(executor, "cluster", None) == "slurm":
+    if executor.elsewhere:
         unmeasured = "the points run as SLURM jobs on other machines (lr-sweep --plan in a job times them)"
     return make_plan(points, out_dir, done=done, extra_points=extra, slots=slots, unmeasured=unmeasured)
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan:  # what the run would refuse, refused the same; nothing written
         restart = tuple(parse_learning_rates(args.restart, "--restart")) if args.restart else ()
         points, done = check_sweep(lr_spec(config, rates, args.seeds), config, args.out, restart=restart,
-                                   fresh=args.fresh, device_check=getattr(executor, "cluster", None) != "slurm")  # fmt: skip
+                                   fresh=args.fresh, device_check=not executor.elsewhere)  # fmt: skip
         extra = args.max_extra_points if bracketing_on(config, args.extend, args.max_extra_points) else 0
         print(format_plan(sweep_plan(points, done, args.out, extra, executor)))
         return 0

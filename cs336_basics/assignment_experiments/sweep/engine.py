@@ -175,7 +175,7 @@ def check_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: Path, *, resta
 
 
 def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, executor, *, propose=None,
-              max_extra_points: int = 0, restart: tuple = (), fresh: bool = False, device_check: bool = True,
+              max_extra_points: int = 0, restart: tuple = (), fresh: bool = False,
               settings: dict | None = None, plan=None, wandb: dict | None = None) -> tuple[SweepView, list[str]]:  # fmt: skip
     """Run (or resume) the sweep in ``out_dir``. ``propose(view)`` -> (value, why) or None adds points after
     the grid (bracketing), at most ``max_extra_points`` values. ``plan(points, done)`` (``sweep_points``'
@@ -184,7 +184,9 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
     ``point.point_wandb``). Returns the final view and one line per point that did not end finished or
     diverged."""
     out_dir = Path(out_dir)
-    points, done = check_sweep(spec, base, out_dir, restart=restart, fresh=fresh, device_check=device_check)
+    points, done = check_sweep(
+        spec, base, out_dir, restart=restart, fresh=fresh, device_check=not executor.elsewhere
+    )
     if fresh and out_dir.exists():
         with (
             sweep_lock(out_dir),

@@ -33,6 +33,7 @@ class InProcessExecutor:
 
     progress: bool = True
     name: str = field(default="in-process")
+    elsewhere = False  # the points run on this machine: its devices are theirs
 
     def run(self, launches, on_start, on_done) -> None:
         for job in launches:
@@ -49,6 +50,7 @@ class WorkerExecutor:
     slots: list[str | None]
     poll_s: float = 0.5
     name: str = field(default="subprocess")
+    elsewhere = False
 
     def run(self, launches, on_start, on_done) -> None:
         queue, running = list(launches), {}
@@ -101,6 +103,11 @@ class SubmititExecutor:
     cluster: str = "slurm"
     parameters: dict = field(default_factory=dict)
     name: str = field(default="submitit")
+
+    @property
+    def elsewhere(self) -> bool:
+        """SLURM jobs run on other machines: this one's devices and speed say nothing about theirs."""
+        return self.cluster == "slurm"
 
     def run(self, launches, on_start, on_done) -> None:
         import submitit
