@@ -472,3 +472,32 @@ def test_a_bad_value_in_a_config_file_names_the_file(tmp_path, fields, message):
     with pytest.raises(UserError) as err:
         ExperimentConfig.load(path)
     assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_a_config_file_is_checked_with_the_flags_over_it(tmp_path, monkeypatch):
+    """The rules between fields wait for the flags (a file's d_model 36 with --num-heads 6; its warm-up of 300
+    with --max-steps 400); a file's device picks the default preset as --device would; six flag-spelt keys
+    are six hints, not 'not a config'."""
+    import torch
+
+    from cs336_basics.basics.run_experiment import build_parser as train_parser
+
+    def read(fields, *flags):
+        path.write_text(json.dumps(fields))
+        return config_module.config_from_args(train_parser().parse_args(["--config", str(path), *flags]))
+
+    path = tmp_path / "c.json"
+    assert read({"preset": "demo", "d_model": 36}, "--num-heads", "6").resolved().num_heads == 6
+    assert read({"preset": "demo", "warmup_steps": 300}, "--max-steps", "400").resolved().warmup_steps == 300
+    with pytest.raises(UserError, match="must be even for RoPE"):
+        read({"preset": "demo", "d_model": 36}).resolved()  # with demo's 4 heads: head size 9
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a CUDA machine: "auto" starts from full
+    assert read({"max_lr": 0.002}).preset == "full"
+    assert (
+        read({"device": "cpu", "max_lr": 0.002}).preset == read({"max_lr": 0.002}, "--device", "cpu").preset
+    )
+    assert read({"device": "cpu"}).preset == "low-resource"
+    keys = ["max-steps", "d-model", "d-ff", "num-layers", "num-heads", "context-length"]
+    with pytest.raises(UserError) as err:
+        read(dict.fromkeys(keys, 1))
+    assert str(err.value).count("did you mean") == 6 and "did you mean 'context_length'?" in str(err.value)

@@ -153,7 +153,7 @@ class ExperimentConfig:
 
     def resolved(self) -> ExperimentConfig:
         """A copy with every derived default filled in; validates the values."""
-        self._check_types()
+        self._check_fields(FIELD_NAMES)
         cfg = dataclasses.replace(self, extra=dict(self.extra))
         if cfg.min_lr is None:
             cfg.min_lr = 0.1 * cfg.max_lr
@@ -165,16 +165,9 @@ class ExperimentConfig:
         return cfg
 
     def validate(self) -> None:
-        """Every value checked (after ``_check_types``): one line per problem saying which flag, the value, the
-        rule, and an example."""
+        """Every value checked: one line per problem saying which flag, the value, the rule, and an example."""
+        self._check_fields(FIELD_NAMES)
         refuse = functools.partial(_refuse, preset=self.preset)  # its hints quote this preset's values
-        for name, rule in RANGES.items():
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and _RULES[rule](value)):
-                refuse(name, value, f"a finite number {rule}" if isinstance(value, float) else rule)
-        for name, choices in CHOICES.items():
-            if getattr(self, name) not in choices:
-                refuse(name, getattr(self, name), f"one of {', '.join(choices)}")
         if self.min_lr is not None and not self.min_lr <= self.max_lr:
             refuse("min_lr", self.min_lr, f"in [0, max_lr = {self.max_lr:g}]")
         if self.warmup_steps is not None and not self.warmup_steps <= self.max_steps:
@@ -189,17 +182,25 @@ class ExperimentConfig:
                 "change --d-model or --num-heads"
             )
 
-    def _check_types(self) -> None:
-        for f in dataclasses.fields(self):
-            value, kind = getattr(self, f.name), _scalar_type(_HINTS[f.name])
-            if value is None and not _optional(_HINTS[f.name]):
-                raise UserError(f"config field {f.name} cannot be none; give a value of type {kind.__name__}")
+    def _check_fields(self, names) -> None:
+        """Each of ``names`` on its own: its type, then its range (``RANGES``) or choices (``CHOICES``)."""
+        for name in names:
+            value, kind = getattr(self, name), _scalar_type(_HINTS[name])
+            if value is None and not _optional(_HINTS[name]):
+                raise UserError(f"config field {name} cannot be none; give a value of type {kind.__name__}")
             if value is None:
                 continue
             ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
             if not ok or (kind in (int, float) and isinstance(value, bool)):
-                none = " (JSON null for none)" if _optional(_HINTS[f.name]) and isinstance(value, str) else ""
-                raise UserError(f"config field {f.name} must be {kind.__name__}{none}, got {value!r}")
+                none = " (JSON null for none)" if _optional(_HINTS[name]) and isinstance(value, str) else ""
+                raise UserError(f"config field {name} must be {kind.__name__}{none}, got {value!r}")
+            if name in RANGES and not (math.isfinite(value) and _RULES[RANGES[name]](value)):
+                rule = RANGES[name]
+                _refuse(
+                    name, value, f"a finite number {rule}" if isinstance(value, float) else rule, self.preset
+                )
+            if name in CHOICES and value not in CHOICES[name]:
+                _refuse(name, value, f"one of {', '.join(CHOICES[name])}", self.preset)
 
     # ---- JSON -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -209,9 +210,7 @@ class ExperimentConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ExperimentConfig:
         """Exactly the given fields (the rest at the dataclass defaults); an unknown key is an error."""
         unknown = sorted(set(data) - set(FIELD_NAMES))
-        if (
-            len(unknown) > 5
-        ):  # another JSON file (a sweep.json, a summary.json): one sentence, not one per key
+        if sum(_nearest(k) is None for k in unknown) > 3:  # another JSON file (a sweep.json): one sentence
             raise UserError(f"{source} is not a config: {len(unknown)} of its keys ({', '.join(unknown[:3])}, ...) "
                             "are not config fields; give a run's config.json or a JSON object of config fields")  # fmt: skip
         if unknown:
@@ -219,13 +218,17 @@ class ExperimentConfig:
         return cls(**data)
 
     @classmethod
-    def load(cls, path: str | Path, preset: str | None = None, default: str = "full") -> ExperimentConfig:
+    def load(
+        cls, path: str | Path, preset: str | None = None, device: str | None = None, given=()
+    ) -> ExperimentConfig:
         """A config JSON file: some fields (the rest from its ``preset``), or a run's config.json.
 
         The fields the file leaves out come from the preset it names, else from ``preset`` (``--preset``; a
-        file naming another is refused), else from ``default``. A run's config.json holds every field plus
-        the RUN_INFO_KEYS the trainer adds; the fields it lists in ``derived_fields`` are derived again. Any
-        other key is refused with the nearest field name.
+        file naming another is refused), else from ``default_preset`` of ``device`` (``--device``, else the
+        file's). A run's config.json holds every field plus the RUN_INFO_KEYS the trainer adds; the fields it
+        lists in ``derived_fields`` are derived again. Any other key is refused with the nearest field name.
+        Each value of the file that no flag of ``given`` replaces is checked on its own here, naming the file;
+        the rules between fields wait for the flags (``resolved``).
         """
         try:
             data = json.loads(Path(path).read_text())
@@ -239,11 +242,10 @@ class ExperimentConfig:
         if named is not None and preset is not None and named != preset:
             raise UserError(f"{path} names preset {named!r} but --preset {preset} was given: the fields the file "
                             "leaves out come from one preset; give --preset only with a file that names none")  # fmt: skip
-        base = named or preset or default
+        base = named or preset or default_preset(device or values.get("device") or "auto")
         cfg = cls.from_dict({"preset": base, **_over_preset(base, values, f"{path}: ")}, source=str(path))
-        try:  # a bad value is the file's: say so, before any flag is applied over it
-            cfg._check_types()
-            cfg.validate()
+        try:
+            cfg._check_fields([name for name in values if name in FIELD_NAMES and name not in given])
         except UserError as err:
             raise UserError(f"{path}: {err}") from None
         return cfg
@@ -394,10 +396,16 @@ def _refuse(name: str, value: Any, rule: str, preset: str = "full") -> typing.No
     raise UserError(f"{flag} must be {rule}, got {value!r} ({what}); {hint}")
 
 
-def _unknown_key(key: str) -> str:
+def _nearest(key: str) -> str | None:
+    """The field a mistyped key most likely means (``weight_decy``, ``d-model``, ``lr``), or None."""
     candidates = {**{n: n for n in FIELD_NAMES}, **{_flag(n): n for n in FIELD_NAMES}, "lr": "max_lr"}
     near = difflib.get_close_matches(key.lower(), candidates, n=1, cutoff=0.6)
-    hint = f"did you mean {candidates[near[0]]!r}?" if near else "the fields are cs336-train's flags"
+    return candidates[near[0]] if near else None
+
+
+def _unknown_key(key: str) -> str:
+    near = _nearest(key)
+    hint = f"did you mean {near!r}?" if near else "the fields are cs336-train's flags"
     return f"unknown config field {key!r} ({hint})"
 
 
@@ -501,7 +509,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The command line's config: ``--preset`` (when not given, ``default_preset`` of ``--device``), or the
     file of ``--config`` over it (cs336-train), with the field flags over that."""
     overrides = config_overrides(args)
-    default = default_preset(overrides.get("device", "auto"))
     if getattr(args, "config", None) is not None:
-        return dataclasses.replace(ExperimentConfig.load(args.config, args.preset, default), **overrides)
-    return create_experiment_config(args.preset or default, **overrides)
+        loaded = ExperimentConfig.load(args.config, args.preset, overrides.get("device"), given=overrides)
+        return dataclasses.replace(loaded, **overrides)
+    return create_experiment_config(
+        args.preset or default_preset(overrides.get("device", "auto")), **overrides
+    )
