@@ -384,3 +384,17 @@ def test_the_advice_for_more_sharpness_measurements_is_a_command_that_takes_them
     assert sweep_main(tiny_args(out, 1e-2, steps=10, extra=("--no-extend", *advised))) == 0
     assert len(list(out.glob("lr_1e_02.old-*"))) == 1
     assert load_experiment_log(out / "lr_1e_02").config["sharpness_share"] == 0.1
+
+
+def test_restart_retrains_every_seed_of_the_value_the_sweep_holds(tmp_path, tiny_args, capsys):
+    """--restart with fewer --seeds than the sweep ran moved only the seeds of this command aside: the other
+    seed kept its old run and the table still averaged it."""
+    out = tmp_path / "sweep"
+    assert sweep_main(tiny_args(out, 1e-2, steps=5, extra=("--no-extend", "--seeds", "2"))) == 0
+    assert sweep_main(tiny_args(out, 1e-2, steps=5, extra=("--no-extend", "--restart", "1e-2"))) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "restarting lr_1e_02 (previous run" in printed and "restarting lr_1e_02_s1 (previous run" in printed
+    )
+    assert sorted(p.name.split(".old-")[0] for p in out.glob("*.old-*")) == ["lr_1e_02", "lr_1e_02_s1"]
+    assert [p.state for p in load_sweep(out).points] == ["finished", "finished"]

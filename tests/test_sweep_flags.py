@@ -179,7 +179,7 @@ def _bs_args(out: Path, tmp_path: Path, *extra: str) -> list[str]:
         (
             ["--time", "abc"],
             "--time is for --executor slurm or local, not --executor auto; add --executor "
-            "slurm, or leave it out",
+            "local, or leave it out",
         ),  # fmt: skip
         (
             ["--executor", "local", "--partition", "gpu", "--slurm-option", "qos=high"],
@@ -353,3 +353,10 @@ def test_a_cpu_batch_that_cannot_be_allocated_does_not_fit():
         pytest.skip("the kernel grants any allocation here (overcommit_memory=1): touching it would OOM-kill")
     assert fits(tiny_config(batch_size=2**30)) is False  # 2**30 x 16 tokens x 32 features x 4 B = 2 TB
     assert fits(tiny_config(batch_size=2)) is True
+
+
+def test_time_0_is_no_limit_for_points_run_here_too():
+    """--time 0 (none) asks for what a point run by this process gets anyway: not refused."""
+    from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import build_parser
+
+    assert choose_executor(build_parser().parse_args(["--time", "0"])).name == "in-process"

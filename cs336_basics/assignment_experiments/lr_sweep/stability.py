@@ -117,9 +117,12 @@ def at_edge_text(view: SweepView, rows: list[EdgeRow]) -> str:
                  "(`--sharpness-share`) settle it.")  # fmt: skip
     if row.measured < FEW_MEASUREMENTS * row.seeds:
         share = view.config.get("sharpness_share")
-        more = f"{min(2 * share, 0.5):g}" if isinstance(share, float) and share > 0 else "0.1"
-        text += (f" Only {row.measured} measurement(s): a coarse answer. For more, retrain it with "
-                 f"`--restart {flag_text(best.lr)} --sharpness-share {more}` (a finished run is not retrained).")  # fmt: skip
+        share = share if isinstance(share, float) else 0.0
+        text += f" Only {row.measured} measurement(s): a coarse answer."
+        if share < 0.5:  # doubled, up to half the wallclock; beyond that only a longer run measures more
+            more = f"{min(2 * share, 0.5):g}" if share > 0 else "0.1"
+            text += (f" For more, retrain it with `--restart {flag_text(best.lr)} --sharpness-share {more}` "
+                     "(a finished run is not retrained).")  # fmt: skip
     return text
 
 

@@ -25,6 +25,8 @@ from cs336_basics.assignment_experiments.sweep.record import (
     SweepRecord,
     flag_text,
     point_name,
+    refuse_run_dir,
+    seed_of,
     sweep_json_over,
     sweep_lock,
 )
@@ -154,8 +156,8 @@ def check_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: Path, *, resta
     lists, restarted points not done (``fresh``: as after --fresh moved ``out_dir`` aside)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file, not a sweep directory; choose another --out")
-    if out_dir.is_dir():  # another field's sweep or a training run's dir, with --fresh too
-        sweep_json_over(out_dir, spec.field)
+    if out_dir.is_dir() and fresh:  # moved aside whatever its sweep.json holds, unless it is a run's dir
+        refuse_run_dir(out_dir)
     values = [(v, "grid", None) for v in spec.values] if fresh else sweep_values(spec, out_dir)
     unknown = sorted(set(restart) - {v for v, _, _ in values})
     if unknown:  # before the plan and the data: a typo costs nothing
@@ -165,13 +167,23 @@ def check_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: Path, *, resta
         from cs336_basics.basics.device import resolve_device
 
         resolve_device(base.device)
-    for value, _, _ in (
-        values if not fresh else ()
-    ):  # a restarted point's old config.json goes aside, unchecked
-        for seed in range(spec.seeds if value not in restart else 0):
+    for value, _, _ in [] if fresh else values:
+        for seed in range(
+            spec.seeds if value not in restart else 0
+        ):  # a restarted point's goes aside unchecked
             prepare_point(spec, base, value, seed, out_dir / spec.name(value, seed), write=False)
     points, done = sweep_points(spec, base, out_dir, fresh=fresh)
-    return points, done - {spec.name(v, s) for v in restart for s in range(spec.seeds)}
+    return points, done - {name for v in restart for name in restart_names(spec, out_dir, v)}
+
+
+def restart_names(spec: SweepSpec, out_dir: Path, value) -> list[str]:
+    """The run dirs ``--restart value`` retrains: its points at this sweep's seeds, and any other seed of it
+    sweep.json holds (from a run with more --seeds)."""
+    names = [spec.name(value, seed) for seed in range(spec.seeds)]
+    recorded = [
+        p["name"] for p in sweep_json_over(out_dir, spec.field).get("points", []) if p["value"] == value
+    ]
+    return names + [n for n in recorded if n not in names]
 
 
 def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, executor, *, propose=None,
@@ -204,16 +216,16 @@ def run_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: str | Path, exec
         wandb = {k: wandb[k] for k in ("project", "entity", "mode")} if wandb else None
         record = SweepRecord.open(out_dir, spec.field, base.to_dict(), seeds=spec.seeds, executor=executor.name,
                                   prefix=spec.prefix, wandb=wandb, **(settings or {}))  # fmt: skip
-        for value in restart:  # before add_value writes the points' config.json afresh
-            for name in (spec.name(value, seed) for seed in range(spec.seeds)):
+        for value in restart:  # each of its points moved aside, then its config.json written afresh
+            for name in restart_names(spec, out_dir, value):
                 if not (out_dir / name).is_dir() or load_experiment_log(out_dir / name).state == "pending":
-                    # all it holds is its config.json: written again below
-                    (out_dir / name / CONFIG_FILE).unlink(missing_ok=True)
+                    (out_dir / name / CONFIG_FILE).unlink(missing_ok=True)  # all a pending point holds
                     print(f"restarting {name}: it had not started, nothing to move aside")
-                    continue
-                with run_dir_lock(out_dir / name):  # a live trainer of it is one line, not moved under it
-                    moved = move_aside(out_dir / name)
-                print(f"restarting {name} (previous run moved to {moved})")
+                else:
+                    with run_dir_lock(out_dir / name):  # a live trainer of it is one line, not moved under it
+                        moved = move_aside(out_dir / name)
+                    print(f"restarting {name} (previous run moved to {moved})")
+                prepare_point(spec, base, value, seed_of(name), out_dir / name)
         for value, added_by, why in values:
             add_value(spec, base, record, out_dir, value, added_by, why)
         busy = []

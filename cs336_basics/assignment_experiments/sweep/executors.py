@@ -210,11 +210,12 @@ def slurm_parameters(partition, time_min, gpus_per_job, account, extra: list[str
 
 def _refuse_unused(args, executor: str, names: tuple[str, ...]) -> None:
     """A job flag the chosen executor would ignore is one line, not silently dropped."""
-    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) != JOB_FLAGS[n]]
-    if given:
+    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) not in (JOB_FLAGS[n], "0")]
+    if given:  # (--time 0, no limit, is what a point run here gets anyway)
         uses = "--executor slurm" + (" or local" if given == ["--time"] else "")
-        raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for {uses}, not "
-                        f"--executor {executor}; add --executor slurm, or leave {'it' if len(given) == 1 else 'them'} out")  # fmt: skip
+        one = len(given) == 1
+        raise UserError(f"{', '.join(given)} {'is' if one else 'are'} for {uses}, not --executor {executor}; "
+                        f"add --executor {uses.split()[-1] if one else 'slurm'}, or leave {'it' if one else 'them'} out")  # fmt: skip
 
 
 def choose_executor(args):

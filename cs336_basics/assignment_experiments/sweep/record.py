@@ -117,14 +117,19 @@ def sweep_id(meta: dict, sweep_dir: Path) -> str:
     return meta.get("id") or Path(sweep_dir).resolve().name
 
 
+def refuse_run_dir(sweep_dir: Path) -> None:
+    """A sweep's directory must not be a training run's: the sweep would write its points inside it."""
+    if (Path(sweep_dir) / CONFIG_FILE).is_file() and not (Path(sweep_dir) / SWEEP_FILE).exists():
+        raise UserError(f"{sweep_dir} is a training run's directory (it holds {CONFIG_FILE}), not a sweep's; "
+                        "choose another directory")  # fmt: skip
+
+
 def sweep_json_over(sweep_dir: Path, field: str) -> dict:
     """``read_sweep_json``, refusing a sweep.json of a sweep over another field (a batch-size sweep's --out
     given to the lr sweep or its readers): before any plan, data, point or table treats its values as this
     sweep's."""
+    refuse_run_dir(sweep_dir)
     meta = read_sweep_json(sweep_dir)
-    if not meta and (Path(sweep_dir) / CONFIG_FILE).is_file():
-        raise UserError(f"{sweep_dir} is a training run's directory (it holds {CONFIG_FILE}), not a sweep's; "
-                        "choose another directory")  # fmt: skip
     if meta and meta.get("field", field) != field:
         raise UserError(
             f"{sweep_dir} holds a sweep over {meta['field']}, not {field}; choose another directory"
