@@ -7,11 +7,11 @@ under the final name.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -20,28 +20,40 @@ from typing import IO, Any
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file beside ``path`` for writing; on success fsync it, rename it to ``path`` and remove the
-    temp files of ``path`` that writers killed earlier left (last written before this one began: a kill -9
-    during a long tokenization left its partial output, up to GBs, forever)."""
+    temp files of ``path`` that killed writers left (a kill -9 during a long tokenization left its partial
+    output, up to GBs, for good). A writer holds an flock on its temp file until the rename, and the kernel
+    drops it when the writer dies: a temp file whose lock can be taken has no live writer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    began = time.time()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until the rename below: nobody removes a live writer's file
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        with contextlib.suppress(OSError):
-            if stale.stat().st_mtime < began:
-                stale.unlink()
+    _remove_dead_writers_files(path)
+
+
+_TEMP_SUFFIX = ".tmp"
+
+
+def _remove_dead_writers_files(path: Path) -> None:
+    """The temp files of ``path`` (``.NAME.XXXXXXXX.tmp``, mkstemp's 8 random characters) nobody holds."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.{'[!.]' * 8}{_TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError), open(stale, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer's
+            stale.unlink()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -119,9 +119,10 @@ def one_line(err: BaseException) -> str:
 
 
 def describe_os_error(err: OSError) -> str:
-    """One line for a filesystem error: what failed, on which path (of a rename, the target: the source is
-    our temporary file), and what to do."""
-    target = err.filename2 or err.filename
+    """One line for a filesystem error: what failed, on which path (of a rename from one of our temporary
+    files, the target: the path the user gave), and what to do."""
+    ours = err.filename2 and str(err.filename).endswith(".tmp")
+    target = err.filename2 if ours else err.filename
     path = f": {target}" if target else ""
     what = (err.strerror or str(err)).lower()
     advice = {

@@ -63,24 +63,23 @@ def test_a_failed_atomic_write_names_the_users_path_not_our_temporary(tmp_path):
 
 
 def test_a_killed_writers_temp_file_goes_with_the_next_write_of_that_file(tmp_path):
-    """kill -9 mid-write (a tokenization) left `.train.npy.XXXX.tmp` (GBs for TinyStories) for good."""
-    import time
+    """kill -9 mid-write (a tokenization) left `.train.npy.XXXXXXXX.tmp` (GBs for TinyStories) for good. The
+    next write of train.npy removes it; a live writer's temp (it holds its flock), however old, and another
+    file's are kept."""
+    import fcntl
 
-    from cs336_basics.atomic import atomic_write, atomic_write_text
+    from cs336_basics.atomic import atomic_write_text
 
-    killed = tmp_path / ".train.npy.ab12cd.tmp"
-    killed.write_bytes(b"partial")
-    os.utime(killed, (time.time() - 60, time.time() - 60))  # last written a minute ago, then killed
-    other = tmp_path / ".valid.npy.ef34gh.tmp"  # another file's: not ours to judge
-    other.write_bytes(b"partial")
-    os.utime(other, (time.time() - 60, time.time() - 60))
-    atomic_write_text(tmp_path / "train.npy", "new")
-    assert sorted(os.listdir(tmp_path)) == [".valid.npy.ef34gh.tmp", "train.npy"]
-    live = tmp_path / ".train.npy.zz99zz.tmp"  # written after this write began: a live writer's, kept
-    with atomic_write(tmp_path / "train.npy", "w") as f:
-        live.write_bytes(b"being written")
-        f.write("newer")
-    assert live.exists() and (tmp_path / "train.npy").read_text() == "newer"
+    killed, live, other = (tmp_path / name for name in (".train.npy.ab12cd34.tmp", ".train.npy.zz99zz99.tmp",
+                                                         ".train.npy.json.ef34gh56.tmp"))  # fmt: skip
+    for path in (killed, live, other):
+        path.write_bytes(b"partial")
+        os.utime(path, (0, 0))  # last written long ago
+    with open(live, "rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # a writer that is still alive (stalled, say)
+        atomic_write_text(tmp_path / "train.npy", "new")
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name, "train.npy"])
+    assert (tmp_path / "train.npy").read_text() == "new"
 
 
 def test_ctrl_c_in_a_command_is_one_line_that_promises_only_what_a_rerun_keeps(capsys):
@@ -96,3 +95,11 @@ def test_ctrl_c_in_a_command_is_one_line_that_promises_only_what_a_rerun_keeps(c
     assert exc.value.code == 130
     assert capsys.readouterr().err == ("interrupted by the user (Ctrl-C): re-run the same command to go on (finished work is "
                                        "kept; training and downloads resume mid-way)\n")  # fmt: skip
+
+
+def test_a_missing_source_of_a_rename_is_the_path_named():
+    """Only a rename from our temporary file names its target; otherwise the path that failed is named."""
+    from cs336_basics.errors import describe_os_error
+
+    err = FileNotFoundError(2, "No such file or directory", "/data/a.txt", "/data/b.txt")
+    assert describe_os_error(err).startswith("no such file or directory: /data/a.txt; ")

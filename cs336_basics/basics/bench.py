@@ -488,11 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value, low in (("--steps", steps, 1), ("--warmup", warmup, 0), ("--rounds", args.rounds, 1)):
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
-    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):  # before the timing
-        where = (
-            "is a directory" if args.json.is_dir() else f"is in {args.json.parent}, which is not a directory"
-        )
-        raise UserError(f"--json {args.json} {where}; give a file path in an existing directory")
+    if args.json is not None:  # before the timing (missing directories are made when it is written)
+        existing = next(p for p in (args.json, *args.json.parents) if p.exists())
+        if existing.is_dir() if existing == args.json else not existing.is_dir():
+            where = "is a directory" if existing == args.json else f"is under {existing}, which is a file"
+            raise UserError(f"--json {args.json} {where}; give the path of a file to write")
     points = list(itertools.product(args.precisions, args.compiles, args.batch_sizes or [base.batch_size]))
     variants = [Variant("package", *point, k) for point in points for k in args.kernel_list or [base.kernels]]
     variants += [] if args.no_plain else [Variant("plain", *point) for point in points]
