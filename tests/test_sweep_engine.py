@@ -267,6 +267,9 @@ def test_structurally_wrong_sweep_json_is_one_line_everywhere(finished_sweep, tm
         (analyze_main, [str(out), "--no-sample"]),
     ):
         assert "is not a sweep record" in _one_line_exit_2(capsys, fn, argv)
+    assert sweep_main([*args, "--fresh"]) == 0  # as the error advises: the broken sweep is moved aside
+    assert len(list(tmp_path.glob("sweep.old-*"))) == 1 and load_sweep(out).state == "finished"
+    capsys.readouterr()
     # A point whose value is not a number is named with the value as written, not as None.
     meta = json.loads((finished_sweep[0] / "sweep.json").read_text())
     meta["points"][0]["value"] = "abc"
