@@ -289,3 +289,21 @@ def test_checkpoint_bytes_match_what_a_run_writes(tmp_path):
         "latest.pt",
     ]
     assert plan.measurements[0].checkpoint_bytes == pytest.approx(written, rel=0.05)
+
+
+def test_a_done_sweep_that_brackets_its_best_lr_plans_no_bracketing(tmp_path):
+    """lr-sweep --plan on a finished, bracketed sweep said 'bracketing may add up to 3'; the run adds none."""
+    from cs336_basics.assignment_experiments.lr_sweep.learning_rate_sweep import sweep_plan
+    from cs336_basics.assignment_experiments.sweep.executors import InProcessExecutor
+    from tests.test_stability_report import write_run
+
+    sweep = tmp_path / "sweep"
+    for lr, val in ((1e-3, 1.5), (3e-3, 1.2), (1e-2, 1.4)):
+        write_run(sweep, lr, final_val=val)
+    pts = points(tmp_path, (1e-3, 3e-3, 1e-2))
+    names = {name for name, _ in pts}
+    assert sweep_plan(pts, names, sweep, 3, InProcessExecutor()).extra_points == 3  # nothing diverged yet
+    write_run(sweep, 3e-2, final_val=None, steps=20, reason="exploded")
+    pts += points(tmp_path, (3e-2,))
+    assert sweep_plan(pts, names | {"lr_0.03"}, sweep, 3, InProcessExecutor()).extra_points == 0
+    assert sweep_plan(pts, names, sweep, 3, InProcessExecutor()).extra_points == 3  # one still to run

@@ -90,7 +90,10 @@ def learning_rate_sweep(config: ExperimentConfig, learning_rates=None, out_dir=D
 
 def sweep_plan(points, done: set[str], out_dir: Path, extra: int, executor) -> Plan:
     """``make_plan`` for the points as ``executor`` runs them: one point per device at once (``--concurrent``
-    on one device shares it), and not timed here when they run as SLURM jobs on other machines."""
+    on one device shares it), and not timed here when they run as SLURM jobs on other machines. Bracketing
+    adds nothing to a sweep whose points are all done and already bracket the best lr and the edge."""
+    if extra and done >= {name for name, _ in points} and next_point(load_sweep(out_dir, "max_lr")) is None:
+        extra = 0
     slots = len(set(getattr(executor, "slots", [None])))
     unmeasured = None
     if executor.elsewhere:
