@@ -302,3 +302,41 @@ def test_a_runs_sharpness_row_is_its_own_state_measured_on_the_probe_batch(tmp_p
     )
     assert row["sharpness"] == pytest.approx(expected, rel=1e-4)
     assert row["ratio"] == pytest.approx(expected * lr / 38, rel=1e-4)
+
+
+def test_a_cheap_measurement_after_dear_ones_does_not_schedule_the_next_at_once(tmp_path, monkeypatch):
+    """Measurements cost 50 s, 50 s, then 1 s (a busy machine freed): the schedule comes from their mean cost,
+    not the last one, so the share stays under the cap (from the last it measured at the next log step, and
+    a TinyStories run spent 52% of its wallclock measuring under a 30% cap)."""
+    import types
+
+    import numpy as np
+
+    from cs336_basics.basics import trainer as trainer_module
+    from cs336_basics.basics.device import setup_runtime
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(sharpness_share=0.3, log_interval=10).resolved()
+    runtime = setup_runtime("cpu", "fp32", "off", False, cfg.total_tokens)
+    tokens = (np.arange(5000) % cfg.vocab_size).astype(np.uint16)
+    trainer = trainer_module.Trainer(cfg, tmp_path / "run", runtime, (tokens, tokens, None), progress=False)
+    clock = [0.0]
+    costs = iter([50.0, 50.0, 1.0])
+
+    def measured(step, lr):  # what the probe measures does not matter here: only what it costs
+        clock[0] += next(costs)
+        return dict(step=step, lr=lr, sharpness=1.0, threshold=1.0, ratio=1.0)
+
+    monkeypatch.setattr(trainer.probe, "sharpness", measured)
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    trainer.tracker.start()
+    state, every, step = trainer.state, [], 10
+    for _ in range(3):  # at each step it is due; steps take 0.1 s: the wallclock is training plus measuring
+        state.wallclock_s = 0.1 * step + state.measure_s
+        trainer.measure(step, 1e-3, trainer.probe.weights())
+        every.append(state.sharpness_every)
+        step = (step // state.sharpness_every + 1) * state.sharpness_every
+    mean = (50 + 50 + 1) / 3
+    assert every[-1] == sharpness_interval(mean, 0.1, 0.3, 10) > sharpness_interval(1.0, 0.1, 0.3, 10)
+    assert state.sharpness_s == 101.0 and state.sharpness_count == 3
+    trainer.loader.close()

@@ -55,6 +55,8 @@ class TrainState:
     checkpoint_s: float = 0.0  # time the loop spent handing checkpoints to the writer
     measure_s: float = 0.0  # time spent measuring sharpness and instability signals
     sharpness_every: int = 0  # steps between sharpness measurements (0: at the next log step); see probe.py
+    sharpness_s: float = 0.0  # time the sharpness measurements took, all together
+    sharpness_count: int = 0
     val_loss_sem: float | None = None  # standard error of the last evaluation's mean (per-batch spread)
 
 
@@ -208,8 +210,11 @@ class Trainer:
         if cfg.sharpness_share > 0 and step % max(state.sharpness_every, 1) == 0:
             sharpness_start = time.perf_counter()
             self.tracker.log_sharpness(self.probe.sharpness(step, lr))
-            cost = time.perf_counter() - sharpness_start
-            # Seconds per training step: measurements, evaluations and checkpoints left out.
+            state.sharpness_s += time.perf_counter() - sharpness_start
+            state.sharpness_count += 1
+            # Their mean cost (one cheap measurement on a busy machine is not the next one's cost), against the
+            # seconds per training step (measurements, evaluations and checkpoints left out).
+            cost = state.sharpness_s / state.sharpness_count
             step_s = (state.wallclock_s - state.measure_s - state.eval_s - state.checkpoint_s) / step
             state.sharpness_every = sharpness_interval(cost, step_s, cfg.sharpness_share, cfg.log_interval)
         state.measure_s += time.perf_counter() - start
