@@ -1,6 +1,7 @@
-"""The console scripts of pyproject.toml. Each imports its command's module inside a guard: Ctrl-C while
-torch or matplotlib loads (the first second or two) is one line, as it is once the command runs (``cli_entry``),
-instead of an import traceback."""
+"""The console scripts of pyproject.toml. Each imports its command's module with Ctrl-C held back: Ctrl-C
+while torch or matplotlib loads (the first second or two) is one line once the import is done, as it is when
+the command runs (``cli_entry``), instead of an import traceback (or, landing in torch's C++ start-up, an
+abort)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from collections.abc import Callable
 
 def _command(module: str) -> Callable[[list[str] | None], int]:
     def run(argv: list[str] | None = None) -> int:
+        asked: list[int] = []  # a handler that only notes it: no KeyboardInterrupt is raised inside an import
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.append(signum))
         try:
             main = importlib.import_module(module).main
-        except KeyboardInterrupt:
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if asked:
             print("interrupted by the user (Ctrl-C) while starting: nothing was done", file=sys.stderr)
-            raise SystemExit(128 + signal.SIGINT) from None
+            raise SystemExit(128 + signal.SIGINT)
         return main(argv)
 
     run.__doc__ = f"``{module}.main``"
