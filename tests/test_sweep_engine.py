@@ -494,3 +494,14 @@ def test_the_device_is_checked_here_only_when_the_points_run_here(tmp_path):
         with pytest.raises(UserError, match="CUDA is not available"):
             run_sweep(spec, base, tmp_path / executor.name, executor, plan=stop)
     assert not (tmp_path / "in-process").exists()  # refused before anything was written
+
+
+def test_a_sweep_of_another_preset_is_told_which_preset_it_was(finished_sweep, tmp_path, capsys):
+    """lr-sweep without --preset on a demo sweep listed the differences and said 'the settings it was made
+    with'; the flag that brings them back is named."""
+    sweep, args = _copy(finished_sweep, tmp_path)
+    i = args.index("--preset")
+    other = [*args[:i], "--preset", "quick-test", *args[i + 2 :]]
+    line = _one_line_exit_2(capsys, sweep_main, other)
+    assert "re-run with --preset demo (the settings it was made with), retrain it with --restart" in line
+    assert sweep_main(args) == 0  # with --preset demo: every point is done

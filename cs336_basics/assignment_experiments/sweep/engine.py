@@ -103,8 +103,11 @@ def prepare_point(
                             f"with {restart}, or use --fresh / --out DIR")  # fmt: skip
         diffs = resume_differences(saved, resolved, saved_as=CONFIG_FILE)
         if diffs:
+            settings = "the settings it was made with"  # another preset: the flag that names them
+            if saved.get("preset") not in (None, resolved.preset):
+                settings = f"--preset {saved['preset']} ({settings})"
             raise UserError(f"{path} is from a different config ({'; '.join(map(str, diffs[:4]))}); re-run with "
-                            f"the settings it was made with, retrain it with {restart}, or use --fresh / --out DIR")  # fmt: skip
+                            f"{settings}, retrain it with {restart}, or use --fresh / --out DIR")  # fmt: skip
         return
     if not write:
         return
