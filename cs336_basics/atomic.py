@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+TEMP_SUFFIX = ".tmp"  # of the temp file beside its target: ``.NAME.XXXXXXXX.tmp``
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
@@ -25,7 +27,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     drops it when the writer dies: a temp file whose lock can be taken has no live writer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # held until the rename below: nobody removes a live writer's file
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
@@ -42,12 +44,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     _remove_dead_writers_files(path)
 
 
-_TEMP_SUFFIX = ".tmp"
-
-
 def _remove_dead_writers_files(path: Path) -> None:
     """The temp files of ``path`` (``.NAME.XXXXXXXX.tmp``, mkstemp's 8 random characters) nobody holds."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.{'[!.]' * 8}{_TEMP_SUFFIX}"):
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.{'[!.]' * 8}{TEMP_SUFFIX}"):
         with contextlib.suppress(OSError), open(stale, "rb") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

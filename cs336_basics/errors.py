@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+from cs336_basics.atomic import TEMP_SUFFIX
+
 F = TypeVar("F", bound=Callable[..., object])
 
 EXIT_USER_ERROR = 2
@@ -121,7 +123,7 @@ def one_line(err: BaseException) -> str:
 def describe_os_error(err: OSError) -> str:
     """One line for a filesystem error: what failed, on which path (of a rename from one of our temporary
     files, the target: the path the user gave), and what to do."""
-    ours = err.filename2 and str(err.filename).endswith(".tmp")
+    ours = err.filename2 and str(err.filename).endswith(TEMP_SUFFIX)
     target = err.filename2 if ours else err.filename
     path = f": {target}" if target else ""
     what = (err.strerror or str(err)).lower()

@@ -133,12 +133,12 @@ def test_git_state_matches_git_in_a_test_repo(tmp_path):
 def test_the_eta_of_a_plain_line_is_the_runs_pace_since_its_first_log_step(capsys):
     """An interval's own step time swings with each evaluation or measurement; the ETA uses the wallclock since
     the first log step shown (here 10 steps in 100 s: 10 s a step), not the last interval's 0.1 s."""
-    now = [0.0]
-    progress = Progress("r", start_step=0, max_steps=100, bar=False, clock=lambda: now[0])
+    progress = Progress("r", start_step=0, max_steps=100, bar=False)
     row = dict(train_loss=3.0, lr=1e-3, tokens_per_sec=1e4, ms_per_step=1000.0)
-    progress.update(10, {**row, "step": 10})  # the first line: its own step time, 90 steps x 1 s
-    now[0] = 100.0
-    progress.update(10, {**row, "step": 20, "ms_per_step": 100.0})  # 80 steps x 10 s
+    progress.update(
+        10, {**row, "step": 10, "wallclock_s": 30.0}
+    )  # the first line: its own step time, 90 x 1 s
+    progress.update(10, {**row, "step": 20, "wallclock_s": 130.0, "ms_per_step": 100.0})  # 80 steps x 10 s
     first, second = capsys.readouterr().out.splitlines()
     assert first.endswith("| eta 90.0 s") and second.endswith("| eta 13.3 min")
 

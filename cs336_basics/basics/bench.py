@@ -489,10 +489,13 @@ def main(argv: list[str] | None = None) -> int:
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
     if args.json is not None:  # before the timing (missing directories are made when it is written)
-        existing = next(p for p in (args.json, *args.json.parents) if p.exists())
-        if existing.is_dir() if existing == args.json else not existing.is_dir():
-            where = "is a directory" if existing == args.json else f"is under {existing}, which is a file"
-            raise UserError(f"--json {args.json} {where}; give the path of a file to write")
+        existing = next(p for p in (args.json, *args.json.parents) if p.exists())  # itself, else its nearest
+        if existing == args.json and existing.is_dir():
+            raise UserError(f"--json {args.json} is a directory; give the path of a file to write")
+        if existing != args.json and not existing.is_dir():
+            raise UserError(
+                f"--json {args.json} is under {existing}, which is a file; give the path of a file to write"
+            )
     points = list(itertools.product(args.precisions, args.compiles, args.batch_sizes or [base.batch_size]))
     variants = [Variant("package", *point, k) for point in points for k in args.kernel_list or [base.kernels]]
     variants += [] if args.no_plain else [Variant("plain", *point) for point in points]

@@ -14,9 +14,9 @@ from cs336_basics.formatting import duration
 class Progress:
     """A progress bar on a terminal; elsewhere (SLURM logs, nohup, CI) one plain line per log step."""
 
-    def __init__(self, name: str, start_step: int, max_steps: int, bar: bool, clock=time.perf_counter):
-        self.name, self.max_steps, self.clock = name, max_steps, clock
-        self._first: tuple[float, int] | None = None  # (time, step) of the first log step shown
+    def __init__(self, name: str, start_step: int, max_steps: int, bar: bool):
+        self.name, self.max_steps = name, max_steps
+        self._first: tuple[float, int] | None = None  # (wallclock_s, step) of the first log step shown
         self.bar = (
             tqdm(total=max_steps, initial=start_step, desc=name, dynamic_ncols=True, unit="step")
             if (bar and sys.stdout.isatty())
@@ -39,14 +39,14 @@ class Progress:
         )
 
     def _seconds_per_step(self, row: dict) -> float:
-        """For the ETA: the wallclock per step since the first log step this process showed (evaluations,
-        checkpoints and measurements included; the warm-up before it left out), else that row's step time."""
-        now = self.clock()
+        """For the ETA: the run's wallclock (the row's, TrainState's) per step since the first log step this
+        process showed (evaluations, checkpoints and measurements included; the warm-up before it left out),
+        else that row's step time."""
         if self._first is None:
-            self._first = (now, row["step"])
-        first_time, first_step = self._first
+            self._first = (row["wallclock_s"], row["step"])
+        first_wallclock, first_step = self._first
         if row["step"] > first_step:
-            return (now - first_time) / (row["step"] - first_step)
+            return (row["wallclock_s"] - first_wallclock) / (row["step"] - first_step)
         return row["ms_per_step"] / 1e3
 
     def write(self, text: str) -> None:

@@ -465,6 +465,13 @@ def refuse_sweep_dir(out_dir: Path) -> None:
         )
 
 
+def refuse_run_dir(sweep_dir: Path) -> None:
+    """A sweep's directory must not be a training run's: the sweep would write its points inside it."""
+    if (Path(sweep_dir) / CONFIG_FILE).is_file() and not (Path(sweep_dir) / SWEEP_FILE).exists():
+        raise UserError(f"{sweep_dir} is a training run's directory (it holds {CONFIG_FILE}), not a sweep's; "
+                        "choose another directory")  # fmt: skip
+
+
 MOVED_ASIDE = ".old-"  # in the name of a directory move_aside renamed: readers skip it
 
 

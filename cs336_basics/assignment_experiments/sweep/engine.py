@@ -25,7 +25,6 @@ from cs336_basics.assignment_experiments.sweep.record import (
     SweepRecord,
     flag_text,
     point_name,
-    refuse_run_dir,
     seed_of,
     sweep_json_over,
     sweep_lock,
@@ -43,6 +42,7 @@ from cs336_basics.experiment_log.reader import (
     make_dirs,
     move_aside,
     read_json_dict,
+    refuse_run_dir,
     removed_if_refused,
     run_dir_lock,
 )
@@ -171,9 +171,9 @@ def check_sweep(spec: SweepSpec, base: ExperimentConfig, out_dir: Path, *, resta
 
         resolve_device(base.device)
     for value, _, _ in [] if fresh else values:
-        for seed in range(
-            spec.seeds if value not in restart else 0
-        ):  # a restarted point's goes aside unchecked
+        if value in restart:
+            continue  # its old config.json goes aside unchecked
+        for seed in range(spec.seeds):
             prepare_point(spec, base, value, seed, out_dir / spec.name(value, seed), write=False)
     points, done = sweep_points(spec, base, out_dir, fresh=fresh)
     return points, done - {name for v in restart for name in restart_names(spec, out_dir, v)}

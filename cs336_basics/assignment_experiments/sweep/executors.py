@@ -210,12 +210,17 @@ def slurm_parameters(partition, time_min, gpus_per_job, account, extra: list[str
 
 def _refuse_unused(args, executor: str, names: tuple[str, ...]) -> None:
     """A job flag the chosen executor would ignore is one line, not silently dropped."""
-    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) not in (JOB_FLAGS[n], "0")]
-    if given:  # (--time 0, no limit, is what a point run here gets anyway)
-        uses = "--executor slurm" + (" or local" if given == ["--time"] else "")
-        one = len(given) == 1
-        raise UserError(f"{', '.join(given)} {'is' if one else 'are'} for {uses}, not --executor {executor}; "
-                        f"add --executor {uses.split()[-1] if one else 'slurm'}, or leave {'it' if one else 'them'} out")  # fmt: skip
+    # (--time 0, no limit, is what a point run by this machine gets anyway)
+    given = [n for n in names if getattr(args, n) != JOB_FLAGS[n] and (n, args.time) != ("time", "0")]
+    if not given:
+        return
+    takes = "local" if given == ["time"] else "slurm"  # a time limit is for local jobs too
+    flags = ", ".join(f"--{n.replace('_', '-')}" for n in given)
+    verb, it = ("is", "it") if len(given) == 1 else ("are", "them")
+    raise UserError(
+        f"{flags} {verb} for --executor slurm{' or local' if takes == 'local' else ''}, not "
+        f"--executor {executor}; add --executor {takes}, or leave {it} out"
+    )
 
 
 def choose_executor(args):

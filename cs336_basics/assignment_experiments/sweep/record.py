@@ -22,10 +22,10 @@ from pathlib import Path
 from cs336_basics.atomic import atomic_write_json
 from cs336_basics.errors import UserError
 from cs336_basics.experiment_log.reader import (
-    CONFIG_FILE,
     SWEEP_FILE,
     finite_or_none,
     read_json_dict,
+    refuse_run_dir,
     utc_timestamp,
 )
 
@@ -115,13 +115,6 @@ def _from_version_1(meta: dict) -> dict:
 def sweep_id(meta: dict, sweep_dir: Path) -> str:
     """The sweep's id (its W&B group): the one sweep.json keeps, else (a sweep from before ids) the dir's name."""
     return meta.get("id") or Path(sweep_dir).resolve().name
-
-
-def refuse_run_dir(sweep_dir: Path) -> None:
-    """A sweep's directory must not be a training run's: the sweep would write its points inside it."""
-    if (Path(sweep_dir) / CONFIG_FILE).is_file() and not (Path(sweep_dir) / SWEEP_FILE).exists():
-        raise UserError(f"{sweep_dir} is a training run's directory (it holds {CONFIG_FILE}), not a sweep's; "
-                        "choose another directory")  # fmt: skip
 
 
 def sweep_json_over(sweep_dir: Path, field: str) -> dict:
