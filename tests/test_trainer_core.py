@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 import traceback
@@ -311,3 +313,22 @@ print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algor
         run = [sys.executable, "-c", code.format(compile=compile_flag)]
         out = subprocess.run(run, capture_output=True, text=True, timeout=300, check=True).stdout.split()
         assert out == [str(compile_flag == "on"), "True", "True", inductor_flag], (compile_flag, out)
+
+
+@pytest.mark.parametrize(
+    "given, spin_count",
+    [({}, "0"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000"), ({"GOMP_SPINCOUNT": "1234"}, "1234")],
+)
+def test_cpu_threads_sleep_while_they_wait_unless_the_user_says_otherwise(given, spin_count):
+    """Importing the package before torch makes libgomp's waiting threads sleep at once (spin count 0): beside
+    another busy process, spinning ones took the cores from the working ones (a demo run 7x slower). A user's
+    own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept. Read from libgomp's own report of its settings, in a fresh
+    interpreter (this one has loaded torch already)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env |= {**given, "OMP_DISPLAY_ENV": "VERBOSE"}
+    code = "import cs336_basics.basics, torch; torch.ones(8).sum()"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    shown = re.search(r"GOMP_SPINCOUNT = '(\d+)'", run.stderr)
+    if shown is None:
+        pytest.skip("torch here does not use libgomp (no GOMP_SPINCOUNT in its OpenMP report)")
+    assert shown[1] == spin_count
