@@ -16,7 +16,7 @@ variant back to back (the order rotates), so ``vs plain`` (the median of the per
 numbers measured side by side on a noisy machine. Memory: CUDA peak allocated during a round over what was
 allocated before it; on CPU (``--memory``) a fresh process per variant, peak RSS (VmHWM) over RSS after one
 warm-up step. ``--run N`` trains N steps through ``run_experiment`` at the preset's intervals and reports
-the evaluation / checkpoint / log share of its wallclock from summary.json.
+the evaluation + checkpoint share of its wallclock from summary.json.
 """
 
 from __future__ import annotations
