@@ -55,9 +55,9 @@ class Measurement:
     @property
     def startup_s(self) -> float:
         """One-off cost per point beyond its steps: compile warm-up of training and of the eval graph."""
-        return max(0.0, self.warmup_s - self.warmup_steps * self.step_s) + max(
-            0.0, self.eval_warmup_s - self.forward_s
-        )
+        train_compile = max(0.0, self.warmup_s - self.warmup_steps * self.step_s)
+        eval_compile = max(0.0, self.eval_warmup_s - self.forward_s)
+        return train_compile + eval_compile
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -255,11 +255,10 @@ def make_plan(
     plans = [_point_plan(name, cfg, name in done, by_key.get(_speed_key(cfg), -1), measurements,
                          0 if name in done else _resume_step(out_dir / name)) for name, cfg in points]  # fmt: skip
     todo = [p.seconds for p in plans if not p.done]
-    # A point bracketing adds is the sweep's config at another learning rate: time it like the last grid point.
-    extra_point_s = 0.0
-    if plans:  # from step 0, whatever the last grid point's own progress
-        extra_point_s = _point_plan("", points[-1][1], False, plans[-1].measurement, measurements, 0).run_s
-
+    # A point bracketing adds is the sweep's config at another learning rate: it is timed and sized like the
+    # last grid point, from step 0 whatever that point's own progress.
+    last = plans[-1].measurement if plans else -1
+    extra_point_s = _point_plan("", points[-1][1], False, last, measurements, 0).run_s if plans else 0.0
     disk = [
         DiskNeed(f"{p.name} checkpoints", out_dir / p.name, _point_bytes(measurements[p.measurement]))
         for p in plans
@@ -267,7 +266,6 @@ def make_plan(
     ]
     if points:
         disk.extend(data_needs(points[0][1]))
-    last = plans[-1].measurement if plans else -1  # bracketing's points are sized like the last grid point
     extra_disk = extra_points * _point_bytes(measurements[last]) if extra_points and last >= 0 else 0
     extra_need = [DiskNeed("bracketing points", out_dir, extra_disk, optional=True)] if extra_disk else []
     return Plan(
@@ -277,8 +275,8 @@ def make_plan(
         slots=slots,
         extra_points=extra_points,
         extra_point_s=extra_point_s,
-        remaining_s=schedule(todo, slots) if todo else 0.0,
-        with_extra_s=schedule(todo + [extra_point_s] * extra_points, slots) if todo or extra_points else 0.0,
+        remaining_s=schedule(todo, slots),
+        with_extra_s=schedule(todo + [extra_point_s] * extra_points, slots),
         disk=disk,
         disk_checks=check_disk(disk + extra_need),
         extra_disk_bytes=extra_disk,
@@ -378,8 +376,7 @@ def format_plan(plan: Plan) -> str:
     elif plan.extra_points:
         sweep += f"; bracketing may add {plan.extra_points} point(s) (not timed)"
     lines.append(sweep)
-    for need in plan.disk:
-        lines.append(f"  disk: {need.what}: {size(need.bytes)} in {need.path}")
+    lines += [f"  disk: {need.what}: {size(need.bytes)} in {need.path}" for need in plan.disk]
     if plan.extra_disk_bytes:
         lines.append(f"  disk: checkpoints of the bracketing points: up to {size(plan.extra_disk_bytes)}")
     for c in plan.disk_checks:
