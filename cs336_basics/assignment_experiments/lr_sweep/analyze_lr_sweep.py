@@ -121,7 +121,7 @@ def stability_edge(view: SweepView) -> list[str]:
            if conv else "no learning rate has converged yet"]  # fmt: skip
     below = [g for g in diverged if g not in above]
     if below:
-        out.append(f"lr {', '.join(f'{g.lr:.3g}' for g in below)} diverged below the best lr: a crash-like point, "
+        out.append(f"lr {_lrs(below)} diverged below the best lr: a crash-like point, "
                    "not the divergence threshold" + ("" if above else "; nothing above the best diverged, so the "
                    "divergence threshold above it is not bracketed"))  # fmt: skip
     if not above:
@@ -156,21 +156,19 @@ def curve_reading(view: SweepView) -> list[str]:
     high = [g for g in finished if g.lr > best.lr and gap[g.lr] > CLEARLY_WORSE]
     # The per-point lines above give each gap: these name the lrs that are clearly worse, and why.
     if low:
-        lrs = ", ".join(f"{g.lr:.3g}" for g in low)
         out.append(
-            f"too low: lr {lrs} learn(s) too slowly for this step budget (over {CLEARLY_WORSE} nats worse)"
+            f"too low: lr {_lrs(low)} learn(s) too slowly for this step budget (over {CLEARLY_WORSE} nats worse)"
         )
     if high:
-        lrs = ", ".join(f"{g.lr:.3g}" for g in high)
-        out.append(f"too high (but stable): lr {lrs} converged over {CLEARLY_WORSE} nats worse than the best")
+        out.append(
+            f"too high (but stable): lr {_lrs(high)} converged over {CLEARLY_WORSE} nats worse than the best"
+        )
     diverged = [g for g in view.groups if g.state == "diverged" and g.lr > best.lr]
     if diverged:
         out.append(f"too high: from lr {diverged[0].lr:.3g} on, training diverged")
     near = [g for g in finished if abs(gap[g.lr]) <= CLEARLY_WORSE and g.lr != best.lr]
     if near:
-        out.append(
-            f"within {CLEARLY_WORSE} nats of the best: lr {', '.join(f'{g.lr:.3g}' for g in near)} — the optimum is broad"
-        )
+        out.append(f"within {CLEARLY_WORSE} nats of the best: lr {_lrs(near)} — the optimum is broad")
     if best.lr == min(gap):
         out.append("the best is the smallest finished learning rate: smaller ones might do better")
     if best.lr == max(gap) and not diverged:
@@ -178,6 +176,11 @@ def curve_reading(view: SweepView) -> list[str]:
             "the best is the largest learning rate tried and nothing above it diverged: larger ones might do better"
         )
     return out
+
+
+def _lrs(groups: list[ValueGroup]) -> str:
+    """``1e-03, 0.003``: the learning rates a sentence names."""
+    return ", ".join(f"{g.lr:.3g}" for g in groups)
 
 
 def _reading(g: ValueGroup, best: ValueGroup | None) -> str:
