@@ -103,8 +103,7 @@ def point_status(p: SweepPoint, *, now: datetime, stale_after: float, host: str)
     run_host, pid = status.get("host"), status.get("pid")
     if state == "running" and age is not None and age > stale_after:  # a dead process here reads interrupted
         state, note = "stalled", f"no status update for {duration(age)} (--stale-after {stale_after:g} s)"
-    metrics = log.metrics if log is not None else None
-    tokens_ps, steps_ps = recent_rates(metrics) if metrics is not None and len(metrics) else (None, None)
+    tokens_ps, steps_ps = recent_rates(log.metrics) if log is not None else (None, None)
     step, max_steps = p.step, p.max_steps
     resume = log.resume_step if state == "interrupted" and log is not None else None
     resume_step = step if resume is None else resume
@@ -132,7 +131,7 @@ def point_status(p: SweepPoint, *, now: datetime, stale_after: float, host: str)
         host=run_host,
         pid=pid if isinstance(pid, int) else None,
         live=state == "running" and run_host == host,
-        note=note if state not in ("finished",) else None,
+        note=note if state != "finished" else None,
     )
 
 
@@ -341,10 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             if args.json:
                 text = json.dumps(d.as_dict(), indent=None if args.watch is not None else 2)
-            else:
-                text = format_diagnosis(d)
-            if args.watch is not None and not args.json:
-                text = CLEAR_SCREEN + text
+            else:  # a redraw clears the screen first
+                text = (CLEAR_SCREEN if args.watch is not None else "") + format_diagnosis(d)
             print(text, flush=True)
             if args.watch is None:
                 return 0
