@@ -20,6 +20,7 @@ from cs336_basics.assignment_experiments.lr_sweep.stability import (
     steps_text,
 )
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView
+from cs336_basics.experiment_log import ExperimentLog
 from cs336_basics.experiment_log.reader import TRAIN_RATE, TRAIN_RATE_NOTE, smoothed
 from cs336_basics.formatting import count, duration, fmt, loss_text, md_table, plural
 
@@ -72,28 +73,23 @@ def loss_spikes(metrics: pd.DataFrame, factor: float = SPIKE_FACTOR) -> list[tup
             if prev is not None and loss > factor * prev]  # fmt: skip
 
 
-def target_reached_at(point: SweepPoint, target: float | None) -> int | None:
+def target_reached_at(log: ExperimentLog, target: float) -> int | None:
     """The first evaluated step whose val loss is at or below ``target``."""
-    if point.log is None or target is None:
-        return None
-    ev = point.log.eval_rows
-    hit = ev[ev["val_loss"] <= target]
+    hit = log.eval_rows[log.eval_rows["val_loss"] <= target]
     return int(hit["step"].iloc[0]) if len(hit) else None
 
 
 def run_observations(point: SweepPoint, target: float | None = None) -> list[str]:
-    """Plain sentences about one run, computed from its files."""
+    """Plain sentences about one run with a run directory, computed from its files."""
     log = point.log
-    if log is None:
-        return [f"no run directory yet ({point.reason})" if point.reason else "not started yet"]
     out: list[str] = []
-    m = log.metrics
-    if not len(train_rows(m)):
+    m, trained = log.metrics, train_rows(log.metrics)
+    if not len(trained):
         out.append("no train loss logged yet")
     p = plateau(m)
     if p is not None:
         last = _change(p["last_gain"])
-        if p["step"] is not None and p["step"] <= int(train_rows(m)["step"].iloc[0]):
+        if p["step"] is not None and p["step"] <= int(trained["step"].iloc[0]):
             out.append(
                 "barely learned: the smoothed train loss never improved by 1% or more per 10% of training "
                 f"(last 10%: {last})"
@@ -113,7 +109,7 @@ def run_observations(point: SweepPoint, target: float | None = None) -> list[str
         shown = "; ".join(f"step {s} ({loss:.3f} vs smoothed {prev:.3f})" for s, loss, prev in spikes[:5])
         more = f" and {len(spikes) - 5} more" if len(spikes) > 5 else ""
         out.append(f"{len(spikes)} loss spike(s) above {SPIKE_FACTOR}x the smoothed loss: {shown}{more}")
-    elif len(train_rows(m)) >= 2:
+    elif len(trained) >= 2:
         out.append(f"no loss spikes (no logged train loss above {SPIKE_FACTOR}x the smoothed loss before it)")
     if not len(log.eval_rows):
         out.append("no validation loss logged yet")
@@ -121,8 +117,8 @@ def run_observations(point: SweepPoint, target: float | None = None) -> list[str
         gap = point.final_val_loss - point.final_train_loss
         side = "above" if gap >= 0 else "below"
         out.append(f"final val loss is {abs(gap):.3f} nats {side} the final train loss")
-    hit = target_reached_at(point, target)
     if target is not None and len(log.eval_rows):
+        hit = target_reached_at(log, target)
         out.append(
             f"reached the target val loss {target:g} at step {hit}"
             if hit is not None
@@ -159,9 +155,8 @@ def _change(gain: float) -> str:
     return f"fell {100 * gain:.1f}%" if gain >= 0 else f"rose {100 * -gain:.1f}%"
 
 
-def key_metrics(point: SweepPoint, n: int = 6) -> pd.DataFrame:
+def key_metrics(m: pd.DataFrame, n: int = 6) -> pd.DataFrame:
     """About ``n`` metrics rows spread over the run (evaluation rows preferred), plus the last row."""
-    m = point.log.metrics if point.log is not None else pd.DataFrame()
     if not len(m):
         return m
     ev = m[m["val_loss"].notna()]
@@ -173,25 +168,24 @@ def key_metrics(point: SweepPoint, n: int = 6) -> pd.DataFrame:
     return rows
 
 
-def key_metrics_markdown(point: SweepPoint) -> str:
-    rows = key_metrics(point)
+KEY_METRIC_CELLS = {  # the "Over training" table: header -> the cell of a metrics row
+    "step": lambda r: str(int(r.step)),
+    "tokens": lambda r: count(r.tokens),
+    "wallclock": lambda r: duration(r.wallclock_s),
+    "train loss": lambda r: fmt(r.train_loss),
+    "val loss": lambda r: fmt(r.val_loss),
+    "lr": lambda r: fmt(r.lr, ".2e"),
+    "grad norm": lambda r: fmt(r.grad_norm, ".2f"),
+    "tokens/s": lambda r: fmt(r.tokens_per_sec, ",.0f"),
+}
+
+
+def key_metrics_markdown(metrics: pd.DataFrame) -> str:
+    rows = key_metrics(metrics)
     if not len(rows):
         return "_no metrics logged yet_"
-    body = [
-        [
-            str(int(r.step)),
-            count(r.tokens),
-            duration(r.wallclock_s),
-            fmt(r.train_loss),
-            fmt(r.val_loss),
-            fmt(r.lr, ".2e"),
-            fmt(r.grad_norm, ".2f"),
-            fmt(r.tokens_per_sec, ",.0f"),
-        ]
-        for r in rows.itertuples()
-    ]
-    headers = ["step", "tokens", "wallclock", "train loss", "val loss", "lr", "grad norm", "tokens/s"]
-    return md_table(headers, body)
+    body = [[cell(r) for cell in KEY_METRIC_CELLS.values()] for r in rows.itertuples()]
+    return md_table(list(KEY_METRIC_CELLS), body)
 
 
 # ---- EXPERIMENT_LOG.md ----------------------------------------------------------------------------------
@@ -228,7 +222,7 @@ def config_line(config: dict) -> str:
 
 
 def results_markdown(point: SweepPoint) -> str:
-    s = (point.log.summary if point.log else None) or {}
+    s = point.log.summary or {}
     best_step = s.get("best_step")
     rows = [
         ["state", point.state + (f" ({point.reason})" if point.reason and point.state != "finished" else "")],
@@ -269,7 +263,7 @@ def experiment_log_markdown(view: SweepView) -> str:
             continue
         lines += ["**Configuration.** " + config_line(p.log.config), ""]
         lines += ["**Results.**", "", results_markdown(p), ""]
-        lines += ["**Over training.**", "", key_metrics_markdown(p), ""]
+        lines += ["**Over training.**", "", key_metrics_markdown(p.log.metrics), ""]
         lines += ["**Observations.**", ""] + [f"- {o}" for o in run_observations(p, target)] + [""]
     return "\n".join(lines)
 
