@@ -30,7 +30,7 @@ from cs336_basics.assignment_experiments.lr_sweep.optimum import (
 )
 from cs336_basics.assignment_experiments.sweep.record import flag_text
 from cs336_basics.assignment_experiments.sweep.view import SweepPoint, SweepView, ValueGroup
-from cs336_basics.experiment_log.reader import DONE_STATES, SIGNALS
+from cs336_basics.experiment_log.reader import DONE_STATES, SIGNALS, finite_or_none
 from cs336_basics.formatting import loss_text
 
 EDGE_FRACTION = 0.9  # a measured step is "at the edge" when its ratio is above 0.9 of the threshold
@@ -116,8 +116,7 @@ def at_edge_text(view: SweepView, rows: list[EdgeRow]) -> str:
                  "steps, while Adam's second moments are still small, inflate it; longer runs and more measurements "
                  "(`--sharpness-share`) settle it.")  # fmt: skip
     if row.measured < FEW_MEASUREMENTS * row.seeds:
-        share = view.config.get("sharpness_share")
-        share = share if isinstance(share, float) else 0.0
+        share = finite_or_none(view.config.get("sharpness_share")) or 0.0
         text += f" Only {row.measured} measurement(s): a coarse answer."
         if share < 0.5:  # doubled, up to half the wallclock; beyond that only a longer run measures more
             more = f"{min(2 * share, 0.5):g}" if share > 0 else "0.1"
@@ -235,8 +234,9 @@ def _done_runs(view: SweepView) -> list[SweepPoint]:
     return [p for g in view.groups if g.state in DONE_STATES for p in g.points]
 
 
-def _loss(p: SweepPoint) -> float | None:
-    return p.final_val_loss if p.converged else None
+def _lrs_and_losses(runs: list[SweepPoint]) -> tuple[list[float], list[float | None]]:
+    """optimum.py's input: each run's lr and final validation loss, None for a run that did not converge."""
+    return [p.value for p in runs], [p.final_val_loss if p.converged else None for p in runs]
 
 
 def sensitivity_text(view: SweepView) -> str:
@@ -247,7 +247,7 @@ def sensitivity_text(view: SweepView) -> str:
     if not l0s:
         return "LR sensitivity: unknown (no summary.json records `initial_loss`, the loss at step 1)."
     l0 = statistics.fmean(l0s)
-    value = lr_sensitivity([p.value for p in runs], [_loss(p) for p in runs], l0)
+    value = lr_sensitivity(*_lrs_and_losses(runs), l0)
     best = view.best.final_val_loss  # l*: the lowest mean over seeds, as lr_sensitivity takes it
     n = len({p.value for p in runs})
     return (f"LR sensitivity (Wortsman et al. 2023): **{value:.3f} nats**, the mean over the {n} learning rates "
@@ -259,7 +259,7 @@ def sensitivity_text(view: SweepView) -> str:
 def optimum_fit(view: SweepView) -> Optimum | None:
     """fit_optimum on the finished and diverged runs; a single seed's noise is its summary's val_loss_sem."""
     runs = _done_runs(view)
-    return fit_optimum([p.value for p in runs], [_loss(p) for p in runs], [p.val_loss_sem for p in runs])
+    return fit_optimum(*_lrs_and_losses(runs), [p.val_loss_sem for p in runs])
 
 
 NOISE_TEXT = {
@@ -274,11 +274,11 @@ def optimum_text(view: SweepView, fit: Optimum | None) -> list[str]:
     """The fitted optimum with its interval and fit, an edge warning, and the seed-noise comparison."""
     if fit is None:
         return ["No learning rate has converged yet: no fitted optimum."]
-    if math.isfinite(fit.low) and fit.low == fit.high:  # every noise draw picks the same lr
-        interval = "the same lr under every noise draw"
-        noise = f"noise from {NOISE_TEXT[fit.noise]}"
-    elif math.isfinite(fit.low) and math.isfinite(fit.high):
-        interval = f"68% interval [{fit.low:.3g}, {fit.high:.3g}]"
+    if math.isfinite(fit.low) and math.isfinite(fit.high):
+        same = fit.low == fit.high  # every noise draw picks the same lr
+        interval = (
+            "the same lr under every noise draw" if same else f"68% interval [{fit.low:.3g}, {fit.high:.3g}]"
+        )
         noise = f"noise from {NOISE_TEXT[fit.noise]}"
     else:
         interval = "68% interval unknown"
@@ -288,7 +288,7 @@ def optimum_text(view: SweepView, fit: Optimum | None) -> list[str]:
     out = [f"{'Fitted optimum' if fitted else 'Optimum'}: lr **{fit.lr:.3g}** ({interval}, {fit.fit_text}, {noise}); "
            f"{'fitted ' if fitted else ''}loss there {fit.loss:.4f}."]  # fmt: skip
     best = view.best
-    gap = best.final_val_loss - fit.loss if best is not None and fit.fit == "quadratic" else 0.0
+    gap = best.final_val_loss - fit.loss if best is not None and fitted else 0.0
     if gap > INTERPOLATION_GAP:
         lo = max((x for x in fit.fit_lrs if x <= fit.lr), default=fit.lr)
         hi = min((x for x in fit.fit_lrs if x >= fit.lr), default=fit.lr)
@@ -311,7 +311,7 @@ def neighbour_text(view: SweepView) -> list[str]:
                 "is not measured (run `--seeds 2`)."]  # fmt: skip
     best = view.best
     out = []
-    for c in beats_neighbours([p.value for p in runs], [_loss(p) for p in runs]):
+    for c in beats_neighbours(*_lrs_and_losses(runs)):
         name = f"lr {best.lr:.3g} vs its neighbour {c.lr:.3g}"
         if math.isinf(c.margin):
             out.append(f"{name}: the neighbour diverged (at one seed or more), so the best beats it")
