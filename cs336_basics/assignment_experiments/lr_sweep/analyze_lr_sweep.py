@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cs336_basics.assignment_experiments.lr_sweep.bracketing import next_point
@@ -59,13 +59,13 @@ CLEARLY_WORSE = 0.02  # nats: smaller gaps to the best are within run-to-run noi
 class SweepFindings:
     """Sentences about the whole sweep, computed from its points."""
 
-    missing: list[str] = field(default_factory=list)
-    best_text: str = ""
-    target_text: str = ""
-    edge: list[str] = field(default_factory=list)
-    reading: list[str] = field(default_factory=list)
-    strategy: list[str] = field(default_factory=list)
-    stability: StabilityFindings | None = None  # measured: sharpness, signals, sensitivity, fitted optimum
+    missing: list[str]
+    best_text: str
+    target_text: str
+    edge: list[str]
+    reading: list[str]
+    strategy: list[str]
+    stability: StabilityFindings  # measured: sharpness, signals, sensitivity, fitted optimum
 
 
 def missing_parts(view: SweepView) -> list[str]:

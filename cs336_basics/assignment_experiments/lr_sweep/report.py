@@ -314,8 +314,6 @@ def edge_section(view: SweepView, findings) -> list[str]:
         "",
     ]
     lines += [f"- {e}" for e in findings.edge] + [""]
-    if st is None:
-        return lines
     seeds = max((r.seeds for r in st.rows), default=1) > 1
     lines += [f"Whether the best lr trains at the edge of stability (its sharpness at the threshold "
               f"{view.threshold_text}, as in Cohen et al.):", "", st.at_edge, ""]  # fmt: skip
@@ -345,7 +343,7 @@ def where_you_stand_section(view: SweepView) -> list[str]:
 
 def analysis_markdown(view: SweepView, findings, figures: dict[str, str], sample_text: list[str]) -> str:
     """lr_sweep_analysis.md. ``findings`` has ``missing, best_text, target_text, edge, reading, strategy``
-    (lists of sentences / one sentence) and ``stability`` (stability.StabilityFindings, or None); ``figures``
+    (lists of sentences / one sentence) and ``stability`` (stability.StabilityFindings); ``figures``
     maps captions to relative paths; ``sample_text`` is the sample section's lines."""
     lines = [
         "# Learning-rate sweep analysis",
@@ -358,8 +356,7 @@ def analysis_markdown(view: SweepView, findings, figures: dict[str, str], sample
         lines += ["## What is missing", ""] + [f"- {m}" for m in findings.missing] + [""]
     lines += ["## Results", "", results_table_markdown(view), ""]
     lines += ["## Best learning rate", "", findings.best_text, "", findings.target_text, ""]
-    if findings.stability is not None:
-        lines += [f"- {o}" for o in findings.stability.optimum] + [""]
+    lines += [f"- {o}" for o in findings.stability.optimum] + [""]
     lines += where_you_stand_section(view)
     lines += edge_section(view, findings)
     lines += ["## Reading the curves", ""] + [f"- {r}" for r in findings.reading] + [""]
