@@ -53,13 +53,13 @@ DEFAULT_WATCH_S = 10.0
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
 
 
-def recent_rates(metrics: pd.DataFrame, rows: int = RECENT_ROWS) -> tuple[float | None, float | None]:
+def recent_rates(metrics: pd.DataFrame) -> tuple[float | None, float | None]:
     """(tokens/s, steps/s) over the last logged intervals: tokens/s is the training-only median of the
-    last ``rows`` rows; steps/s is wallclock-based (evaluation and checkpoints included), for ETAs."""
+    last ``RECENT_ROWS`` rows; steps/s is wallclock-based (evaluation and checkpoints included), for ETAs."""
     m = metrics[metrics["wallclock_s"].notna()]
-    tokens = median(metrics, "tokens_per_sec", last=rows)
+    tokens = median(metrics, "tokens_per_sec", last=RECENT_ROWS)
     if len(m) >= 2:
-        tail = m.tail(rows + 1)
+        tail = m.tail(RECENT_ROWS + 1)
         d_step = float(tail["step"].iloc[-1] - tail["step"].iloc[0])
         d_wall = float(tail["wallclock_s"].iloc[-1] - tail["wallclock_s"].iloc[0])
         if d_step > 0 and d_wall > 0:

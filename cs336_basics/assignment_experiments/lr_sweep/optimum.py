@@ -57,9 +57,10 @@ def _finite(v) -> bool:
 def _by_lr(lrs: Sequence[float], losses: Sequence[float | None], extra=None):
     """Sorted [(lr, losses of its runs, extras of its runs)]."""
     groups: dict[float, tuple[list, list]] = {}
-    for i, (lr, loss) in enumerate(zip(lrs, losses)):
-        groups.setdefault(float(lr), ([], []))[0].append(loss)
-        groups[float(lr)][1].append(None if extra is None else extra[i])
+    for lr, loss, x in zip(lrs, losses, [None] * len(lrs) if extra is None else extra):
+        runs, extras = groups.setdefault(float(lr), ([], []))
+        runs.append(loss)
+        extras.append(x)
     return [(lr, *groups[lr]) for lr in sorted(groups)]
 
 

@@ -65,12 +65,13 @@ def plateau(metrics: pd.DataFrame) -> dict | None:
     return {"step": int(round(grid[start])) if start < 10 else None, "last_gain": float(gains[-1])}
 
 
-def loss_spikes(metrics: pd.DataFrame, factor: float = SPIKE_FACTOR) -> list[tuple[int, float, float]]:
-    """(step, loss, smoothed loss before it) for each logged train loss above ``factor`` x that smoothed loss."""
+def loss_spikes(metrics: pd.DataFrame) -> list[tuple[int, float, float]]:
+    """(step, loss, smoothed loss before it) for each logged train loss above ``SPIKE_FACTOR`` x that smoothed
+    loss."""
     m = train_rows(metrics)
     before = [None, *smoothed(m["train_loss"])[:-1]]
     return [(int(s), float(loss), float(prev)) for s, loss, prev in zip(m["step"], m["train_loss"], before)
-            if prev is not None and loss > factor * prev]  # fmt: skip
+            if prev is not None and loss > SPIKE_FACTOR * prev]  # fmt: skip
 
 
 def target_reached_at(log: ExperimentLog, target: float) -> int | None:
@@ -271,7 +272,7 @@ def experiment_log_markdown(view: SweepView) -> str:
 # ---- lr_sweep_analysis.md -------------------------------------------------------------------------------
 
 
-def results_table_markdown(view: SweepView, label: str = "lr") -> str:
+def results_table_markdown(view: SweepView) -> str:
     """One row per value; losses are mean ± std over seeds when there are several."""
     best = view.best
     rows = []
@@ -284,7 +285,7 @@ def results_table_markdown(view: SweepView, label: str = "lr") -> str:
             loss_text(g.final_val_loss, g.final_val_std), count(g.tokens), duration(g.wallclock_s),
             fmt(g.tokens_per_sec, ",.0f"),
         ])  # fmt: skip
-    headers = [label, "state", "seeds", "steps", "final train", "best val", "final val", "tokens", "time",
+    headers = ["lr", "state", "seeds", "steps", "final train", "best val", "final val", "tokens", "time",
                TRAIN_RATE]  # fmt: skip
     return md_table(headers, rows) + f"\n\n{TRAIN_RATE_NOTE}." if rows else "_No points yet._"
 
