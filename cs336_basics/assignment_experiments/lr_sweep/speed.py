@@ -107,9 +107,8 @@ class SpeedVerdict:
 def recorded_causes(run: RunFacts) -> list[Cause]:
     """Causes shown by what the run recorded: precision, compile, attention, compile failure, data wait."""
     rt = run.runtime
-    causes = []
     failures = [str(n) for n in rt.get("notes") or [] if "compile" in str(n) and "fail" in str(n)]
-    causes += [
+    causes = [
         Cause("torch.compile failed, so the run fell back to eager", f"runtime note: {n}") for n in failures
     ]
     name = rt.get("device_name")

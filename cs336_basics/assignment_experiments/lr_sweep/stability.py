@@ -66,10 +66,8 @@ class EdgeRow:
 
 def edge_row(group: ValueGroup) -> EdgeRow:
     peaks, steps, measured, above = [], [], 0, 0
-    for p in group.points:
-        sh = p.log.sharpness if p.log is not None else None
-        if sh is None:
-            continue
+    for log in (p.log for p in group.points if p.log is not None):
+        sh = log.sharpness
         sh = sh[np.isfinite(sh["ratio"])]
         if not len(sh):
             continue
