@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from cs336_basics import CPU_WAIT_NOTE
 from cs336_basics.errors import UserError
 from cs336_basics.formatting import plural
 
@@ -130,6 +131,8 @@ def setup_runtime(device: str, dtype: str, compile: str, tf32: bool, run_tokens:
 
             dtype, why = cpu_autocast_choice()
             notes.append(f"dtype auto -> {dtype} on this CPU ({why})")
+        if CPU_WAIT_NOTE:
+            notes.append(CPU_WAIT_NOTE)
         long_run = run_tokens >= CPU_COMPILE_MIN_TOKENS
         do_compile, backend = (compile == "on") or (compile == "auto" and long_run), "inductor"
         if do_compile:
