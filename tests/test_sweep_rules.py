@@ -143,6 +143,16 @@ def test_a_stall_against_the_initial_loss_shows_the_bound_it_crossed():
     assert "(last logged 9.500)" in reason
 
 
+def test_a_stall_called_by_a_hair_shows_the_digits_that_differ():
+    # The demo sweep's lr 0.3: smoothed 6.89226 against 0.9 x 7.65757 = 6.891813 read "6.892 ... = 6.892".
+    rule = DivergenceRule(check_after=0.25, explode_factor=1.5, rebound_margin=1.0, stall_fraction=0.9, stall_margin=1.0,
+                          min_steps=50)  # fmt: skip
+    reason = divergence_reason(
+        rule, step=50, max_steps=200, loss=5.371, smoothed_loss=6.89226, initial_loss=7.65757
+    )
+    assert "smoothed train loss 6.8923 (last logged 5.371)" in reason and reason.endswith("= 6.8918")
+
+
 def test_rule_catches_nan_explosion_and_rebound():
     assert "non-finite" in _first_reason([9.3, 7.0, float("nan")])[1]
     assert "exploded" in _first_reason([9.3, 8.0, 15.0])[1]

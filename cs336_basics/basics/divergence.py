@@ -79,9 +79,10 @@ def divergence_reason(
     if step < max(rule.check_after * max_steps, rule.min_steps):  # too early to call a stall
         return None
     if smoothed_loss > rule.stall_fraction * initial_loss:
+        smoothed, bound = _apart(smoothed_loss, rule.stall_fraction * initial_loss)
         return (
-            f"stalled: smoothed train loss {smoothed_loss:.3f} (last logged {loss:.3f}) at step {step} is still "
-            f"above {rule.stall_fraction:g} x the initial loss {initial_loss:.3f} = {rule.stall_fraction * initial_loss:.3f}"
+            f"stalled: smoothed train loss {smoothed} (last logged {loss:.3f}) at step {step} is still "
+            f"above {rule.stall_fraction:g} x the initial loss {initial_loss:.3f} = {bound}"
         )
     if reference_loss is not None and smoothed_loss > reference_loss + rule.stall_margin:
         return (
@@ -94,3 +95,13 @@ def divergence_reason(
 def stability_threshold(lr: float, beta1: float) -> float:
     """(2 + 2 beta1) / ((1 - beta1) lr): Adam's edge of stability (38 / lr at beta1 = 0.9); inf at lr = 0."""
     return math.inf if lr <= 0 else (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
+
+
+def _apart(value: float, bound: float) -> tuple[str, str]:
+    """``value`` and ``bound`` at 3 decimals, or at as many more (up to 6) as it takes to tell them apart: a stall
+    called by a hair read "6.892 is still above ... = 6.892"."""
+    for digits in range(3, 7):
+        shown = f"{value:.{digits}f}", f"{bound:.{digits}f}"
+        if shown[0] != shown[1]:
+            break
+    return shown
